@@ -1,0 +1,150 @@
+"""Container actions through the Docker Engine API (the docker SDK), for plain Docker hosts.
+
+The SDK is synchronous, so every call runs in a small bounded thread pool with a timeout; the event loop never
+blocks on Docker. Docker's errors are mapped here, at the boundary, to Temporary/PermanentActionError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from pydantic import Field
+
+from remediator.actions.base import Params
+from remediator.errors import PermanentActionError, TemporaryActionError
+
+T = TypeVar("T")
+
+
+class RestartParams(Params):
+    timeout_s: int = Field(default=10, ge=0, le=600)
+    """Seconds Docker waits for the container to stop before it kills it."""
+
+
+class LogsParams(Params):
+    tail: int = Field(default=50, ge=1, le=5000)
+    """Lines of the container's log to attach as evidence."""
+
+
+def _map_error(exc: Exception, target: str) -> Exception:
+    if isinstance(exc, docker.errors.NotFound):
+        return PermanentActionError(f"no such container: {target}")
+    if isinstance(exc, docker.errors.APIError):
+        status = exc.status_code or 0
+        if status >= 500 or status == 409:
+            return TemporaryActionError(f"docker answered {status}: {exc.explanation}")
+        return PermanentActionError(f"docker answered {status}: {exc.explanation}")
+    if isinstance(exc, requests.exceptions.RequestException | docker.errors.DockerException | OSError):
+        return TemporaryActionError(f"docker unreachable: {exc}")
+    return PermanentActionError(f"unexpected docker error: {type(exc).__name__}: {exc}")
+
+
+class DockerBackend:
+    """One Docker Engine: a lazily created client and the thread pool its calls run in."""
+
+    name = "docker"
+
+    def __init__(self, host: str | None, timeout_s: float, threads: int) -> None:
+        self.host = host
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get_client(self) -> Any:
+        # Created on first use, in a pool thread: a daemon that is down at start must not stop remediator.
+        with self._lock:
+            if self._client is None:
+                if self.host:
+                    self._client = docker.DockerClient(base_url=self.host, timeout=int(self.timeout_s))
+                else:
+                    self._client = docker.from_env(timeout=int(self.timeout_s))
+            return self._client
+
+    def _drop_client(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def call(self, target: str, fn: Callable[[Any], T], extra_timeout_s: float = 0) -> T:
+        """Run ``fn(client)`` in the pool; map every failure to a typed ActionError."""
+
+        def work() -> T:
+            try:
+                return fn(self._get_client())
+            except Exception as exc:
+                mapped = _map_error(exc, target)
+                if isinstance(mapped, TemporaryActionError):
+                    self._drop_client()  # reconnect next time: the daemon may have come back elsewhere
+                raise mapped from exc
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._pool, work), self.timeout_s + extra_timeout_s
+            )
+        except TimeoutError as exc:
+            raise TemporaryActionError(
+                f"docker call on {target} took over {self.timeout_s + extra_timeout_s:.0f}s"
+            ) from exc
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._drop_client()
+
+
+@dataclass(frozen=True)
+class ContainerRestart:
+    """``container.restart``: stop (gracefully, then kill) and start one container."""
+
+    backend_: DockerBackend
+    name: str = "container.restart"
+    kind: Literal["act", "diagnose"] = "act"
+    backend: str = "docker"
+    params_model: type[Params] = RestartParams
+
+    async def run(self, target: str, params: Params) -> str:
+        assert isinstance(params, RestartParams)
+
+        def restart(client: Any) -> str:
+            container = client.containers.get(target)
+            container.restart(timeout=params.timeout_s)
+            container.reload()
+            return f"restarted {target}; state={container.status}, started_at={container.attrs['State']['StartedAt']}"
+
+        return await self.backend_.call(target, restart, extra_timeout_s=params.timeout_s)
+
+
+@dataclass(frozen=True)
+class ContainerLogs:
+    """``container.logs``: the container's state, restart count and last log lines, as evidence."""
+
+    backend_: DockerBackend
+    name: str = "container.logs"
+    kind: Literal["act", "diagnose"] = "diagnose"
+    backend: str = "docker"
+    params_model: type[Params] = LogsParams
+
+    async def run(self, target: str, params: Params) -> str:
+        assert isinstance(params, LogsParams)
+
+        def logs(client: Any) -> str:
+            container = client.containers.get(target)
+            state = container.attrs["State"]
+            text = container.logs(tail=params.tail, timestamps=True).decode("utf-8", "replace")
+            head = (
+                f"state={state.get('Status')} exit_code={state.get('ExitCode')} "
+                f"restart_count={container.attrs.get('RestartCount', 0)} started_at={state.get('StartedAt')}"
+            )
+            return f"{head}\n{text}".rstrip()
+
+        return await self.backend_.call(target, logs)

@@ -1,0 +1,169 @@
+"""The composition root: builds every part from Settings, runs the named tasks, and drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from remediator.actions.base import Action
+from remediator.actions.catalogue import PARAMS_MODELS, build_actions
+from remediator.actions.docker import DockerBackend
+from remediator.domain.clock import Clock, system_clock
+from remediator.domain.policies import Policy
+from remediator.engine.escalate import Escalator
+from remediator.engine.intake import Intake
+from remediator.engine.runner import RetryPolicy, Runner
+from remediator.escalation.base import Notifier
+from remediator.escalation.log import LogNotifier
+from remediator.escalation.webhook import WebhookNotifier
+from remediator.metrics import Metrics
+from remediator.policy.loader import load_dir
+from remediator.server import Auth, build_app
+from remediator.settings import Settings
+from remediator.store.sqlite import SqliteStore
+
+logger = logging.getLogger("remediator")
+
+
+def load_policies(settings: Settings) -> list[Policy]:
+    """The policies of ``settings.policies_dir``, validated with every action's parameters (PolicyError if not)."""
+    return load_dir(settings.policies_dir, PARAMS_MODELS)
+
+
+def unknown_notifiers(policies: list[Policy], settings: Settings) -> list[str]:
+    """``policy: notifier`` for each escalate step whose notifier is not configured (it falls back to the log)."""
+    known = {*settings.escalation.targets, "log"}
+    return [
+        f"{p.name}: {s.name}"
+        for p in policies
+        for s in p.steps
+        if s.kind == "escalate" and s.name not in known
+    ]
+
+
+def webhook_token(settings: Settings) -> str | None:
+    """The configured token; or one generated once and kept in ``<state_dir>/token`` (mode 0600)."""
+    if settings.server.token is not None:
+        return settings.server.token.get_secret_value()
+    if settings.server.auth_disabled:
+        return None
+    path: Path = settings.state_dir / "token"
+    if path.exists():
+        return path.read_text().strip()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    logger.warning("no REMEDIATOR_SERVER__TOKEN set: generated a webhook token in %s", path)
+    return token
+
+
+class App:
+    """Everything one daemon runs; ``start`` and ``stop`` are the whole lifecycle."""
+
+    def __init__(
+        self, settings: Settings, clock: Clock = system_clock, retry: RetryPolicy | None = None
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics(CollectorRegistry())
+        self.store = SqliteStore(settings.store_path)
+        self.docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, settings.docker.threads)
+        self.actions: dict[str, Action] = build_actions(self.docker)
+        self.notifiers: dict[str, Notifier] = {
+            name: WebhookNotifier(name, t.url, t.headers, t.timeout_s)
+            for name, t in settings.escalation.targets.items()
+        }
+        self.escalator = Escalator(
+            self.store,
+            self.notifiers,
+            LogNotifier(),
+            self.metrics,
+            clock,
+            settings.escalation.attempts,
+            settings.escalation.backoff_max_s,
+        )
+        self.runner = Runner(self.store, self.actions, self.escalator, self.metrics, clock, retry)
+        self.policies: list[Policy] = []
+        self.intake: Intake | None = None
+        self._web: web.AppRunner | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._ready = False
+        self.port = 0
+
+    async def start(self) -> None:
+        self.policies = load_policies(self.settings)
+        for missing in unknown_notifiers(self.policies, self.settings):
+            logger.warning("escalation target not configured, escalations go to the log: %s", missing)
+        self.metrics.policies_loaded.set(len(self.policies))
+        await self.store.open()
+        self.intake = Intake(self.store, self.policies, self.runner, self.escalator, self.metrics, self.clock)
+        await self.intake.recover()
+        await self.escalator.resume()
+        self._worker = asyncio.create_task(self.intake.run(), name="intake")
+        server = self.settings.server
+        auth = Auth(webhook_token(self.settings), server.basic_username, server.auth_disabled)
+        app = build_app(
+            self.store,
+            self.intake,
+            self.metrics,
+            auth,
+            server.max_body_bytes,
+            self.clock,
+            lambda: self._ready,
+        )
+        self._web = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._web.setup()
+        site = web.TCPSite(self._web, server.host, server.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else server.port
+        self._ready = True
+        logger.info(
+            "remediator listening on %s:%d with %d policies from %s",
+            server.host,
+            self.port,
+            len(self.policies),
+            self.settings.policies_dir,
+        )
+
+    async def stop(self) -> None:
+        """Stop taking alerts, let running steps finish within the grace period, then close everything."""
+        self._ready = False
+        if self._web is not None:
+            await self._web.cleanup()
+        grace = self.settings.server.shutdown_grace_s
+        if self.intake is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.intake.join(), grace)
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        await self.runner.drain(grace)
+        await self.escalator.drain(grace)
+        for notifier in self.notifiers.values():
+            await notifier.close()
+        self.docker.close()
+        await self.store.close()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    app = App(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("stopping: draining running steps (grace %.0fs)", settings.server.shutdown_grace_s)
+    await app.stop()

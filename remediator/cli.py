@@ -1,0 +1,194 @@
+"""The command line: ``remediator serve | check | simulate | incidents``. Run ``remediator --help``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from remediator import __version__
+from remediator.actions.catalogue import PARAMS_MODELS
+from remediator.app import serve, unknown_notifiers
+from remediator.domain.alerts import Notification
+from remediator.errors import PolicyError, RemediatorError
+from remediator.logs import setup as setup_logs
+from remediator.policy.loader import load_dir
+from remediator.policy.matching import match_alert
+from remediator.settings import Settings
+from remediator.store.sqlite import SqliteStore
+
+EPILOG = """
+environment:
+  Every setting is a REMEDIATOR_* variable (nested with __), e.g. REMEDIATOR_SERVER__TOKEN,
+  REMEDIATOR_DOCKER__HOST, REMEDIATOR_POLICIES_DIR. See README.md for the full list.
+
+examples:
+  remediator check policies/              validate every policy file
+  remediator simulate alert.json          what would happen, acting on nothing
+  remediator serve                        run the daemon (webhook on 127.0.0.1:9095/alerts)
+"""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "policies", None):
+        overrides["policies_dir"] = Path(args.policies)
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.host or args.port is not None:
+        server = settings.server.model_copy(
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        )
+        settings = settings.model_copy(update={"server": server})
+    setup_logs(args.log_format or settings.log.format, settings.log.level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    directory = Path(args.dir) if args.dir else settings.policies_dir
+    try:
+        policies = load_dir(directory, PARAMS_MODELS)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for policy in policies:
+        steps = " -> ".join(f"{s.kind} {s.name}" for s in policy.steps)
+        print(f"ok  {policy.name:<28} {policy.source}\n    {steps}")
+    for missing in unknown_notifiers(policies, settings):
+        print(f"warning: escalation target not configured (escalations go to the log): {missing}")
+    print(f"{len(policies)} policies valid in {directory}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        policies = load_dir(settings.policies_dir, PARAMS_MODELS)
+        raw = sys.stdin.read() if args.payload == "-" else Path(args.payload).read_text()
+        notification = Notification.model_validate_json(raw)
+    except (PolicyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        print(f"error: {args.payload} is not an Alertmanager webhook v4 payload:\n{exc}", file=sys.stderr)
+        return 1
+    for alert in notification.alerts:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+        print(f"alert {alert.name} [{alert.status}] {{{labels}}}")
+        match = match_alert(policies, alert.labels)
+        if match is None:
+            print("  no policy matches: recorded as unmatched, nothing runs")
+            continue
+        print(f"  policy  {match.policy.name} ({match.policy.source})")
+        if alert.status == "resolved":
+            print("  resolved: closes the open incident of this target and cancels its pending steps")
+        elif match.refused:
+            print(f"  REFUSED {match.refused}\n  -> escalates at once; no backend is called")
+        else:
+            print(f"  target  {match.policy.target.kind} {match.target}")
+            for index, step in enumerate(match.policy.steps, start=1):
+                extra = ""
+                if step.verify is not None:
+                    extra = f", verify: resolved within {step.verify.resolved_within_s:g}s, attempts {step.attempts}"
+                params = f" {json.dumps(step.params)}" if step.params else ""
+                print(f"  {index}. {step.kind} {step.name}{params}{extra}")
+    print("(simulation: nothing was executed)")
+    return 0
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def _incidents(args: argparse.Namespace, settings: Settings) -> int:
+    store = SqliteStore(settings.store_path)
+    await store.open()
+    try:
+        if args.action == "show":
+            incident = await store.get_incident(args.id)
+            if incident is None:
+                print(f"error: no incident {args.id}", file=sys.stderr)
+                return 1
+            print(json.dumps(dataclasses.asdict(incident), indent=2))
+            for record in await store.audit_trail(incident.id):
+                print(f"{_when(record.at)}  {record.kind:<18} {json.dumps(record.detail, sort_keys=True)}")
+            for step in await store.steps(incident.id):
+                print(
+                    f"step {step.index} {step.kind} {step.name} #{step.attempt}: {step.status} {step.detail}"
+                )
+        else:
+            for incident in await store.list_incidents(limit=args.limit):
+                print(
+                    f"{incident.id:>6}  {incident.status:<9} {_when(incident.opened_at)}  "
+                    f"{incident.policy:<24} {incident.target}  {incident.reason}"
+                )
+    finally:
+        await store.close()
+    return 0
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    if args.action == "show" and args.id is None:
+        print("error: incidents show needs an incident id", file=sys.stderr)
+        return 2
+    return asyncio.run(_incidents(args, _settings(args)))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="remediator",
+        description="Runs on-call runbooks by itself: takes Alertmanager webhooks, runs the matching policy's "
+        "bounded actions, verifies recovery, and escalates to a human when the policy runs out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"remediator {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_p = sub.add_parser("serve", help="run the daemon (the Alertmanager webhook target)")
+    serve_p.add_argument("--policies", metavar="DIR", help="policy directory (default: policies/)")
+    serve_p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="listen port (default 9095)")
+    serve_p.add_argument("--log-format", choices=["text", "json"], help="log as text (default) or JSON lines")
+    serve_p.set_defaults(func=cmd_serve)
+
+    check_p = sub.add_parser(
+        "check", help="validate policy files; exit 1 with file:line: reason on a mistake"
+    )
+    check_p.add_argument("dir", nargs="?", help="policy directory (default: policies/)")
+    check_p.set_defaults(func=cmd_check)
+
+    sim_p = sub.add_parser("simulate", help="show what a webhook payload would trigger, acting on nothing")
+    sim_p.add_argument("payload", help="an Alertmanager webhook JSON file, or - for standard input")
+    sim_p.add_argument("--policies", metavar="DIR", help="policy directory (default: policies/)")
+    sim_p.set_defaults(func=cmd_simulate)
+
+    inc_p = sub.add_parser("incidents", help="list incidents, or show one with its timeline")
+    inc_p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    inc_p.add_argument("id", nargs="?", type=int, help="incident id (for show)")
+    inc_p.add_argument("--limit", type=int, default=50, help="how many to list (default 50)")
+    inc_p.set_defaults(func=cmd_incidents)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RemediatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

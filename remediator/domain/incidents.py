@@ -1,0 +1,71 @@
+"""Incidents, their steps and their audit records: what the store keeps and the API shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+IncidentStatus = Literal["active", "escalated", "resolved"]
+OPEN_STATUSES: tuple[IncidentStatus, ...] = ("active", "escalated")
+
+StepStatus = Literal["started", "ok", "failed", "skipped", "interrupted"]
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One problem on one target, keyed by (policy, target); re-sent alerts attach to it."""
+
+    id: int
+    policy: str
+    target: str
+    status: IncidentStatus
+    severity: str
+    opened_at: float
+    updated_at: float
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One attempt of one ladder step, recorded as started before it runs and finished after."""
+
+    id: int
+    incident_id: int
+    index: int
+    kind: str
+    name: str
+    attempt: int
+    status: StepStatus
+    started_at: float
+    finished_at: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One decision, with its reason: the incident timeline and the answer to "why did it do that?"."""
+
+    id: int
+    at: float
+    incident_id: int | None
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """An escalation stored before it is sent, so a notifier outage cannot lose it."""
+
+    id: int
+    incident_id: int
+    notifier: str
+    dedup_key: str
+    payload: dict[str, Any]
+    attempts: int
+    status: Literal["pending", "delivered", "failed"]

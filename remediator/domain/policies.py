@@ -1,0 +1,159 @@
+"""A remediation policy: which alerts it takes, which target it may touch, and the ladder of steps to run.
+
+These are the validated, read-only objects that ``policy.loader`` builds from ``policies/*.yaml``. The schema
+refuses unknown keys, so a typo in a policy fails at load instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# Names a target may take whatever the allow list says: what Docker accepts for a container or service name,
+# and a PostgreSQL identifier. A second fence behind the allow list; shells and query strings never see it.
+SAFE_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,253}$")
+
+
+def _unquote(raw: str) -> str:
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        body = raw[1:-1]
+        return re.sub(r"\\(.)", r"\1", body)
+    return raw
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One Alertmanager matcher: ``label OP value``, OP one of ``=``, ``!=``, ``=~``, ``!~``.
+
+    As in Alertmanager, a regex must match the whole value (it is anchored), and a missing label reads as "".
+    """
+
+    label: str
+    op: Literal["=", "!=", "=~", "!~"]
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Matcher:
+        found = _MATCHER.match(text)
+        if found is None:
+            raise ValueError(f"not a matcher: {text!r} (expected: label = value, !=, =~ or !~)")
+        label, op, raw = found.groups()
+        matcher = cls(label=label, op=op, value=_unquote(raw))  # type: ignore[arg-type]
+        if op in ("=~", "!~"):
+            try:
+                re.compile(matcher.value)
+            except re.error as exc:
+                raise ValueError(f"bad regex in matcher {text!r}: {exc}") from exc
+        return matcher
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        actual = labels.get(self.label, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        hit = re.fullmatch(self.value, actual) is not None
+        return hit if self.op == "=~" else not hit
+
+    def __str__(self) -> str:
+        return f'{self.label}{self.op}"{self.value}"'
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Target(_Frozen):
+    """What the policy may act on: a value read from one alert label, admitted only by the allow list."""
+
+    kind: Literal["container"]
+    from_label: str = Field(min_length=1)
+    allow: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("allow")
+    @classmethod
+    def _regexes_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"allow pattern {pattern!r} is not a regex: {exc}") from exc
+        return patterns
+
+    def admits(self, value: str) -> bool:
+        """True when ``value`` is a safe name that one of the allow patterns matches in full."""
+        if SAFE_TARGET.fullmatch(value) is None:
+            return False
+        return any(re.fullmatch(pattern, value) for pattern in self.allow)
+
+
+class Verify(_Frozen):
+    """How an action proves it worked."""
+
+    resolved_within_s: float = Field(gt=0, le=86_400)
+    """The alert must resolve within this many seconds of the action."""
+
+
+class Step(_Frozen):
+    """One rung of the ladder: exactly one of ``diagnose``, ``act`` or ``escalate``."""
+
+    act: str | None = None
+    diagnose: str | None = None
+    escalate: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, alias="with")
+    verify: Verify | None = None
+    attempts: int = Field(default=1, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Step:
+        kinds = [k for k in ("act", "diagnose", "escalate") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a step has exactly one of: act, diagnose, escalate")
+        if self.act is None and (self.verify is not None or self.attempts != 1):
+            raise ValueError("verify and attempts belong to an act step")
+        if self.act is not None and self.verify is None:
+            raise ValueError("an act step needs verify: (for example verify: {resolved_within_s: 120})")
+        return self
+
+    @property
+    def kind(self) -> Literal["act", "diagnose", "escalate"]:
+        if self.act is not None:
+            return "act"
+        return "diagnose" if self.diagnose is not None else "escalate"
+
+    @property
+    def name(self) -> str:
+        return self.act or self.diagnose or self.escalate or ""
+
+
+class Policy(_Frozen):
+    """A validated policy. ``source`` is ``file:line`` of its first key, for explanations."""
+
+    name: str
+    description: str = ""
+    match: tuple[Matcher, ...] = Field(min_length=1)
+    target: Target
+    steps: tuple[Step, ...] = Field(min_length=1)
+    source: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug(cls, name: str) -> str:
+        if _NAME.fullmatch(name) is None:
+            raise ValueError("name must be lower-case letters, digits, '-', '_' or '.' (at most 63)")
+        return name
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _parse_matchers(cls, raw: object) -> object:
+        if isinstance(raw, list | tuple):
+            return tuple(Matcher.parse(m) if isinstance(m, str) else m for m in raw)
+        return raw
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.match)

@@ -1,0 +1,155 @@
+"""Intake: turns stored notifications into incident decisions, one alert at a time, in arrival order.
+
+The webhook has already persisted the notification; intake runs it through policy matching, records the
+decision (opened, attached, duplicate, resolved, unmatched, target refused) and starts or stops ladders. One
+worker processes the queue, so two copies of one alert can never open two incidents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from remediator.domain.alerts import Alert, Notification
+from remediator.domain.clock import Clock
+from remediator.domain.policies import Policy
+from remediator.engine.escalate import Escalator
+from remediator.engine.runner import Runner
+from remediator.errors import StoreError
+from remediator.metrics import Metrics
+from remediator.policy.matching import match_alert
+from remediator.store.base import AlertRef, Store
+
+logger = logging.getLogger("remediator.intake")
+
+_MAX_TARGET_CHARS = 200
+
+
+class Intake:
+    """The single consumer of the inbox."""
+
+    def __init__(
+        self,
+        store: Store,
+        policies: Sequence[Policy],
+        runner: Runner,
+        escalator: Escalator,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.policies = policies
+        self.runner = runner
+        self.escalator = escalator
+        self.metrics = metrics
+        self.clock = clock
+        self._queue: asyncio.Queue[tuple[int, Notification]] = asyncio.Queue()
+        self._by_name = {p.name: p for p in policies}
+
+    def submit(self, inbox_id: int, notification: Notification) -> None:
+        """Hand over a notification that is already stored."""
+        self._queue.put_nowait((inbox_id, notification))
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def join(self) -> None:
+        """Wait until everything submitted so far is processed (for tests and benchmarks)."""
+        await self._queue.join()
+
+    async def recover(self) -> None:
+        """At start: resume the ladders of active incidents, and queue what the last run stored but never processed."""
+        open_incidents = await self.store.open_incidents()
+        self.metrics.incidents_open.set(len(open_incidents))
+        for incident in open_incidents:
+            policy = self._by_name.get(incident.policy)
+            if policy is None:
+                await self.escalator.escalate(
+                    incident, None, "log", -1, f"policy {incident.policy!r} is no longer loaded"
+                )
+            elif incident.status == "active":
+                await self.runner.resume(incident, policy)
+        for inbox_id, body in await self.store.inbox_pending():
+            try:
+                self.submit(inbox_id, Notification.model_validate_json(body))
+            except ValidationError:
+                logger.error("inbox row %d no longer validates; marked processed", inbox_id)
+                await self.store.inbox_done(inbox_id, self.clock())
+
+    async def run(self) -> None:
+        """The worker loop; runs until cancelled."""
+        while True:
+            inbox_id, notification = await self._queue.get()
+            try:
+                await self._process(inbox_id, notification)
+            except StoreError:
+                # Left unprocessed in the inbox: the next start picks it up again.
+                logger.exception("store failed while processing inbox row %d", inbox_id)
+            finally:
+                self._queue.task_done()
+
+    async def _process(self, inbox_id: int, notification: Notification) -> None:
+        if notification.truncated_alerts:
+            await self.store.audit(
+                None,
+                "truncated",
+                {"group_key": notification.group_key, "count": notification.truncated_alerts},
+                self.clock(),
+            )
+        for alert in notification.alerts:
+            self.metrics.alerts_received.labels(alert.name, alert.status).inc()
+            if alert.status == "firing":
+                await self._firing(alert)
+            else:
+                await self._resolved(alert)
+        await self.store.inbox_done(inbox_id, self.clock())
+
+    def _decide(self, decision: str) -> None:
+        self.metrics.decisions.labels(decision).inc()
+
+    async def _firing(self, alert: Alert) -> None:
+        now = self.clock()
+        match = match_alert(self.policies, alert.labels)
+        if match is None:
+            self._decide("unmatched")
+            await self.store.audit(
+                None, "unmatched", {"fingerprint": alert.fingerprint, "labels": alert.labels}, now
+            )
+            return
+        ref = AlertRef(
+            fingerprint=alert.fingerprint,
+            starts_at=alert.starts_at.isoformat(),
+            labels=alert.labels,
+            annotations=alert.annotations,
+        )
+        result = await self.store.record_firing(
+            match.policy.name, match.target[:_MAX_TARGET_CHARS], ref, now, reason=match.refused
+        )
+        if result.duplicate:
+            self._decide("duplicate")
+        elif not result.created:
+            self._decide("attached")
+        elif match.refused:
+            self._decide("target_refused")
+            self.metrics.incidents_open.inc()
+            notifier = next((s.name for s in match.policy.steps if s.kind == "escalate"), "log")
+            await self.escalator.escalate(result.incident, match.policy, notifier, -1, match.refused)
+        else:
+            self._decide("opened")
+            self.metrics.incidents_open.inc()
+            self.runner.start(result.incident, match.policy)
+
+    async def _resolved(self, alert: Alert) -> None:
+        now = self.clock()
+        closed = await self.store.record_resolved(alert.fingerprint, now)
+        if not closed:
+            self._decide("resolved_other")
+        for incident in closed:
+            self._decide("resolved")
+            self.metrics.incidents_open.dec()
+            self.metrics.time_to_recovery.labels(incident.policy).observe(max(0.0, now - incident.opened_at))
+            self.runner.resolved(incident.id)

@@ -1,0 +1,248 @@
+"""Walks a policy's ladder for one incident: diagnose, act, verify, next step, escalate.
+
+One asyncio task per open incident. Every attempt is recorded as started before it runs and finished after,
+so a crash leaves a visible "started" row that ``resume`` reconciles by verification, never by acting again.
+A resolved alert never interrupts an action mid-flight; it cancels the steps that have not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from remediator.actions.base import Action
+from remediator.domain.clock import Clock
+from remediator.domain.incidents import Incident
+from remediator.domain.outcomes import Outcome
+from remediator.domain.policies import Policy, Step
+from remediator.engine.escalate import Escalator
+from remediator.errors import PermanentActionError, TemporaryActionError
+from remediator.metrics import Metrics
+from remediator.store.base import Store
+
+logger = logging.getLogger("remediator.runner")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often one attempt retries a backend's temporary errors before it counts as failed."""
+
+    tries: int = 3
+    initial_s: float = 0.2
+    max_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a ladder picks up after a restart of the daemon."""
+
+    index: int = 0
+    attempts_done: int = 0
+    verify_first: bool = False
+
+
+class Runner:
+    """Owns the ladder tasks of open incidents."""
+
+    def __init__(
+        self,
+        store: Store,
+        actions: Mapping[str, Action],
+        escalator: Escalator,
+        metrics: Metrics,
+        clock: Clock,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.actions = actions
+        self.escalator = escalator
+        self.metrics = metrics
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._resolved: dict[int, asyncio.Event] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def start(self, incident: Incident, policy: Policy, resume: ResumePoint | None = None) -> None:
+        if incident.id in self._tasks:
+            return
+        self._resolved[incident.id] = asyncio.Event()
+        task = asyncio.create_task(
+            self._guarded(incident, policy, resume or ResumePoint()), name=f"incident-{incident.id}"
+        )
+        self._tasks[incident.id] = task
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        incident_id = next((i for i, t in self._tasks.items() if t is task), None)
+        if incident_id is not None:
+            del self._tasks[incident_id]
+            self._resolved.pop(incident_id, None)
+
+    def resolved(self, incident_id: int) -> None:
+        """The incident's alerts resolved: verifications succeed, steps not yet started are skipped."""
+        event = self._resolved.get(incident_id)
+        if event is not None:
+            event.set()
+
+    async def _guarded(self, incident: Incident, policy: Policy, resume: ResumePoint) -> None:
+        try:
+            await self._ladder(incident, policy, resume)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug or a store outage must not kill the daemon; the incident stays open and is resumed at start.
+            logger.exception("ladder of incident %d stopped by an unexpected error", incident.id)
+
+    async def _ladder(self, incident: Incident, policy: Policy, resume: ResumePoint) -> None:
+        resolved = self._resolved[incident.id]
+        escalated = False
+        last_failure = ""
+        for index in range(resume.index, len(policy.steps)):
+            step = policy.steps[index]
+            if resolved.is_set():
+                await self._skip_rest(incident, policy, index)
+                return
+            if step.kind == "escalate":
+                reason = last_failure or "the policy's ladder reached its escalation step"
+                await self.escalator.escalate(incident, policy, step.name, index, reason)
+                escalated = True
+            elif step.kind == "diagnose":
+                await self._attempt(incident, policy, step, index, attempt=1)
+            else:
+                first = resume.attempts_done + 1 if index == resume.index else 1
+                verify_first = resume.verify_first and index == resume.index
+                recovered, last_failure = await self._act(incident, policy, step, index, first, verify_first)
+                if recovered:
+                    return
+        if not resolved.is_set() and not escalated:
+            reason = last_failure or "the policy's ladder ran out without recovery"
+            await self.escalator.escalate(incident, policy, "log", len(policy.steps), reason)
+
+    async def _act(
+        self, incident: Incident, policy: Policy, step: Step, index: int, first: int, verify_first: bool
+    ) -> tuple[bool, str]:
+        """Attempts of one act step; True once verified recovered. Returns the last failure otherwise."""
+        resolved = self._resolved[incident.id]
+        failure = ""
+        for attempt in range(first, step.attempts + 1):
+            if resolved.is_set():
+                return True, ""
+            if not (verify_first and attempt == first):
+                outcome = await self._attempt(incident, policy, step, index, attempt)
+                if not outcome.ok:
+                    failure = f"{step.name} attempt {attempt}/{step.attempts} failed ({outcome.kind}): {outcome.detail}"
+                    if outcome.kind == "permanent":
+                        return False, failure
+                    continue
+            if await self._verify(incident, policy, step, attempt):
+                return True, ""
+            failure = (
+                f"{step.name} attempt {attempt}/{step.attempts} ran, but the alert did not resolve within "
+                f"{step.verify.resolved_within_s if step.verify else 0:g}s"
+            )
+        return False, failure
+
+    async def _verify(self, incident: Incident, policy: Policy, step: Step, attempt: int) -> bool:
+        if step.verify is None:  # the schema requires verify on act steps; kept for type narrowing
+            return False
+        resolved = self._resolved[incident.id]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(resolved.wait(), step.verify.resolved_within_s)
+        result = "recovered" if resolved.is_set() else "not_recovered"
+        self.metrics.verifications.labels(policy.name, result).inc()
+        await self.store.audit(
+            incident.id,
+            "verified" if resolved.is_set() else "not_recovered",
+            {"step": step.name, "attempt": attempt, "resolved_within_s": step.verify.resolved_within_s},
+            self.clock(),
+        )
+        return resolved.is_set()
+
+    async def _attempt(
+        self, incident: Incident, policy: Policy, step: Step, index: int, attempt: int
+    ) -> Outcome:
+        action = self.actions[step.name]
+        params = action.params_model.model_validate(step.params)
+        step_id = await self.store.step_started(
+            incident.id, index, step.kind, step.name, attempt, self.clock()
+        )
+        started = time.monotonic()
+        try:
+            async for retry in AsyncRetrying(
+                stop=stop_after_attempt(self.retry.tries),
+                wait=wait_exponential(multiplier=self.retry.initial_s, max=self.retry.max_s),
+                retry=retry_if_exception_type(TemporaryActionError),
+                reraise=True,
+            ):
+                with retry:
+                    detail = await action.run(incident.target, params)
+            outcome = Outcome("ok", detail, time.monotonic() - started)
+        except TemporaryActionError as exc:
+            outcome = Outcome("temporary", str(exc), time.monotonic() - started)
+        except PermanentActionError as exc:
+            outcome = Outcome("permanent", str(exc), time.monotonic() - started)
+        except Exception as exc:  # unknown errors count as permanent (ARCHITECTURE decision 8)
+            logger.exception("action %s on %s raised an unmapped error", step.name, incident.target)
+            outcome = Outcome("permanent", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+        await self.store.step_finished(
+            step_id, "ok" if outcome.ok else "failed", outcome.detail, self.clock()
+        )
+        self.metrics.actions.labels(policy.name, step.name, outcome.kind).inc()
+        self.metrics.action_duration.labels(step.name).observe(outcome.duration_s)
+        logger.info(
+            "incident %d: %s %s on %s -> %s (%.3fs)",
+            incident.id,
+            step.kind,
+            step.name,
+            incident.target,
+            outcome.kind,
+            outcome.duration_s,
+        )
+        return outcome
+
+    async def _skip_rest(self, incident: Incident, policy: Policy, index: int) -> None:
+        skipped = [s.name for s in policy.steps[index:]]
+        await self.store.audit(
+            incident.id, "steps_cancelled", {"reason": "alert resolved", "steps": skipped}, self.clock()
+        )
+
+    async def resume(self, incident: Incident, policy: Policy) -> None:
+        """Pick up an active incident after a restart; an interrupted act is reconciled by its verification."""
+        steps = await self.store.steps(incident.id)
+        if not steps:
+            self.start(incident, policy)
+            return
+        last = steps[-1]
+        for record in steps:
+            if record.status == "started":
+                await self.store.step_finished(
+                    record.id, "interrupted", "the daemon stopped mid-step", self.clock()
+                )
+        attempts_done = sum(1 for s in steps if s.index == last.index)
+        if last.kind == "act":
+            resume = ResumePoint(index=last.index, attempts_done=attempts_done - 1, verify_first=True)
+        else:
+            resume = ResumePoint(index=last.index + 1)
+        await self.store.audit(
+            incident.id, "resumed", {"index": resume.index, "verify_first": resume.verify_first}, self.clock()
+        )
+        self.start(incident, policy, resume)
+
+    async def drain(self, grace_s: float) -> None:
+        """Let running ladders finish within ``grace_s``, then cancel the rest (they are resumed at start)."""
+        tasks = set(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

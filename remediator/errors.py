@@ -1,0 +1,60 @@
+"""The exception tree, in one place so that every layer raises and catches the same types.
+
+    RemediatorError
+    ├── ConfigError                  settings that cannot work
+    ├── PolicyError                  a policy file refused at load (file, line, reason)
+    ├── TargetRefused                a label value that the policy's allow list does not admit
+    ├── StoreError                   the store cannot persist or read
+    ├── ActionError                  a backend action that did not succeed
+    │   ├── TemporaryActionError     worth retrying (backend down, timeout, 5xx)
+    │   └── PermanentActionError     retrying cannot help (no such container, bad request)
+    └── NotifyError                  an escalation that could not be delivered (yet)
+
+Third-party errors (docker, aiohttp, sqlite3) are mapped to these at the boundary with ``raise ... from exc``;
+an unknown error counts as permanent.
+"""
+
+from __future__ import annotations
+
+
+class RemediatorError(Exception):
+    """Base of every error remediator raises on purpose."""
+
+
+class ConfigError(RemediatorError):
+    """Settings that cannot work together."""
+
+
+class PolicyError(RemediatorError):
+    """A policy file that is refused at load."""
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {reason}")
+
+
+class TargetRefused(RemediatorError):
+    """A target value that no backend may see: missing, or outside the allow list."""
+
+
+class StoreError(RemediatorError):
+    """The store could not persist or read."""
+
+
+class ActionError(RemediatorError):
+    """A backend action that did not succeed."""
+
+
+class TemporaryActionError(ActionError):
+    """Worth retrying: the backend is down, slow, or answered 5xx."""
+
+
+class PermanentActionError(ActionError):
+    """Retrying cannot help: the target does not exist, or the request is wrong."""
+
+
+class NotifyError(RemediatorError):
+    """An escalation that could not be delivered on this attempt."""

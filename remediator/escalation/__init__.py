@@ -1,0 +1,1 @@
+"""Notifiers that hand an incident to a human, behind one protocol."""

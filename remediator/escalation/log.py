@@ -1,0 +1,23 @@
+"""The notifier that always works: writes the escalation to the log at ERROR level.
+
+Policies that escalate to a notifier that is not configured fall back to it, so an escalation is never dropped
+on the floor of a fresh install; it is also in the store's outbox and audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+logger = logging.getLogger("remediator.escalation")
+
+
+class LogNotifier:
+    name = "log"
+
+    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+        logger.error("ESCALATION %s %s", dedup_key, json.dumps(payload, sort_keys=True))
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,75 @@
+"""Every metric remediator exports, on an injected registry so tests and replicas never share global state.
+
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms); the Grafana dashboard in
+``deploy/`` queries exactly these.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The daemon's metrics; one instance per registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.alerts_received = Counter(
+            "remediator_alerts_received_total",
+            "Alerts received from Alertmanager, by alert name and status.",
+            ["alertname", "status"],
+            registry=r,
+        )
+        self.webhook_rejected = Counter(
+            "remediator_webhook_rejected_total",
+            "Webhook requests refused before intake, by HTTP status code.",
+            ["code"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "remediator_decisions_total",
+            "Engine decisions on alerts (matched, unmatched, attached, duplicate, resolved, target_refused).",
+            ["decision"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "remediator_actions_total",
+            "Action attempts, by policy, action and outcome (ok, temporary, permanent, timeout).",
+            ["policy", "action", "outcome"],
+            registry=r,
+        )
+        self.action_duration = Histogram(
+            "remediator_action_duration_seconds",
+            "How long one action attempt took.",
+            ["action"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.verifications = Counter(
+            "remediator_verifications_total",
+            "Verification results after actions, by policy and result (recovered, not_recovered).",
+            ["policy", "result"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "remediator_escalations_total",
+            "Escalations, by policy, notifier and delivery result (delivered, failed).",
+            ["policy", "notifier", "result"],
+            registry=r,
+        )
+        self.incidents_open = Gauge(
+            "remediator_incidents_open",
+            "Incidents not yet resolved (active or escalated).",
+            registry=r,
+        )
+        self.time_to_recovery = Histogram(
+            "remediator_time_to_recovery_seconds",
+            "From an incident opening to its alert resolving.",
+            ["policy"],
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=r,
+        )
+        self.policies_loaded = Gauge(
+            "remediator_policies_loaded", "Policies loaded and enforced.", registry=r
+        )

@@ -1,0 +1,171 @@
+"""HTTP routes: the Alertmanager webhook, metrics, health, and a read-only incident API.
+
+The webhook answers 200 only once the notification is stored (ARCHITECTURE decision 1). Bad input gets a 4xx
+with the reason; only a store that cannot persist gets 503, which makes Alertmanager retry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from remediator.domain.alerts import Notification
+from remediator.domain.clock import Clock
+from remediator.engine.intake import Intake
+from remediator.errors import StoreError
+from remediator.metrics import Metrics
+from remediator.store.base import Store
+
+logger = logging.getLogger("remediator.server")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_PUBLIC = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Auth:
+    """Who may call: a bearer token (or basic auth with the token as password), unless auth is disabled."""
+
+    token: str | None
+    basic_username: str | None = None
+    disabled: bool = False
+
+    def allows(self, header: str) -> bool:
+        if self.disabled:
+            return True
+        if not self.token:
+            return False
+        scheme, _, credentials = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            return hmac.compare_digest(credentials.strip().encode(), self.token.encode())
+        if scheme == "basic":
+            try:
+                user, _, password = (
+                    base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+                )
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            user_ok = self.basic_username is None or hmac.compare_digest(
+                user.encode(), self.basic_username.encode()
+            )
+            return hmac.compare_digest(password.encode(), self.token.encode()) and user_ok
+        return False
+
+
+def _error(status: int, reason: str, metrics: Metrics | None = None) -> web.Response:
+    if metrics is not None:
+        metrics.webhook_rejected.labels(str(status)).inc()
+    return web.json_response({"error": reason}, status=status)
+
+
+def build_app(
+    store: Store,
+    intake: Intake,
+    metrics: Metrics,
+    auth: Auth,
+    max_body_bytes: int,
+    clock: Clock,
+    ready: Callable[[], bool],
+) -> web.Application:
+    """The aiohttp application; the composition root runs it."""
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in _PUBLIC and not auth.allows(request.headers.get("Authorization", "")):
+            return web.json_response(
+                {"error": "missing or wrong credentials"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return await handler(request)
+
+    async def alerts(request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > max_body_bytes:
+            return _error(413, f"body over {max_body_bytes} bytes", metrics)
+        if request.content_type != "application/json":
+            return _error(
+                415, f"content type must be application/json, not {request.content_type!r}", metrics
+            )
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body over {max_body_bytes} bytes", metrics)
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, f"body is not JSON: {exc}", metrics)
+        try:
+            notification = Notification.model_validate(body)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            return _error(400, f"not an Alertmanager webhook v4 payload: {problems}", metrics)
+        try:
+            inbox_id = await store.inbox_put(raw.decode(), clock())
+        except StoreError:
+            logger.exception("cannot persist a notification; answering 503 so Alertmanager retries")
+            return _error(503, "cannot persist the notification now; retry", metrics)
+        intake.submit(inbox_id, notification)
+        return web.json_response(
+            {"status": "accepted", "alerts": len(notification.alerts), "inbox_id": inbox_id}
+        )
+
+    async def metrics_route(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(metrics.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if not ready():
+            return web.json_response({"status": "not ready"}, status=503)
+        try:
+            await store.list_incidents(limit=1)
+        except StoreError as exc:
+            return web.json_response({"status": "store unavailable", "error": str(exc)}, status=503)
+        return web.json_response({"status": "ready", "backlog": intake.backlog})
+
+    async def incidents(request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        if status not in (None, "active", "escalated", "resolved"):
+            return _error(400, "status must be active, escalated or resolved")
+        try:
+            limit = min(int(request.query.get("limit", "100")), 1000)
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        found = await store.list_incidents(status, limit)  # type: ignore[arg-type]
+        return web.json_response({"incidents": [dataclasses.asdict(i) for i in found]})
+
+    async def incident(request: web.Request) -> web.Response:
+        try:
+            incident_id = int(request.match_info["id"])
+        except ValueError:
+            return _error(400, "incident id must be an integer")
+        found = await store.get_incident(incident_id)
+        if found is None:
+            return _error(404, f"no incident {incident_id}")
+        body: dict[str, Any] = dataclasses.asdict(found)
+        body["steps"] = [dataclasses.asdict(s) for s in await store.steps(incident_id)]
+        body["timeline"] = [dataclasses.asdict(a) for a in await store.audit_trail(incident_id)]
+        return web.json_response(body)
+
+    app = web.Application(middlewares=[authenticate], client_max_size=max_body_bytes)
+    app.router.add_post("/alerts", alerts)
+    app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/incidents", incidents)
+    app.router.add_get("/api/incidents/{id}", incident)
+    return app

@@ -1,0 +1,107 @@
+"""Every knob of the daemon, read from ``REMEDIATOR_*`` environment variables (nested with ``__``).
+
+Example: ``REMEDIATOR_SERVER__PORT=9095``, ``REMEDIATOR_DOCKER__HOST=unix:///run/docker.sock``,
+``REMEDIATOR_ESCALATION__TARGETS='{"oncall": {"url": "https://hooks.example.com/x"}}'``.
+Each field's docstring gives its unit; durations end in ``_s`` (seconds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseModel):
+    """The webhook and API listener."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on (an IP or host name)."""
+    port: int = Field(default=9095, ge=0, le=65535)
+    """TCP port to listen on (0 picks a free one)."""
+    token: SecretStr | None = None
+    """Bearer token every request must carry (string). Unset: one is generated at start and written to
+    ``<state_dir>/token``."""
+    basic_username: str | None = None
+    """User name accepted with HTTP basic auth (string); the password is ``token``. Unset: any user name."""
+    auth_disabled: bool = False
+    """Turn authentication off entirely (boolean). Only for a listener no one else can reach."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body accepted, in bytes; larger bodies get 413."""
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """Seconds running steps get to finish after SIGTERM before they are cancelled."""
+
+
+class StoreSettings(BaseModel):
+    """Where incidents, the inbox and the audit trail live."""
+
+    path: Path | None = None
+    """SQLite database file (path). Unset: ``<state_dir>/remediator.sqlite3``."""
+
+
+class DockerSettings(BaseModel):
+    """The Docker Engine that container actions talk to."""
+
+    host: str | None = None
+    """Docker API URL (``unix:///var/run/docker.sock``, ``tcp://127.0.0.1:2375``). Unset: ``DOCKER_HOST``
+    or the default socket."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds one Docker API call may take before it counts as a temporary failure."""
+    threads: int = Field(default=4, ge=1, le=64)
+    """Threads that run the (blocking) docker SDK calls (count)."""
+
+
+class WebhookTarget(BaseModel):
+    """One generic webhook that escalations are posted to."""
+
+    url: str
+    """URL that receives the escalation JSON by POST."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers (e.g. an Authorization header) sent with each POST."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds one delivery attempt may take."""
+
+
+class EscalationSettings(BaseModel):
+    """Where escalations go when automation runs out."""
+
+    targets: dict[str, WebhookTarget] = Field(default_factory=dict)
+    """Named webhook targets; a policy step ``escalate: NAME`` posts to ``targets[NAME]``."""
+    attempts: int = Field(default=5, ge=1)
+    """Delivery attempts per escalation before it is recorded as undelivered (count)."""
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between two delivery attempts, in seconds (the wait doubles from 0.5 s)."""
+
+
+class LogSettings(BaseModel):
+    """How the daemon writes its log (to stderr)."""
+
+    format: Literal["text", "json"] = "text"
+    """``text`` for people, ``json`` (one object per line) for log pipelines."""
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level written."""
+
+
+class Settings(BaseSettings):
+    """The whole configuration; read once at start by the composition root."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REMEDIATOR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    policies_dir: Path = Path("policies")
+    """Directory whose ``*.yaml`` files are the remediation policies (path)."""
+    state_dir: Path = Path(".remediator")
+    """Directory for the default SQLite store and the generated token (path); created at start."""
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite file actually used."""
+        return self.store.path or self.state_dir / "remediator.sqlite3"

@@ -1,0 +1,78 @@
+"""The store protocol. Each method is one transaction, so a crash never leaves half a decision behind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from remediator.domain.incidents import (
+    AuditRecord,
+    Incident,
+    IncidentStatus,
+    OutboxEntry,
+    StepRecord,
+    StepStatus,
+)
+
+
+@dataclass(frozen=True)
+class AlertRef:
+    """The parts of one alert that intake persists."""
+
+    fingerprint: str
+    starts_at: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+    @property
+    def severity(self) -> str:
+        return self.labels.get("severity", "")
+
+
+@dataclass(frozen=True)
+class FiringResult:
+    """What recording one firing alert did: opened an incident, attached to one, or saw a re-send."""
+
+    incident: Incident
+    created: bool
+    duplicate: bool
+
+
+class Store(Protocol):
+    """Everything the engine, server and CLI persist or read."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def inbox_put(self, body: str, now: float) -> int: ...
+    async def inbox_pending(self) -> list[tuple[int, str]]: ...
+    async def inbox_done(self, inbox_id: int, now: float) -> None: ...
+
+    async def record_firing(
+        self, policy: str, target: str, alert: AlertRef, now: float, reason: str = ""
+    ) -> FiringResult: ...
+    async def record_resolved(self, fingerprint: str, now: float) -> list[Incident]: ...
+    async def set_status(self, incident_id: int, status: IncidentStatus, reason: str, now: float) -> None: ...
+
+    async def step_started(
+        self, incident_id: int, index: int, kind: str, name: str, attempt: int, now: float
+    ) -> int: ...
+    async def step_finished(self, step_id: int, status: StepStatus, detail: str, now: float) -> None: ...
+
+    async def audit(self, incident_id: int | None, kind: str, detail: dict[str, Any], now: float) -> None: ...
+
+    async def get_incident(self, incident_id: int) -> Incident | None: ...
+    async def list_incidents(
+        self, status: IncidentStatus | None = None, limit: int = 100
+    ) -> list[Incident]: ...
+    async def open_incidents(self) -> list[Incident]: ...
+    async def steps(self, incident_id: int) -> list[StepRecord]: ...
+    async def audit_trail(self, incident_id: int | None = None, limit: int = 1000) -> list[AuditRecord]: ...
+
+    async def outbox_put(
+        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
+    ) -> OutboxEntry: ...
+    async def outbox_pending(self) -> list[OutboxEntry]: ...
+    async def outbox_update(
+        self, entry_id: int, status: str, attempts: int, error: str, now: float
+    ) -> None: ...

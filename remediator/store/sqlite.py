@@ -1,0 +1,388 @@
+"""The default store: one SQLite file, reached from one dedicated thread so the event loop never blocks.
+
+Durability: WAL journal with ``synchronous=FULL``, so a committed row survives a crash of the process and of
+the machine. Schema changes are numbered migrations applied at open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from remediator.domain.incidents import (
+    AuditRecord,
+    Incident,
+    IncidentStatus,
+    OutboxEntry,
+    StepRecord,
+    StepStatus,
+)
+from remediator.errors import StoreError
+from remediator.store.base import AlertRef, FiringResult
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY, received_at REAL NOT NULL, body TEXT NOT NULL, processed_at REAL);
+    CREATE INDEX inbox_pending ON inbox(id) WHERE processed_at IS NULL;
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY, policy TEXT NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL,
+        severity TEXT NOT NULL, opened_at REAL NOT NULL, updated_at REAL NOT NULL,
+        labels TEXT NOT NULL, annotations TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '');
+    CREATE UNIQUE INDEX incidents_one_open ON incidents(policy, target) WHERE status != 'resolved';
+    CREATE TABLE incident_alerts (
+        incident_id INTEGER NOT NULL REFERENCES incidents(id), fingerprint TEXT NOT NULL,
+        starts_at TEXT NOT NULL, status TEXT NOT NULL, PRIMARY KEY (incident_id, fingerprint, starts_at));
+    CREATE INDEX incident_alerts_firing ON incident_alerts(fingerprint) WHERE status = 'firing';
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY, incident_id INTEGER NOT NULL REFERENCES incidents(id), idx INTEGER NOT NULL,
+        kind TEXT NOT NULL, name TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
+        started_at REAL NOT NULL, finished_at REAL, detail TEXT NOT NULL DEFAULT '');
+    CREATE INDEX steps_incident ON steps(incident_id);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY, at REAL NOT NULL, incident_id INTEGER, kind TEXT NOT NULL, detail TEXT NOT NULL);
+    CREATE INDEX audit_incident ON audit(incident_id);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY, incident_id INTEGER NOT NULL, notifier TEXT NOT NULL,
+        dedup_key TEXT NOT NULL UNIQUE, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL);
+    """,
+)
+
+
+def _incident(row: sqlite3.Row) -> Incident:
+    return Incident(
+        id=row["id"],
+        policy=row["policy"],
+        target=row["target"],
+        status=row["status"],
+        severity=row["severity"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        labels=json.loads(row["labels"]),
+        annotations=json.loads(row["annotations"]),
+        reason=row["reason"],
+    )
+
+
+def _outbox(row: sqlite3.Row) -> OutboxEntry:
+    return OutboxEntry(
+        id=row["id"],
+        incident_id=row["incident_id"],
+        notifier=row["notifier"],
+        dedup_key=row["dedup_key"],
+        payload=json.loads(row["payload"]),
+        attempts=row["attempts"],
+        status=row["status"],
+    )
+
+
+def _audit(
+    db: sqlite3.Connection, incident_id: int | None, kind: str, detail: dict[str, Any], now: float
+) -> None:
+    db.execute(
+        "INSERT INTO audit (at, incident_id, kind, detail) VALUES (?, ?, ?, ?)",
+        (now, incident_id, kind, json.dumps(detail, sort_keys=True)),
+    )
+
+
+class SqliteStore:
+    """The Store protocol on one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        # One thread owns the connection: calls are serialised without a lock, and the loop never waits on I/O.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise StoreError("store is not open")
+            try:
+                with self._db:  # one transaction: commit on success, roll back on error
+                    return fn(self._db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level="DEFERRED", check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+            self._db = db
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, disconnect)
+        self._thread.shutdown(wait=True)
+
+    # -- inbox --------------------------------------------------------------------------------------------
+
+    async def inbox_put(self, body: str, now: float) -> int:
+        def put(db: sqlite3.Connection) -> int:
+            cursor = db.execute("INSERT INTO inbox (received_at, body) VALUES (?, ?)", (now, body))
+            return int(cursor.lastrowid or 0)
+
+        return await self._run(put)
+
+    async def inbox_pending(self) -> list[tuple[int, str]]:
+        def pending(db: sqlite3.Connection) -> list[tuple[int, str]]:
+            rows = db.execute("SELECT id, body FROM inbox WHERE processed_at IS NULL ORDER BY id").fetchall()
+            return [(row["id"], row["body"]) for row in rows]
+
+        return await self._run(pending)
+
+    async def inbox_done(self, inbox_id: int, now: float) -> None:
+        await self._run(
+            lambda db: db.execute("UPDATE inbox SET processed_at = ? WHERE id = ?", (now, inbox_id))
+        )
+
+    # -- incidents ----------------------------------------------------------------------------------------
+
+    async def record_firing(
+        self, policy: str, target: str, alert: AlertRef, now: float, reason: str = ""
+    ) -> FiringResult:
+        def record(db: sqlite3.Connection) -> FiringResult:
+            row = db.execute(
+                "SELECT * FROM incidents WHERE policy = ? AND target = ? AND status != 'resolved'",
+                (policy, target),
+            ).fetchone()
+            created = row is None
+            if row is None:
+                cursor = db.execute(
+                    "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
+                    " annotations, reason) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+                    (
+                        policy,
+                        target,
+                        alert.severity,
+                        now,
+                        now,
+                        json.dumps(alert.labels, sort_keys=True),
+                        json.dumps(alert.annotations, sort_keys=True),
+                        reason,
+                    ),
+                )
+                incident_id = int(cursor.lastrowid or 0)
+            else:
+                incident_id = row["id"]
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO incident_alerts (incident_id, fingerprint, starts_at, status)"
+                " VALUES (?, ?, ?, 'firing')",
+                (incident_id, alert.fingerprint, alert.starts_at),
+            ).rowcount
+            duplicate = not created and inserted == 0
+            kind = "opened" if created else ("duplicate" if duplicate else "attached")
+            _audit(
+                db,
+                incident_id,
+                kind,
+                {
+                    "fingerprint": alert.fingerprint,
+                    "starts_at": alert.starts_at,
+                    "alertname": alert.labels.get("alertname", ""),
+                },
+                now,
+            )
+            incident = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            return FiringResult(incident=_incident(incident), created=created, duplicate=duplicate)
+
+        return await self._run(record)
+
+    async def record_resolved(self, fingerprint: str, now: float) -> list[Incident]:
+        def record(db: sqlite3.Connection) -> list[Incident]:
+            ids = [
+                row["incident_id"]
+                for row in db.execute(
+                    "SELECT DISTINCT incident_id FROM incident_alerts WHERE fingerprint = ? AND status = 'firing'",
+                    (fingerprint,),
+                )
+            ]
+            closed: list[Incident] = []
+            for incident_id in ids:
+                db.execute(
+                    "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?",
+                    (incident_id, fingerprint),
+                )
+                _audit(db, incident_id, "alert_resolved", {"fingerprint": fingerprint}, now)
+                still_firing = db.execute(
+                    "SELECT 1 FROM incident_alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1",
+                    (incident_id,),
+                ).fetchone()
+                if still_firing is None:
+                    db.execute(
+                        "UPDATE incidents SET status = 'resolved', updated_at = ? WHERE id = ? AND status != 'resolved'",
+                        (now, incident_id),
+                    )
+                    _audit(
+                        db, incident_id, "resolved", {"reason": "every alert of the incident resolved"}, now
+                    )
+                    row = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+                    closed.append(_incident(row))
+            return closed
+
+        return await self._run(record)
+
+    async def set_status(self, incident_id: int, status: IncidentStatus, reason: str, now: float) -> None:
+        def update(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE incidents SET status = ?, reason = ?, updated_at = ? WHERE id = ? AND status != 'resolved'",
+                (status, reason, now, incident_id),
+            )
+            _audit(db, incident_id, status, {"reason": reason}, now)
+
+        await self._run(update)
+
+    # -- steps and audit ----------------------------------------------------------------------------------
+
+    async def step_started(
+        self, incident_id: int, index: int, kind: str, name: str, attempt: int, now: float
+    ) -> int:
+        def start(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "INSERT INTO steps (incident_id, idx, kind, name, attempt, status, started_at)"
+                " VALUES (?, ?, ?, ?, ?, 'started', ?)",
+                (incident_id, index, kind, name, attempt, now),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return await self._run(start)
+
+    async def step_finished(self, step_id: int, status: StepStatus, detail: str, now: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE steps SET status = ?, detail = ?, finished_at = ? WHERE id = ?",
+                (status, detail, now, step_id),
+            )
+        )
+
+    async def audit(self, incident_id: int | None, kind: str, detail: dict[str, Any], now: float) -> None:
+        await self._run(lambda db: _audit(db, incident_id, kind, detail, now))
+
+    # -- reads --------------------------------------------------------------------------------------------
+
+    async def get_incident(self, incident_id: int) -> Incident | None:
+        def get(db: sqlite3.Connection) -> Incident | None:
+            row = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            return None if row is None else _incident(row)
+
+        return await self._run(get)
+
+    async def list_incidents(self, status: IncidentStatus | None = None, limit: int = 100) -> list[Incident]:
+        def list_(db: sqlite3.Connection) -> list[Incident]:
+            if status is None:
+                rows = db.execute("SELECT * FROM incidents ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = db.execute(
+                    "SELECT * FROM incidents WHERE status = ? ORDER BY id DESC LIMIT ?",
+                    (status, limit),
+                )
+            return [_incident(row) for row in rows]
+
+        return await self._run(list_)
+
+    async def open_incidents(self) -> list[Incident]:
+        def open_(db: sqlite3.Connection) -> list[Incident]:
+            rows = db.execute("SELECT * FROM incidents WHERE status != 'resolved' ORDER BY id")
+            return [_incident(row) for row in rows]
+
+        return await self._run(open_)
+
+    async def steps(self, incident_id: int) -> list[StepRecord]:
+        def steps(db: sqlite3.Connection) -> list[StepRecord]:
+            rows = db.execute("SELECT * FROM steps WHERE incident_id = ? ORDER BY id", (incident_id,))
+            return [
+                StepRecord(
+                    id=r["id"],
+                    incident_id=r["incident_id"],
+                    index=r["idx"],
+                    kind=r["kind"],
+                    name=r["name"],
+                    attempt=r["attempt"],
+                    status=r["status"],
+                    started_at=r["started_at"],
+                    finished_at=r["finished_at"],
+                    detail=r["detail"],
+                )
+                for r in rows
+            ]
+
+        return await self._run(steps)
+
+    async def audit_trail(self, incident_id: int | None = None, limit: int = 1000) -> list[AuditRecord]:
+        def trail(db: sqlite3.Connection) -> list[AuditRecord]:
+            if incident_id is None:
+                rows = db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()[::-1]
+            else:
+                rows = db.execute(
+                    "SELECT * FROM audit WHERE incident_id = ? ORDER BY id LIMIT ?", (incident_id, limit)
+                ).fetchall()
+            return [
+                AuditRecord(
+                    id=r["id"],
+                    at=r["at"],
+                    incident_id=r["incident_id"],
+                    kind=r["kind"],
+                    detail=json.loads(r["detail"]),
+                )
+                for r in rows
+            ]
+
+        return await self._run(trail)
+
+    # -- escalation outbox --------------------------------------------------------------------------------
+
+    async def outbox_put(
+        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
+    ) -> OutboxEntry:
+        def put(db: sqlite3.Connection) -> OutboxEntry:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at)"
+                " VALUES (?, ?, ?, ?, 'pending', ?)",
+                (incident_id, notifier, dedup_key, json.dumps(payload, sort_keys=True), now),
+            )
+            return _outbox(db.execute("SELECT * FROM outbox WHERE dedup_key = ?", (dedup_key,)).fetchone())
+
+        return await self._run(put)
+
+    async def outbox_pending(self) -> list[OutboxEntry]:
+        def pending(db: sqlite3.Connection) -> list[OutboxEntry]:
+            return [
+                _outbox(r) for r in db.execute("SELECT * FROM outbox WHERE status = 'pending' ORDER BY id")
+            ]
+
+        return await self._run(pending)
+
+    async def outbox_update(self, entry_id: int, status: str, attempts: int, error: str, now: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE outbox SET status = ?, attempts = ?, error = ?, updated_at = ? WHERE id = ?",
+                (status, attempts, error, now, entry_id),
+            )
+        )
