@@ -1,0 +1,75 @@
+"""Shared test helpers: settings for an in-process daemon, and payloads shaped like Alertmanager's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "test-token-0123456789"
+
+
+def settings_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """REMEDIATOR_* variables for a daemon on a free port with its state under ``tmp_path``."""
+    return {
+        "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
+        "REMEDIATOR_POLICIES_DIR": str(REPO / "policies"),
+        "REMEDIATOR_SERVER__PORT": "0",
+        "REMEDIATOR_SERVER__TOKEN": TOKEN,
+        **extra,
+    }
+
+
+def alert(
+    alertname: str = "DatabaseDown",
+    status: str = "firing",
+    fingerprint: str = "f1",
+    starts_at: str = "2026-11-23T10:00:00Z",
+    **labels: str,
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {"alertname": alertname, "severity": "critical", **labels},
+        "annotations": {
+            "summary": f"{alertname} fired",
+            "runbook_url": f"https://runbooks.example.com/{alertname}",
+        },
+        "startsAt": starts_at,
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else datetime.now(UTC).isoformat(),
+        "generatorURL": "http://prometheus:9090/graph",
+        "fingerprint": fingerprint,
+    }
+
+
+def notification(*alerts: dict[str, Any]) -> dict[str, Any]:
+    status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="DatabaseDown"}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "rem",
+        "groupLabels": {"alertname": alerts[0]["labels"]["alertname"]},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll ``check`` (sync or async) until it returns a truthy value; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    value: Any = None
+    while time.monotonic() < deadline:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
