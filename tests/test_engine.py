@@ -1,0 +1,337 @@
+"""The ladder's logic: attempts, verification, re-sends, resolution, refusal, escalation, and resume after a crash.
+
+Backends here are recording doubles so that each rule is pinned down in isolation; the same paths run
+against a real Docker daemon and a real Alertmanager in test_e2e_alertmanager.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import pytest_asyncio
+from helpers import alert, eventually
+
+from remediator.actions.base import Params
+from remediator.actions.docker import LogsParams, RestartParams
+from remediator.domain.alerts import Notification
+from remediator.domain.policies import Policy
+from remediator.engine.escalate import Escalator
+from remediator.engine.intake import Intake
+from remediator.engine.runner import RetryPolicy, Runner
+from remediator.errors import NotifyError, PermanentActionError, TemporaryActionError
+from remediator.escalation.log import LogNotifier
+from remediator.metrics import Metrics
+from remediator.store.sqlite import SqliteStore
+
+
+@dataclass
+class RecordingAction:
+    name: str
+    kind: Literal["act", "diagnose"]
+    params_model: type[Params]
+    backend: str = "test"
+    failures: list[Exception] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    async def run(self, target: str, params: Params) -> str:
+        self.calls.append(target)
+        if self.failures:
+            raise self.failures.pop(0)
+        return f"{self.name} done on {target}"
+
+
+@dataclass
+class RecordingNotifier:
+    name: str = "oncall"
+    fail_first: int = 0
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    attempts: int = 0
+
+    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+        self.attempts += 1
+        if self.attempts <= self.fail_first:
+            raise NotifyError("down")
+        self.sent.append((dedup_key, payload))
+
+    async def close(self) -> None:
+        return None
+
+
+def make_policy(attempts: int = 2, within: float = 0.3, allow: str = "db") -> Policy:
+    return Policy.model_validate(
+        {
+            "name": "database-down",
+            "match": ["alertname = DatabaseDown"],
+            "target": {"kind": "container", "from_label": "container", "allow": [allow]},
+            "steps": [
+                {"diagnose": "container.logs"},
+                {"act": "container.restart", "verify": {"resolved_within_s": within}, "attempts": attempts},
+                {"escalate": "oncall"},
+            ],
+        }
+    )
+
+
+@dataclass
+class Rig:
+    store: SqliteStore
+    intake: Intake
+    runner: Runner
+    escalator: Escalator
+    restart: RecordingAction
+    logs: RecordingAction
+    notifier: RecordingNotifier
+    metrics: Metrics
+
+    def send(self, *alerts: dict[str, Any]) -> None:
+        body = {"version": "4", "status": alerts[0]["status"], "alerts": list(alerts)}
+        self.intake.submit(0, Notification.model_validate(body))
+
+    async def settle(self) -> None:
+        await self.intake.join()
+
+
+async def build(tmp_path: Path, policy: Policy, notifier: RecordingNotifier | None = None) -> Rig:
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    await store.open()
+    metrics = Metrics()
+    restart = RecordingAction("container.restart", "act", RestartParams)
+    logs = RecordingAction("container.logs", "diagnose", LogsParams)
+    notifier = notifier or RecordingNotifier()
+    escalator = Escalator(
+        store, {"oncall": notifier}, LogNotifier(), metrics, lambda: 1000.0, 4, 0.05, backoff_initial_s=0.01
+    )
+    runner = Runner(
+        store,
+        {a.name: a for a in (restart, logs)},
+        escalator,
+        metrics,
+        lambda: 1000.0,
+        RetryPolicy(3, 0.01, 0.02),
+    )
+    intake = Intake(store, [policy], runner, escalator, metrics, lambda: 1000.0)
+    return Rig(store, intake, runner, escalator, restart, logs, notifier, metrics)
+
+
+@pytest_asyncio.fixture
+async def rigs(tmp_path: Path) -> AsyncIterator[list[Rig]]:
+    made: list[Rig] = []
+    yield made
+    for rig in made:
+        await rig.runner.drain(0)
+        await rig.escalator.drain(0)
+        await rig.store.close()
+
+
+async def start(rigs: list[Rig], tmp_path: Path, policy: Policy, **kw: Any) -> Rig:
+    rig = await build(tmp_path, policy, **kw)
+    rigs.append(rig)
+    rig.worker = asyncio.create_task(rig.intake.run())  # type: ignore[attr-defined]
+    return rig
+
+
+async def kinds(store: SqliteStore, incident_id: int = 1) -> list[str]:
+    return [a.kind for a in await store.audit_trail(incident_id)]
+
+
+async def test_recovery_within_verify_closes_the_incident_without_escalating(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    rig = await start(rigs, tmp_path, make_policy(within=5))
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.restart.calls)
+    rig.send(alert(container="db", status="resolved"))
+    await eventually(lambda: rig.runner.running == 0)
+    incident = await rig.store.get_incident(1)
+    assert incident is not None and incident.status == "resolved"
+    assert rig.restart.calls == ["db"] and rig.logs.calls == ["db"]
+    assert rig.notifier.sent == []
+    assert await kinds(rig.store) == ["opened", "alert_resolved", "resolved", "verified"]
+
+
+async def test_resends_attach_and_never_act_again(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = await start(rigs, tmp_path, make_policy(attempts=1, within=5))
+    for _ in range(5):
+        rig.send(alert(container="db"))
+    rig.send(alert(container="db", fingerprint="f2"))  # another alert naming the same target
+    await rig.settle()
+    await eventually(lambda: rig.restart.calls)
+    await asyncio.sleep(0.1)
+    assert rig.restart.calls == ["db"]
+    trail = await kinds(rig.store)
+    assert trail.count("opened") == 1 and trail.count("duplicate") == 4 and trail.count("attached") == 1
+    # the incident stays open until every alert attached to it resolves
+    rig.send(alert(container="db", status="resolved"))
+    await rig.settle()
+    assert (await rig.store.get_incident(1)).status == "active"  # type: ignore[union-attr]
+    rig.send(alert(container="db", status="resolved", fingerprint="f2"))
+    await rig.settle()
+    assert (await rig.store.get_incident(1)).status == "resolved"  # type: ignore[union-attr]
+
+
+async def test_no_recovery_uses_every_attempt_then_escalates_with_the_story(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    rig = await start(rigs, tmp_path, make_policy(attempts=2, within=0.1))
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.notifier.sent)
+    assert rig.restart.calls == ["db", "db"]
+    dedup_key, payload = rig.notifier.sent[0]
+    assert dedup_key == "remediator-1-2-oncall"
+    assert payload["incident_id"] == 1 and payload["policy"] == "database-down" and payload["target"] == "db"
+    assert payload["severity"] == "critical"
+    assert payload["runbook_url"] == "https://runbooks.example.com/DatabaseDown"
+    assert "did not resolve within 0.1s" in payload["reason"]
+    assert [(s["name"], s["attempt"], s["status"]) for s in payload["steps"]] == [
+        ("container.logs", 1, "ok"),
+        ("container.restart", 1, "ok"),
+        ("container.restart", 2, "ok"),
+    ]
+    assert payload["evidence"] == [{"name": "container.logs", "detail": "container.logs done on db"}]
+    incident = await rig.store.get_incident(1)
+    assert incident is not None and incident.status == "escalated"
+    assert rig.metrics.verifications.labels("database-down", "not_recovered")._value.get() == 2
+
+
+async def test_a_permanent_error_skips_the_remaining_attempts(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = await start(rigs, tmp_path, make_policy(attempts=3, within=5))
+    rig.restart.failures = [PermanentActionError("no such container: db")]
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.notifier.sent)
+    assert rig.restart.calls == ["db"]
+    assert "no such container" in rig.notifier.sent[0][1]["reason"]
+    assert rig.metrics.actions.labels("database-down", "container.restart", "permanent")._value.get() == 1
+
+
+async def test_temporary_errors_are_retried_within_one_attempt(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = await start(rigs, tmp_path, make_policy(attempts=1, within=0.1))
+    rig.restart.failures = [
+        TemporaryActionError("docker unreachable"),
+        TemporaryActionError("docker unreachable"),
+    ]
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.notifier.sent)
+    assert len(rig.restart.calls) == 3  # two temporary failures, then success
+    steps = await rig.store.steps(1)
+    assert [(s.name, s.status) for s in steps] == [("container.logs", "ok"), ("container.restart", "ok")]
+
+
+async def test_temporary_errors_past_the_retries_fail_the_attempt(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = await start(rigs, tmp_path, make_policy(attempts=1, within=0.1))
+    rig.restart.failures = [TemporaryActionError("docker unreachable")] * 3
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.notifier.sent)
+    steps = await rig.store.steps(1)
+    assert steps[-1].status == "failed" and "docker unreachable" in steps[-1].detail
+    assert "failed (temporary)" in rig.notifier.sent[0][1]["reason"]
+
+
+async def test_resolution_cancels_the_steps_not_yet_started(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = await start(rigs, tmp_path, make_policy(attempts=3, within=30))
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.restart.calls)
+    rig.send(alert(container="db", status="resolved"))
+    await eventually(lambda: rig.runner.running == 0)
+    await asyncio.sleep(0.05)
+    assert rig.restart.calls == ["db"] and rig.notifier.sent == []
+
+
+async def test_a_refused_target_escalates_and_reaches_no_backend(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = await start(rigs, tmp_path, make_policy())
+    rig.send(alert(container="db; rm -rf /"))
+    await eventually(lambda: rig.notifier.sent)
+    assert rig.restart.calls == [] and rig.logs.calls == []
+    payload = rig.notifier.sent[0][1]
+    assert "outside the allow list" in payload["reason"] and payload["target"] == "db; rm -rf /"
+    assert rig.metrics.decisions.labels("target_refused")._value.get() == 1
+
+
+async def test_unmatched_alerts_are_recorded_not_dropped(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = await start(rigs, tmp_path, make_policy())
+    rig.send(alert(alertname="DiskFull", container="db"))
+    await rig.settle()
+    trail = await rig.store.audit_trail()
+    assert [a.kind for a in trail] == ["unmatched"]
+    assert trail[0].detail["labels"]["alertname"] == "DiskFull"
+
+
+async def test_an_escalation_survives_a_notifier_outage(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = await start(
+        rigs, tmp_path, make_policy(attempts=1, within=0.05), notifier=RecordingNotifier(fail_first=3)
+    )
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.notifier.sent)
+    assert rig.notifier.attempts == 4 and len(rig.notifier.sent) == 1
+    delivered = await eventually(lambda: _audit_of(rig, "escalation_delivered"))
+    assert delivered.detail["attempts"] == 4 and delivered.detail["dedup_key"] == "remediator-1-2-oncall"
+    assert rig.metrics.escalations.labels("database-down", "oncall", "delivered")._value.get() == 1
+
+
+async def test_a_step_interrupted_by_a_crash_is_verified_not_repeated(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    policy = make_policy(attempts=2, within=0.1)
+    first = await build(tmp_path, policy)
+    first.send(alert(container="db"))
+    await first.intake._process(0, first.intake._queue.get_nowait()[1])
+    await first.runner.drain(0)  # the "crash": the ladder is gone; fake a restart that was mid-flight
+    await first.store._run(lambda db: db.execute("DELETE FROM steps"))
+    step_id = await first.store.step_started(1, 1, "act", "container.restart", 1, 1000.0)
+    await first.store.close()
+
+    rig = await build(tmp_path, policy)
+    rigs.append(rig)
+    await rig.intake.recover()
+    await eventually(lambda: rig.notifier.sent)
+    steps = await rig.store.steps(1)
+    assert [(s.id == step_id, s.status, s.attempt) for s in steps] == [
+        (True, "interrupted", 1),
+        (False, "ok", 2),
+    ]
+    # attempt 1 was verified (not re-run), then attempt 2 ran: one restart in this process, not two
+    assert rig.restart.calls == ["db"]
+    assert "resumed" in await kinds(rig.store)
+
+
+async def test_an_undelivered_escalation_is_resent_after_a_restart(tmp_path: Path, rigs: list[Rig]) -> None:
+    policy = make_policy(attempts=1, within=0.05)
+    first = await build(tmp_path, policy, notifier=RecordingNotifier(fail_first=100))
+    incident = (await first.store.record_firing("database-down", "db", _ref(), 1000.0)).incident
+    await first.store.outbox_put(
+        incident.id, "oncall", "remediator-1-2-oncall", {"policy": "database-down"}, 1000.0
+    )
+    await first.store.close()
+
+    rig = await build(tmp_path, policy)
+    rigs.append(rig)
+    await rig.escalator.resume()
+    await eventually(lambda: rig.notifier.sent)
+    assert rig.notifier.sent == [("remediator-1-2-oncall", {"policy": "database-down"})]
+    await eventually(lambda: _no_pending(rig))
+
+
+async def _audit_of(rig: Rig, kind: str) -> Any:
+    return next((a for a in await rig.store.audit_trail(1) if a.kind == kind), None)
+
+
+async def _no_pending(rig: Rig) -> bool:
+    return await rig.store.outbox_pending() == []
+
+
+def _ref() -> Any:
+    from remediator.store.base import AlertRef
+
+    return AlertRef("f1", "2026-11-23T10:00:00+00:00", {"alertname": "DatabaseDown", "container": "db"}, {})
+
+
+@pytest.mark.parametrize("status", ["firing", "resolved"])
+async def test_alert_counts_by_name_and_status(tmp_path: Path, rigs: list[Rig], status: str) -> None:
+    rig = await start(rigs, tmp_path, make_policy())
+    rig.send(alert(alertname="Other", status=status))
+    await rig.settle()
+    assert rig.metrics.alerts_received.labels("Other", status)._value.get() == 1
