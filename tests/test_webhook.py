@@ -10,10 +10,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from helpers import TOKEN, alert, notification, settings_env
 
 from remediator.app import App
 from remediator.settings import Settings
-from helpers import TOKEN, alert, notification, settings_env
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -43,7 +43,9 @@ async def post(
 ) -> tuple[int, dict[str, object]]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with http.post(
-        url(app), data=data, headers={"Content-Type": "application/json", **(AUTH if headers is None else headers)}
+        url(app),
+        data=data,
+        headers={"Content-Type": "application/json", **(AUTH if headers is None else headers)},
     ) as r:
         return r.status, await r.json()
 

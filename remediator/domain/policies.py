@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -43,6 +43,8 @@ class Matcher:
         if found is None:
             raise ValueError(f"not a matcher: {text!r} (expected: label = value, !=, =~ or !~)")
         label, op, raw = found.groups()
+        if raw[:1] in ("=", "~", "!"):
+            raise ValueError(f"not a matcher: {text!r} (quote a value that starts with {raw[0]!r})")
         matcher = cls(label=label, op=op, value=_unquote(raw))  # type: ignore[arg-type]
         if op in ("=~", "!~"):
             try:
@@ -62,6 +64,10 @@ class Matcher:
 
     def __str__(self) -> str:
         return f'{self.label}{self.op}"{self.value}"'
+
+
+def _matcher(raw: object) -> object:
+    return Matcher.parse(raw) if isinstance(raw, str) else raw
 
 
 class _Frozen(BaseModel):
@@ -136,7 +142,7 @@ class Policy(_Frozen):
 
     name: str
     description: str = ""
-    match: tuple[Matcher, ...] = Field(min_length=1)
+    match: tuple[Annotated[Matcher, BeforeValidator(_matcher)], ...] = Field(min_length=1)
     target: Target
     steps: tuple[Step, ...] = Field(min_length=1)
     source: str = ""
@@ -147,13 +153,6 @@ class Policy(_Frozen):
         if _NAME.fullmatch(name) is None:
             raise ValueError("name must be lower-case letters, digits, '-', '_' or '.' (at most 63)")
         return name
-
-    @field_validator("match", mode="before")
-    @classmethod
-    def _parse_matchers(cls, raw: object) -> object:
-        if isinstance(raw, list | tuple):
-            return tuple(Matcher.parse(m) if isinstance(m, str) else m for m in raw)
-        return raw
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(m.matches(labels) for m in self.match)

@@ -1,0 +1,106 @@
+"""Shared fixtures: the real parts from realparts.py, and a capture server for receivers that cannot run here.
+
+Each fixture closes what it started in a finally block, so a failing test leaves no process, port or
+directory behind. None of them imports remediator: the infrastructure must work while the code under
+test is broken or half-written.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from realparts import (
+    Alertmanager,
+    AlertmanagerFactory,
+    CaptureServer,
+    DockerDaemon,
+    Postgres,
+    Prometheus,
+    PrometheusFactory,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped with SIGTERM (a CI time limit, a killed terminal) would otherwise skip every teardown
+    # and leave dockerd and PostgreSQL running; treated like Ctrl-C, pytest tears the fixtures down.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real parts
+
+
+@pytest.fixture(scope="session")
+def docker_daemon() -> Iterator[DockerDaemon]:
+    """A private dockerd shared by the session; tests name their containers uniquely or reuse names
+    (run_container replaces a leftover of the same name)."""
+    daemon = DockerDaemon()
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL shared by the session; connect with postgres.dsn."""
+    pg = Postgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+@pytest.fixture
+def alertmanager_factory() -> Iterator[AlertmanagerFactory]:
+    """Starts Alertmanagers posting to a webhook: factory(webhook_url, token, group_by=..., ...)."""
+    started: list[Alertmanager] = []
+
+    def start(webhook_url: str, token: str, **kwargs: Any) -> Alertmanager:
+        am = Alertmanager(webhook_url, token, **kwargs)
+        started.append(am)
+        return am
+
+    try:
+        yield start
+    finally:
+        for am in reversed(started):
+            am.close()
+
+
+@pytest.fixture
+def prometheus_factory() -> Iterator[PrometheusFactory]:
+    """Starts Prometheus servers: factory(config_text, rule_files=[(name, text)], ...)."""
+    started: list[Prometheus] = []
+
+    def start(config: str, **kwargs: Any) -> Prometheus:
+        prom = Prometheus(config, **kwargs)
+        started.append(prom)
+        return prom
+
+    try:
+        yield start
+    finally:
+        for prom in reversed(started):
+            prom.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Capture server
+
+
+@pytest_asyncio.fixture
+async def capture_server() -> AsyncIterator[CaptureServer]:
+    """An aiohttp server on 127.0.0.1 recording every request: .url, .requests, .fail_first(n, status),
+    await .wait_for(n, timeout=10)."""
+    server = CaptureServer()
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.close()

@@ -1,0 +1,132 @@
+"""The command line as a user runs it: a real subprocess, real files, exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from helpers import REPO, TOKEN, alert, notification
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "remediator", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "check", "simulate", "incidents"):
+        assert command in result.stdout
+
+
+def test_check_accepts_the_shipped_policies() -> None:
+    result = run("check", "policies")
+    assert result.returncode == 0, result.stderr
+    assert "database-down" in result.stdout and "policies valid" in result.stdout
+
+
+def test_check_refuses_a_broken_file_with_file_line_and_reason(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "name: x\nmatch: [alertname = X]\ntarget: {kind: container, from_label: c, allow: [a]}\n"
+        "steps:\n  - act: container.restart\n    verify: {resolved_within_s: 10}\n    atempts: 2\n"
+    )
+    result = run("check", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'bad.yaml'}:7:" in result.stderr and "atempts" in result.stderr
+
+
+def test_simulate_shows_policy_target_and_steps_and_acts_on_nothing() -> None:
+    result = run("simulate", str(FIXTURES / "alertmanager_v4_firing.json"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "policy  database-down" in out and "target  container sms-db" in out
+    assert "diagnose container.logs" in out and "act container.restart" in out and "escalate oncall" in out
+    assert "nothing was executed" in out
+
+
+def test_simulate_shows_a_refused_target(tmp_path: Path) -> None:
+    payload = json.dumps(notification(alert(container="sms-db; rm -rf /")))
+    result = run("simulate", "-", stdin=payload)
+    assert result.returncode == 0
+    assert "REFUSED" in result.stdout and "outside the allow list" in result.stdout
+
+
+def test_simulate_refuses_a_bad_payload() -> None:
+    result = run("simulate", "-", stdin='{"version": "3"}')
+    assert result.returncode == 1 and "not an Alertmanager webhook v4 payload" in result.stderr
+
+
+def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored(tmp_path: Path) -> None:
+    env = {
+        "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
+        "REMEDIATOR_SERVER__TOKEN": TOKEN,
+        "REMEDIATOR_DOCKER__HOST": "unix:///nonexistent.sock",
+        "REMEDIATOR_LOG__FORMAT": "json",
+    }
+    port_file = tmp_path / "port"
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remediator", "serve", "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        body = json.dumps(notification(alert(alertname="HighErrorRate", container="sms-db; x"))).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/alerts",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 200
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]  # type: ignore[union-attr]
+    assert any("listening" in entry["msg"] for entry in logs)
+    assert any(entry["msg"].startswith("stopping") for entry in logs)
+    assert not port_file.exists()
+
+    listed = run("incidents", "list", env=env)
+    assert listed.returncode == 0
+    assert "high-error-rate" in listed.stdout and "escalated" in listed.stdout
+    shown = run("incidents", "show", "1", env=env)
+    assert shown.returncode == 0 and "opened" in shown.stdout and "outside the allow list" in shown.stdout
