@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import sys
 from datetime import UTC, datetime
@@ -121,7 +120,13 @@ async def _incidents(args: argparse.Namespace, settings: Settings) -> int:
             if incident is None:
                 print(f"error: no incident {args.id}", file=sys.stderr)
                 return 1
-            print(json.dumps(dataclasses.asdict(incident), indent=2))
+            print(
+                f"incident {incident.id}: {incident.policy} on {incident.target}, {incident.status}, "
+                f"severity {incident.severity or '-'}, opened {_when(incident.opened_at)}"
+            )
+            if incident.reason:
+                print(f"reason: {incident.reason}")
+            print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(incident.labels.items())))
             for record in await store.audit_trail(incident.id):
                 print(f"{_when(record.at)}  {record.kind:<18} {json.dumps(record.detail, sort_keys=True)}")
             for step in await store.steps(incident.id):

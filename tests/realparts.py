@@ -528,7 +528,7 @@ class DockerDaemon:
     def run_container(self, name: str, labels: Mapping[str, str] | None = None, **kwargs: Any) -> Container:
         """Run a busybox container that sleeps; a leftover container of the same name is replaced,
         so tests sharing the session daemon may reuse names. Extra kwargs go to containers.run
-        (e.g. restart_policy={"Name": "unless-stopped"})."""
+        (e.g. restart_policy={"Name": "unless-stopped"}); ``command`` replaces the sleep."""
         with contextlib.suppress(docker.errors.NotFound):
             self.client.containers.get(name).remove(force=True)
         options: dict[str, Any] = {
@@ -538,8 +538,9 @@ class DockerDaemon:
             "init": True,  # docker-init handles SIGTERM, so a restart takes ~0.2 s, not the 10 s timeout
             "network_mode": "none",
         }
+        command = kwargs.pop("command", list(self.sleep_command))
         options.update(kwargs)
-        container: Container = self.client.containers.run(self.image, list(self.sleep_command), **options)
+        container: Container = self.client.containers.run(self.image, command, **options)
         return container
 
     def started_at(self, name: str) -> str:

@@ -19,7 +19,7 @@ import requests.exceptions
 from pydantic import Field
 
 from remediator.actions.base import Params
-from remediator.errors import PermanentActionError, TemporaryActionError
+from remediator.errors import ActionError, PermanentActionError, TemporaryActionError
 
 T = TypeVar("T")
 
@@ -35,6 +35,8 @@ class LogsParams(Params):
 
 
 def _map_error(exc: Exception, target: str) -> Exception:
+    if isinstance(exc, ActionError):
+        return exc
     if isinstance(exc, docker.errors.NotFound):
         return PermanentActionError(f"no such container: {target}")
     if isinstance(exc, docker.errors.APIError):
@@ -85,6 +87,8 @@ class DockerBackend:
                 mapped = _map_error(exc, target)
                 if isinstance(mapped, TemporaryActionError):
                     self._drop_client()  # reconnect next time: the daemon may have come back elsewhere
+                if mapped is exc:
+                    raise
                 raise mapped from exc
 
         loop = asyncio.get_running_loop()
@@ -119,7 +123,13 @@ class ContainerRestart:
             container = client.containers.get(target)
             container.restart(timeout=params.timeout_s)
             container.reload()
-            return f"restarted {target}; state={container.status}, started_at={container.attrs['State']['StartedAt']}"
+            state = container.attrs["State"]
+            if state.get("Status") != "running":
+                # Restarting again will not help a container that dies at start: hand it to a human.
+                raise PermanentActionError(
+                    f"{target} is {state.get('Status')} right after the restart (exit code {state.get('ExitCode')})"
+                )
+            return f"restarted {target}; running since {state.get('StartedAt')}"
 
         return await self.backend_.call(target, restart, extra_timeout_s=params.timeout_s)
 
