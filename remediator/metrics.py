@@ -70,6 +70,19 @@ class Metrics:
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r,
         )
+        self.refusals = Counter(
+            "remediator_refusals_total",
+            "Actions a guard refused, by policy and reason (cooldown, rate_limit, budget, breaker_open, locked,"
+            " flapping, paused, dry_run, shadow).",
+            ["policy", "reason"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "remediator_breaker_state",
+            "Circuit breaker state by breaker name: 0 closed, 1 half-open, 2 open.",
+            ["breaker"],
+            registry=r,
+        )
         self.policies_loaded = Gauge(
             "remediator_policies_loaded", "Policies loaded and enforced.", registry=r
         )
