@@ -13,8 +13,8 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from remediator.actions.base import Action
-from remediator.actions.catalogue import PARAMS_MODELS, build_actions
+from remediator.actions.base import Action, Probe
+from remediator.actions.catalogue import SPECS, build_actions, build_probes
 from remediator.actions.docker import DockerBackend
 from remediator.domain.clock import Clock, system_clock
 from remediator.domain.policies import Policy
@@ -35,7 +35,7 @@ logger = logging.getLogger("remediator")
 
 def load_policies(settings: Settings) -> list[Policy]:
     """The policies of ``settings.policies_dir``, validated with every action's parameters (PolicyError if not)."""
-    return load_dir(settings.policies_dir, PARAMS_MODELS)
+    return load_dir(settings.policies_dir, SPECS)
 
 
 def unknown_notifiers(policies: list[Policy], settings: Settings) -> list[str]:
@@ -92,7 +92,10 @@ class App:
             settings.escalation.attempts,
             settings.escalation.backoff_max_s,
         )
-        self.runner = Runner(self.store, self.actions, self.escalator, self.metrics, clock, retry)
+        self.probes: dict[str, Probe] = build_probes()
+        self.runner = Runner(
+            self.store, self.actions, self.probes, self.escalator, self.metrics, clock, retry
+        )
         self.policies: list[Policy] = []
         self.intake: Intake | None = None
         self._web: web.AppRunner | None = None

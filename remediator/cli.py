@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from remediator import __version__
-from remediator.actions.catalogue import PARAMS_MODELS
+from remediator.actions.catalogue import SPECS
 from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Notification
 from remediator.errors import PolicyError, RemediatorError
@@ -58,7 +58,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     directory = Path(args.dir) if args.dir else settings.policies_dir
     try:
-        policies = load_dir(directory, PARAMS_MODELS)
+        policies = load_dir(directory, SPECS)
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -74,7 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
-        policies = load_dir(settings.policies_dir, PARAMS_MODELS)
+        policies = load_dir(settings.policies_dir, SPECS)
         raw = sys.stdin.read() if args.payload == "-" else Path(args.payload).read_text()
         notification = Notification.model_validate_json(raw)
     except (PolicyError, OSError) as exc:

@@ -53,6 +53,32 @@ class DockerSettings(BaseModel):
     """Threads that run the (blocking) docker SDK calls (count)."""
 
 
+class PostgresTarget(BaseModel):
+    """One PostgreSQL instance that ``postgres`` policies may act on, by name."""
+
+    dsn: SecretStr
+    """Connection string (``postgresql://user:password@host:5432/db``); use a role with only pg_signal_backend
+    and pg_read_all_stats."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds to connect and run one statement."""
+
+
+class PostgresSettings(BaseModel):
+    """PostgreSQL instances that actions may connect to; a policy's target label selects one by name."""
+
+    targets: dict[str, PostgresTarget] = Field(default_factory=dict)
+    """Instances by name: ``{"orders-db": {"dsn": "postgresql://..."}}``."""
+
+
+class PrometheusSettings(BaseModel):
+    """The Prometheus that ``prometheus`` verification checks query."""
+
+    url: str | None = None
+    """Base URL (``http://127.0.0.1:9090``). Unset: policies with a prometheus check are refused at start."""
+    timeout_s: float = Field(default=5.0, gt=0)
+    """Seconds one query may take."""
+
+
 class WebhookTarget(BaseModel):
     """One generic webhook that escalations are posted to."""
 
@@ -98,6 +124,8 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

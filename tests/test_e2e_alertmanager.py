@@ -154,7 +154,7 @@ async def test_no_recovery_escalates_with_the_whole_story(
     assert body["policy"] == "database-down" and body["target"] == "db-orders"
     assert body["severity"] == "critical" and body["status"] == "escalated"
     assert body["runbook_url"] == "https://runbooks.example.com/DatabaseDown"
-    assert "did not resolve within 1.5s" in body["reason"]
+    assert "did not recover within 1.5s" in body["reason"]
     assert [(s["name"], s["status"]) for s in body["steps"]] == [
         ("container.logs", "ok"),
         ("container.restart", "ok"),

@@ -109,6 +109,7 @@ async def build(tmp_path: Path, policy: Policy, notifier: RecordingNotifier | No
     runner = Runner(
         store,
         {a.name: a for a in (restart, logs)},
+        {},
         escalator,
         metrics,
         lambda: 1000.0,
@@ -186,7 +187,7 @@ async def test_no_recovery_uses_every_attempt_then_escalates_with_the_story(
     assert payload["incident_id"] == 1 and payload["policy"] == "database-down" and payload["target"] == "db"
     assert payload["severity"] == "critical"
     assert payload["runbook_url"] == "https://runbooks.example.com/DatabaseDown"
-    assert "did not resolve within 0.1s" in payload["reason"]
+    assert "did not recover within 0.1s" in payload["reason"]
     assert [(s["name"], s["attempt"], s["status"]) for s in payload["steps"]] == [
         ("container.logs", 1, "ok"),
         ("container.restart", 1, "ok"),

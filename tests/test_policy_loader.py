@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from remediator.actions.catalogue import PARAMS_MODELS
+from remediator.actions.catalogue import SPECS
 from remediator.errors import PolicyError
 from remediator.policy.loader import load_dir, load_file
 
@@ -36,12 +36,12 @@ def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
 
 def refused(path: Path) -> PolicyError:
     with pytest.raises(PolicyError) as info:
-        load_file(path, PARAMS_MODELS)
+        load_file(path, SPECS)
     return info.value
 
 
 def test_the_shipped_policies_load() -> None:
-    policies = load_dir(REPO / "policies", PARAMS_MODELS)
+    policies = load_dir(REPO / "policies", SPECS)
     names = {p.name for p in policies}
     assert {"database-down", "high-error-rate"} <= names
     for policy in policies:
@@ -49,7 +49,7 @@ def test_the_shipped_policies_load() -> None:
 
 
 def test_a_good_policy_loads_with_its_source(tmp_path: Path) -> None:
-    (policy,) = load_file(write(tmp_path, GOOD), PARAMS_MODELS)
+    (policy,) = load_file(write(tmp_path, GOOD), SPECS)
     assert policy.name == "db"
     assert policy.source == f"{tmp_path / 'p.yaml'}:1"
     assert [s.kind for s in policy.steps] == ["act", "escalate"]
@@ -74,6 +74,10 @@ def test_a_good_policy_loads_with_its_source(tmp_path: Path) -> None:
         ('  allow: ["db"]\n', '  allow: ["(db"]\n', 7, "is not a regex"),
         ("name: db\n", "name: Bad Name\n", 1, "name must be lower-case"),
         ("  kind: container\n", "  kind: vm\n", 5, "target.kind"),
+        ("  kind: container\n", "  kind: postgres\n", 9, "container.restart acts on a container target, not postgres"),
+        ("{resolved_within_s: 60}", "{within_s: 60}", 11, "within_s needs an http or prometheus check"),
+        ("{resolved_within_s: 60}", "{resolved_within_s: 60, prometheus: {query: up}}", 11, "takes within_s"),
+        ("{resolved_within_s: 60}", "{within_s: 60, http: {url: 'ftp://x'}}", 11, "String should match pattern"),
         (
             "  - escalate: oncall\n",
             "  - escalate: oncall\n    act: container.restart\n",
@@ -114,14 +118,14 @@ def test_duplicate_policy_names_across_files_are_refused(tmp_path: Path) -> None
     write(tmp_path, GOOD, "a.yaml")
     write(tmp_path, GOOD, "b.yaml")
     with pytest.raises(PolicyError) as info:
-        load_dir(tmp_path, PARAMS_MODELS)
+        load_dir(tmp_path, SPECS)
     assert info.value.path == str(tmp_path / "b.yaml")
     assert "already used at" in info.value.reason
 
 
 def test_several_documents_in_one_file_keep_their_order(tmp_path: Path) -> None:
     second = GOOD.replace("name: db", "name: db2")
-    policies = load_file(write(tmp_path, GOOD + "---\n" + second), PARAMS_MODELS)
+    policies = load_file(write(tmp_path, GOOD + "---\n" + second), SPECS)
     assert [p.name for p in policies] == ["db", "db2"]
     assert policies[1].source.endswith(":14")
 

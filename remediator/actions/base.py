@@ -7,7 +7,8 @@ only TemporaryActionError or PermanentActionError.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,3 +32,19 @@ class Action(Protocol):
     def params_model(self) -> type[Params]: ...
 
     async def run(self, target: str, params: Params) -> str: ...
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One evaluation of a verification check."""
+
+    healthy: bool | None
+    """True: the check holds. False: it does not. None: it could not be evaluated (endpoint down, no
+    series), which the runner never reads as recovered."""
+    detail: str
+
+
+class Probe(Protocol):
+    """A verification check by kind (``http``, ``prometheus``); ``spec`` is the policy's check model."""
+
+    async def check(self, spec: Any) -> ProbeResult: ...

@@ -1,10 +1,10 @@
-"""Every action by name, built for one set of backends; its ``params_models`` lets ``check`` validate policies."""
+"""Every action by name: its spec (kind, target kinds, parameters) for ``check``, and the built instances."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from remediator.actions.base import Action, Params
+from remediator.actions.base import Action, Probe
 from remediator.actions.docker import (
     ContainerLogs,
     ContainerRestart,
@@ -12,14 +12,24 @@ from remediator.actions.docker import (
     LogsParams,
     RestartParams,
 )
+from remediator.domain.policies import ActionSpec
 
-PARAMS_MODELS: Mapping[str, type[Params]] = {
-    "container.restart": RestartParams,
-    "container.logs": LogsParams,
+CONTAINER = frozenset({"container"})
+
+SPECS: Mapping[str, ActionSpec] = {
+    "container.restart": ActionSpec("act", CONTAINER, RestartParams),
+    "container.logs": ActionSpec("diagnose", CONTAINER, LogsParams),
 }
 
 
 def build_actions(docker_backend: DockerBackend) -> dict[str, Action]:
     actions: list[Action] = [ContainerRestart(docker_backend), ContainerLogs(docker_backend)]
-    assert {a.name for a in actions} == set(PARAMS_MODELS), "catalogue and PARAMS_MODELS disagree"
+    assert {a.name for a in actions} == set(SPECS), "the built actions and SPECS disagree"
+    for action in actions:
+        assert SPECS[action.name].kind == action.kind and SPECS[action.name].params is action.params_model
     return {a.name: a for a in actions}
+
+
+def build_probes() -> dict[str, Probe]:
+    """The verification checks by kind (``http``, ``prometheus``)."""
+    return {}

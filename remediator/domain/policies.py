@@ -74,10 +74,26 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-class Target(_Frozen):
-    """What the policy may act on: a value read from one alert label, admitted only by the allow list."""
+TargetKind = Literal["container", "compose-service", "swarm-service", "postgres"]
 
-    kind: Literal["container"]
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What the loader must know of an action to refuse a wrong policy, without importing any backend."""
+
+    kind: Literal["act", "diagnose"]
+    target_kinds: frozenset[str]
+    params: type[BaseModel]
+
+
+class Target(_Frozen):
+    """What the policy may act on: a value read from one alert label, admitted only by the allow list.
+
+    ``container``, ``compose-service`` and ``swarm-service`` name Docker objects; ``postgres`` names one of
+    the PostgreSQL instances configured in the settings (a label never becomes a connection string).
+    """
+
+    kind: TargetKind
     from_label: str = Field(min_length=1)
     allow: tuple[str, ...] = Field(min_length=1)
 
@@ -98,11 +114,51 @@ class Target(_Frozen):
         return any(re.fullmatch(pattern, value) for pattern in self.allow)
 
 
-class Verify(_Frozen):
-    """How an action proves it worked."""
+class HttpCheck(_Frozen):
+    """A health endpoint that must answer ``status`` (and match ``body``, a regex, if given)."""
 
-    resolved_within_s: float = Field(gt=0, le=86_400)
-    """The alert must resolve within this many seconds of the action."""
+    url: str = Field(pattern=r"^https?://")
+    status: int = Field(default=200, ge=100, le=599)
+    body: str | None = None
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
+class PrometheusCheck(_Frozen):
+    """A PromQL instant query that must return at least one sample, every one of them non-zero."""
+
+    query: str = Field(min_length=1)
+
+
+class Verify(_Frozen):
+    """How an action proves it worked: the alert resolves, or every configured check holds, within a window.
+
+    ``resolved_within_s: N`` waits N seconds for Alertmanager's "resolved". ``within_s: N`` with ``http:``
+    and/or ``prometheus:`` polls those checks every ``interval_s`` for N seconds (a resolved alert also
+    counts). A check that cannot be evaluated (endpoint down, no series) never counts as recovered.
+    """
+
+    resolved_within_s: float | None = Field(default=None, gt=0, le=86_400)
+    within_s: float | None = Field(default=None, gt=0, le=86_400)
+    http: HttpCheck | None = None
+    prometheus: PrometheusCheck | None = None
+    interval_s: float = Field(default=2.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_window(self) -> Verify:
+        probes = self.http is not None or self.prometheus is not None
+        if (self.resolved_within_s is None) == (self.within_s is None):
+            raise ValueError("verify needs exactly one of resolved_within_s or within_s")
+        if probes and self.within_s is None:
+            raise ValueError("verify with http or prometheus checks takes within_s (the polling window)")
+        if self.within_s is not None and not probes:
+            raise ValueError(
+                "within_s needs an http or prometheus check; use resolved_within_s for the alert"
+            )
+        return self
+
+    @property
+    def window_s(self) -> float:
+        return self.within_s or self.resolved_within_s or 0.0
 
 
 class Step(_Frozen):

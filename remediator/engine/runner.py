@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from remediator.actions.base import Action
+from remediator.actions.base import Action, Probe
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
 from remediator.domain.outcomes import Outcome
@@ -54,6 +54,7 @@ class Runner:
         self,
         store: Store,
         actions: Mapping[str, Action],
+        probes: Mapping[str, Probe],
         escalator: Escalator,
         metrics: Metrics,
         clock: Clock,
@@ -61,6 +62,7 @@ class Runner:
     ) -> None:
         self.store = store
         self.actions = actions
+        self.probes = probes
         self.escalator = escalator
         self.metrics = metrics
         self.clock = clock
@@ -147,26 +149,48 @@ class Runner:
             if await self._verify(incident, policy, step, attempt):
                 return True, ""
             failure = (
-                f"{step.name} attempt {attempt}/{step.attempts} ran, but the alert did not resolve within "
-                f"{step.verify.resolved_within_s if step.verify else 0:g}s"
+                f"{step.name} attempt {attempt}/{step.attempts} ran, but the system did not recover within "
+                f"{step.verify.window_s if step.verify else 0:g}s"
             )
         return False, failure
 
     async def _verify(self, incident: Incident, policy: Policy, step: Step, attempt: int) -> bool:
-        if step.verify is None:  # the schema requires verify on act steps; kept for type narrowing
+        """Wait for the alert to resolve or for every configured check to hold, within the step's window."""
+        verify = step.verify
+        if verify is None:  # the schema requires verify on act steps; kept for type narrowing
             return False
         resolved = self._resolved[incident.id]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(resolved.wait(), step.verify.resolved_within_s)
-        result = "recovered" if resolved.is_set() else "not_recovered"
-        self.metrics.verifications.labels(policy.name, result).inc()
+        checks = [
+            (kind, spec) for kind, spec in (("http", verify.http), ("prometheus", verify.prometheus)) if spec
+        ]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + verify.window_s
+        recovered, how = False, ""
+        while True:
+            if resolved.is_set():
+                recovered, how = True, "alert resolved"
+                break
+            if checks:
+                results = [await self.probes[kind].check(spec) for kind, spec in checks]
+                how = "; ".join(f"{kind}: {r.detail}" for (kind, _), r in zip(checks, results, strict=True))
+                if all(r.healthy is True for r in results):
+                    recovered = True
+                    break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    resolved.wait(), min(verify.interval_s, remaining) if checks else remaining
+                )
+        self.metrics.verifications.labels(policy.name, "recovered" if recovered else "not_recovered").inc()
         await self.store.audit(
             incident.id,
-            "verified" if resolved.is_set() else "not_recovered",
-            {"step": step.name, "attempt": attempt, "resolved_within_s": step.verify.resolved_within_s},
+            "verified" if recovered else "not_recovered",
+            {"step": step.name, "attempt": attempt, "within_s": verify.window_s, "evidence": how},
             self.clock(),
         )
-        return resolved.is_set()
+        return recovered
 
     async def _attempt(
         self, incident: Incident, policy: Policy, step: Step, index: int, attempt: int

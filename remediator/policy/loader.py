@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from remediator.domain.policies import Policy
+from remediator.domain.policies import ActionSpec, Policy
 from remediator.errors import PolicyError
 
 LinePath = tuple[str | int, ...]
@@ -75,20 +75,28 @@ def _format_error(error: Mapping[str, Any]) -> str:
     return f"{loc}: {message}" if loc else message
 
 
-def _check_step_params(
-    policy: Policy, lines: Mapping[LinePath, int], file: str, known_actions: Mapping[str, type[BaseModel]]
+def _check_steps(
+    policy: Policy, lines: Mapping[LinePath, int], file: str, known_actions: Mapping[str, ActionSpec]
 ) -> None:
     for index, step in enumerate(policy.steps):
         if step.kind == "escalate":
             continue
         where = ("steps", index, step.kind)
-        if step.name not in known_actions:
-            known = ", ".join(sorted(known_actions))
+        spec = known_actions.get(step.name)
+        if spec is None or spec.kind != step.kind:
+            known = ", ".join(sorted(n for n, s in known_actions.items() if s.kind == step.kind))
             raise PolicyError(
                 file, _line_for(where, lines), f"unknown {step.kind} {step.name!r} (known: {known})"
             )
+        if policy.target.kind not in spec.target_kinds:
+            kinds = " or ".join(sorted(spec.target_kinds))
+            raise PolicyError(
+                file,
+                _line_for(where, lines),
+                f"{step.name} acts on a {kinds} target, not {policy.target.kind}",
+            )
         try:
-            known_actions[step.name].model_validate(step.params)
+            spec.params.model_validate(step.params)
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ("steps", index, "with", *first["loc"])
@@ -97,7 +105,7 @@ def _check_step_params(
             ) from exc
 
 
-def load_file(path: Path, known_actions: Mapping[str, type[BaseModel]] | None = None) -> list[Policy]:
+def load_file(path: Path, known_actions: Mapping[str, ActionSpec] | None = None) -> list[Policy]:
     """Every policy in one file; raises PolicyError on the first mistake."""
     file = str(path)
     policies: list[Policy] = []
@@ -113,12 +121,12 @@ def load_file(path: Path, known_actions: Mapping[str, type[BaseModel]] | None = 
             raise PolicyError(file, _line_for(first["loc"], lines), _format_error(first)) from exc
         policy = policy.model_copy(update={"source": f"{file}:{lines.get((), 1)}"})
         if known_actions is not None:
-            _check_step_params(policy, lines, file, known_actions)
+            _check_steps(policy, lines, file, known_actions)
         policies.append(policy)
     return policies
 
 
-def load_dir(directory: Path, known_actions: Mapping[str, type[BaseModel]] | None = None) -> list[Policy]:
+def load_dir(directory: Path, known_actions: Mapping[str, ActionSpec] | None = None) -> list[Policy]:
     """Every policy under ``directory`` (``*.yaml`` and ``*.yml``), in file-name order; names must be unique."""
     if not directory.is_dir():
         raise PolicyError(str(directory), None, "not a directory of policy files")
