@@ -19,6 +19,7 @@ from remediator.actions.docker import DockerBackend
 from remediator.domain.clock import Clock, system_clock
 from remediator.domain.policies import Policy
 from remediator.engine.escalate import Escalator
+from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.runner import RetryPolicy, Runner
 from remediator.escalation.base import Notifier
@@ -83,10 +84,12 @@ class App:
             name: WebhookNotifier(name, t.url, t.headers, t.timeout_s)
             for name, t in settings.escalation.targets.items()
         }
+        self.gate = Gate(self.store, settings.guards, self.metrics, clock)
         self.escalator = Escalator(
             self.store,
             self.notifiers,
             LogNotifier(),
+            self.gate,
             self.metrics,
             clock,
             settings.escalation.attempts,
@@ -94,7 +97,7 @@ class App:
         )
         self.probes: dict[str, Probe] = build_probes()
         self.runner = Runner(
-            self.store, self.actions, self.probes, self.escalator, self.metrics, clock, retry
+            self.store, self.actions, self.probes, self.gate, self.escalator, self.metrics, clock, retry
         )
         self.policies: list[Policy] = []
         self.intake: Intake | None = None
@@ -109,6 +112,7 @@ class App:
             logger.warning("escalation target not configured, escalations go to the log: %s", missing)
         self.metrics.policies_loaded.set(len(self.policies))
         await self.store.open()
+        await self.gate.load()
         self.intake = Intake(self.store, self.policies, self.runner, self.escalator, self.metrics, self.clock)
         await self.intake.recover()
         await self.escalator.resume()
@@ -118,6 +122,7 @@ class App:
         app = build_app(
             self.store,
             self.intake,
+            self.gate,
             self.metrics,
             auth,
             server.max_body_bytes,

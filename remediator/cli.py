@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import sys
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,46 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return asyncio.run(_incidents(args, _settings(args)))
 
 
+def _api(args: argparse.Namespace, method: str, path: str) -> dict[str, Any]:
+    """Call the running daemon's API with its token (REMEDIATOR_SERVER__TOKEN, or <state_dir>/token)."""
+    settings = _settings(args)
+    token = settings.server.token.get_secret_value() if settings.server.token else None
+    token_file = settings.state_dir / "token"
+    if token is None and token_file.exists():
+        token = token_file.read_text().strip()
+    url = args.url or f"http://{settings.server.host}:{settings.server.port}"
+    if not url.startswith(("http://", "https://")):
+        raise RemediatorError(f"--url must be http:// or https://, not {url!r}")
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        f"{url.rstrip('/')}{path}", method=method, data=b"" if method == "POST" else None
+    )
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (scheme checked above)
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        raise RemediatorError(
+            f"{url}{path} answered {exc.code}: {exc.read().decode(errors='replace')}"
+        ) from exc
+    except OSError as exc:
+        raise RemediatorError(f"cannot reach the daemon at {url}: {exc}") from exc
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    if args.command == "status":
+        print(json.dumps(_api(args, "GET", "/api/status"), indent=2, sort_keys=True))
+    else:
+        answer = _api(args, "POST", f"/api/{args.command}")
+        print(
+            "automation paused: no action runs; alerts are still recorded and escalated"
+            if answer["paused"]
+            else "automation resumed"
+        )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="remediator",
@@ -185,6 +227,15 @@ def parser() -> argparse.ArgumentParser:
     inc_p.add_argument("id", nargs="?", type=int, help="incident id (for show)")
     inc_p.add_argument("--limit", type=int, default=50, help="how many to list (default 50)")
     inc_p.set_defaults(func=cmd_incidents)
+
+    for name, text in (
+        ("pause", "kill switch: stop every action now (alerts are still recorded and escalated)"),
+        ("resume", "undo pause"),
+        ("status", "paused?, dry-run?, open incidents, breaker states of the running daemon"),
+    ):
+        ctl = sub.add_parser(name, help=text)
+        ctl.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
+        ctl.set_defaults(func=cmd_control)
     return top
 
 

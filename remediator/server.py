@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from remediator.domain.alerts import Notification
 from remediator.domain.clock import Clock
+from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
@@ -72,6 +73,7 @@ def _error(status: int, reason: str, metrics: Metrics | None = None) -> web.Resp
 def build_app(
     store: Store,
     intake: Intake,
+    gate: Gate,
     metrics: Metrics,
     auth: Auth,
     max_body_bytes: int,
@@ -161,6 +163,25 @@ def build_app(
         body["timeline"] = [dataclasses.asdict(a) for a in await store.audit_trail(incident_id)]
         return web.json_response(body)
 
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "paused": await gate.paused(),
+                "dry_run": gate.settings.dry_run,
+                "open_incidents": len(await store.open_incidents()),
+                "backlog": intake.backlog,
+                "breakers": {name: b.status for name, b in sorted(gate.breakers.items())},
+            }
+        )
+
+    async def pause(request: web.Request) -> web.Response:
+        await gate.set_paused(True, by=f"api from {request.remote}")
+        return web.json_response({"paused": True})
+
+    async def resume(request: web.Request) -> web.Response:
+        await gate.set_paused(False, by=f"api from {request.remote}")
+        return web.json_response({"paused": False})
+
     app = web.Application(middlewares=[authenticate], client_max_size=max_body_bytes)
     app.router.add_post("/alerts", alerts)
     app.router.add_get("/metrics", metrics_route)
@@ -168,4 +189,7 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/incidents", incidents)
     app.router.add_get("/api/incidents/{id}", incident)
+    app.router.add_get("/api/status", status)
+    app.router.add_post("/api/pause", pause)
+    app.router.add_post("/api/resume", resume)
     return app

@@ -96,9 +96,32 @@ class EscalationSettings(BaseModel):
     targets: dict[str, WebhookTarget] = Field(default_factory=dict)
     """Named webhook targets; a policy step ``escalate: NAME`` posts to ``targets[NAME]``."""
     attempts: int = Field(default=5, ge=1)
-    """Delivery attempts per escalation before it is recorded as undelivered (count)."""
+    """Delivery attempts after which an escalation is logged as overdue (count); it is retried until delivered."""
     backoff_max_s: float = Field(default=30.0, gt=0)
     """Longest wait between two delivery attempts, in seconds (the wait doubles from 0.5 s)."""
+
+
+class BreakerSettings(BaseModel):
+    """Circuit breakers per backend (docker, postgres, http), per target and per escalation target."""
+
+    failures: int = Field(default=5, ge=1)
+    """Failures within ``window_s`` that open a breaker (count)."""
+    window_s: float = Field(default=60.0, gt=0)
+    """Seconds over which failures are counted."""
+    open_s: float = Field(default=30.0, gt=0)
+    """Seconds a breaker stays open before one probe is let through (half-open)."""
+
+
+class GuardSettings(BaseModel):
+    """Bounds over every policy: the blast radius of the whole daemon."""
+
+    dry_run: bool = False
+    """Record every decision and execute no action at all (boolean)."""
+    budget_count: int = Field(default=20, ge=0)
+    """At most this many actions over all policies per ``budget_window_s``; past it, escalate (count)."""
+    budget_window_s: float = Field(default=3600.0, gt=0)
+    """The budget's window, in seconds."""
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
 class LogSettings(BaseModel):
@@ -127,6 +150,7 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @property

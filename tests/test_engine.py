@@ -14,18 +14,20 @@ from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
-from helpers import alert, eventually
+from helpers import FakeClock, alert, eventually
 
 from remediator.actions.base import Params
 from remediator.actions.docker import LogsParams, RestartParams
 from remediator.domain.alerts import Notification
 from remediator.domain.policies import Policy
 from remediator.engine.escalate import Escalator
+from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.runner import RetryPolicy, Runner
 from remediator.errors import NotifyError, PermanentActionError, TemporaryActionError
 from remediator.escalation.log import LogNotifier
 from remediator.metrics import Metrics
+from remediator.settings import GuardSettings
 from remediator.store.sqlite import SqliteStore
 
 
@@ -87,6 +89,8 @@ class Rig:
     logs: RecordingAction
     notifier: RecordingNotifier
     metrics: Metrics
+    gate: Gate
+    clock: FakeClock
 
     def send(self, *alerts: dict[str, Any]) -> None:
         body = {"version": "4", "status": alerts[0]["status"], "alerts": list(alerts)}
@@ -96,27 +100,37 @@ class Rig:
         await self.intake.join()
 
 
-async def build(tmp_path: Path, policy: Policy, notifier: RecordingNotifier | None = None) -> Rig:
+async def build(
+    tmp_path: Path,
+    policy: Policy,
+    notifier: RecordingNotifier | None = None,
+    guards: GuardSettings | None = None,
+    policies: list[Policy] | None = None,
+) -> Rig:
     store = SqliteStore(tmp_path / "s.sqlite3")
     await store.open()
     metrics = Metrics()
     restart = RecordingAction("container.restart", "act", RestartParams)
     logs = RecordingAction("container.logs", "diagnose", LogsParams)
     notifier = notifier or RecordingNotifier()
+    clock = FakeClock()
+    gate = Gate(store, guards or GuardSettings(), metrics, clock)
+    await gate.load()
     escalator = Escalator(
-        store, {"oncall": notifier}, LogNotifier(), metrics, lambda: 1000.0, 4, 0.05, backoff_initial_s=0.01
+        store, {"oncall": notifier}, LogNotifier(), gate, metrics, clock, 4, 0.05, backoff_initial_s=0.01
     )
     runner = Runner(
         store,
         {a.name: a for a in (restart, logs)},
         {},
+        gate,
         escalator,
         metrics,
-        lambda: 1000.0,
+        clock,
         RetryPolicy(3, 0.01, 0.02),
     )
-    intake = Intake(store, [policy], runner, escalator, metrics, lambda: 1000.0)
-    return Rig(store, intake, runner, escalator, restart, logs, notifier, metrics)
+    intake = Intake(store, policies or [policy], runner, escalator, metrics, clock)
+    return Rig(store, intake, runner, escalator, restart, logs, notifier, metrics, gate, clock)
 
 
 @pytest_asyncio.fixture

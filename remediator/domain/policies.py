@@ -193,6 +193,26 @@ class Step(_Frozen):
         return self.act or self.diagnose or self.escalate or ""
 
 
+class Window(_Frozen):
+    """``count`` events per ``window_s`` seconds."""
+
+    count: int = Field(ge=1, le=10_000)
+    window_s: float = Field(gt=0, le=30 * 86_400)
+
+
+class Limits(_Frozen):
+    """How much one policy may do to one target. Defaults are deliberately tight: loosen them per policy."""
+
+    cooldown_s: float = Field(default=300.0, ge=0, le=7 * 86_400)
+    """After an incident acted on a target, a new incident on it waits this long before acting."""
+    max_actions: Window = Field(default_factory=lambda: Window(count=3, window_s=3600))
+    """At most ``count`` actions on one target per ``window_s`` (counted over every policy)."""
+    flapping: Window = Field(default_factory=lambda: Window(count=3, window_s=3600))
+    """A target whose alert opened ``count`` incidents within ``window_s`` is flapping: escalate, don't act."""
+    lock_wait_s: float = Field(default=60.0, gt=0, le=3600)
+    """How long a step waits for another step on the same target before it is refused."""
+
+
 class Policy(_Frozen):
     """A validated policy. ``source`` is ``file:line`` of its first key, for explanations."""
 
@@ -201,6 +221,9 @@ class Policy(_Frozen):
     match: tuple[Annotated[Matcher, BeforeValidator(_matcher)], ...] = Field(min_length=1)
     target: Target
     steps: tuple[Step, ...] = Field(min_length=1)
+    limits: Limits = Field(default_factory=Limits)
+    dry_run: bool = False
+    """Record what would be done and do nothing (escalations still go out, saying nothing was done)."""
     source: str = ""
 
     @field_validator("name")

@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident, OutboxEntry, StepRecord
 from remediator.domain.policies import Policy
+from remediator.engine.gate import Gate
 from remediator.errors import NotifyError
 from remediator.escalation.base import Notifier
 from remediator.metrics import Metrics
@@ -77,6 +78,7 @@ class Escalator:
         store: Store,
         notifiers: Mapping[str, Notifier],
         fallback: Notifier,
+        gate: Gate,
         metrics: Metrics,
         clock: Clock,
         attempts: int,
@@ -86,6 +88,7 @@ class Escalator:
         self.store = store
         self.notifiers = notifiers
         self.fallback = fallback
+        self.gate = gate
         self.metrics = metrics
         self.clock = clock
         self.attempts = attempts
@@ -123,34 +126,54 @@ class Escalator:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, entry: OutboxEntry) -> None:
+        """Retry with capped exponential backoff until delivered: an escalation is never given up on.
+
+        The notifier's circuit breaker spaces attempts while it is down; past ``attempts`` tries the entry is
+        logged as overdue (and stays in the outbox, resumed after a restart).
+        """
         notifier = self._notifier(entry.notifier)
+        breaker = f"notify:{notifier.name}"
         policy = str(entry.payload.get("policy", ""))
         attempts = entry.attempts
-        error = ""
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
-                retry=retry_if_exception_type(NotifyError),
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
+        async for attempt in AsyncRetrying(
+            stop=stop_never,
+            wait=wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
+            retry=retry_if_exception_type(NotifyError),
+        ):
+            with attempt:
+                if not await self.gate.admit_breaker(breaker):
+                    raise NotifyError(f"circuit breaker {breaker} is open; not tried")
+                attempts += 1
+                try:
                     await notifier.send(entry.payload, entry.dedup_key)
-        except NotifyError as exc:
-            error = str(exc)
+                except NotifyError as exc:
+                    await self.gate.record(False, breaker)
+                    await self.store.outbox_update(entry.id, "pending", attempts, str(exc), self.clock())
+                    if attempts == self.attempts:
+                        self.metrics.escalations.labels(policy, notifier.name, "overdue").inc()
+                        await self.store.audit(
+                            entry.incident_id,
+                            "escalation_overdue",
+                            {"notifier": notifier.name, "attempts": attempts, "error": str(exc)},
+                            self.clock(),
+                        )
+                        logger.error(
+                            "escalation %s still undelivered after %d attempts: %s",
+                            entry.dedup_key,
+                            attempts,
+                            exc,
+                        )
+                    raise
+                await self.gate.record(True, breaker)
         now = self.clock()
-        status = "failed" if error else "delivered"
-        await self.store.outbox_update(entry.id, status, attempts, error, now)
+        await self.store.outbox_update(entry.id, "delivered", attempts, "", now)
         await self.store.audit(
             entry.incident_id,
-            f"escalation_{status}",
-            {"notifier": notifier.name, "dedup_key": entry.dedup_key, "attempts": attempts, "error": error},
+            "escalation_delivered",
+            {"notifier": notifier.name, "dedup_key": entry.dedup_key, "attempts": attempts},
             now,
         )
-        self.metrics.escalations.labels(policy, notifier.name, status).inc()
-        if error:
-            logger.error("escalation %s undelivered after %d attempts: %s", entry.dedup_key, attempts, error)
+        self.metrics.escalations.labels(policy, notifier.name, "delivered").inc()
 
     async def resume(self) -> None:
         """Deliver what a previous run stored but did not deliver."""

@@ -22,7 +22,9 @@ from remediator.domain.incidents import Incident
 from remediator.domain.outcomes import Outcome
 from remediator.domain.policies import Policy, Step
 from remediator.engine.escalate import Escalator
+from remediator.engine.gate import Gate, target_key
 from remediator.errors import PermanentActionError, TemporaryActionError
+from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
 from remediator.store.base import Store
 
@@ -36,6 +38,15 @@ class RetryPolicy:
     tries: int = 3
     initial_s: float = 0.2
     max_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class ActResult:
+    """How one act step ended: recovered, failed (why), or refused by a guard."""
+
+    recovered: bool = False
+    failure: str = ""
+    refusal: Refusal | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class Runner:
         store: Store,
         actions: Mapping[str, Action],
         probes: Mapping[str, Probe],
+        gate: Gate,
         escalator: Escalator,
         metrics: Metrics,
         clock: Clock,
@@ -63,6 +75,7 @@ class Runner:
         self.store = store
         self.actions = actions
         self.probes = probes
+        self.gate = gate
         self.escalator = escalator
         self.metrics = metrics
         self.clock = clock
@@ -123,36 +136,63 @@ class Runner:
             else:
                 first = resume.attempts_done + 1 if index == resume.index else 1
                 verify_first = resume.verify_first and index == resume.index
-                recovered, last_failure = await self._act(incident, policy, step, index, first, verify_first)
-                if recovered:
+                result = await self._act(incident, policy, step, index, first, verify_first)
+                if result.recovered:
+                    return
+                last_failure = result.failure
+                if result.refusal is not None and result.refusal.reason != "dry_run":
+                    # A guard said no: a human decides now, rather than the ladder waiting or trying harder.
+                    await self._escalate_now(incident, policy, index, str(result.refusal))
                     return
         if not resolved.is_set() and not escalated:
             reason = last_failure or "the policy's ladder ran out without recovery"
             await self.escalator.escalate(incident, policy, "log", len(policy.steps), reason)
 
+    async def _escalate_now(self, incident: Incident, policy: Policy, index: int, reason: str) -> None:
+        notifier = next((s.name for s in policy.steps[index:] if s.kind == "escalate"), None)
+        notifier = notifier or next((s.name for s in policy.steps if s.kind == "escalate"), "log")
+        await self.escalator.escalate(incident, policy, notifier, index, reason)
+
     async def _act(
         self, incident: Incident, policy: Policy, step: Step, index: int, first: int, verify_first: bool
-    ) -> tuple[bool, str]:
-        """Attempts of one act step; True once verified recovered. Returns the last failure otherwise."""
+    ) -> ActResult:
+        """Attempts of one act step, each under the target's lock and through the gate."""
         resolved = self._resolved[incident.id]
+        action = self.actions[step.name]
+        key = target_key(policy, incident.target)
         failure = ""
         for attempt in range(first, step.attempts + 1):
             if resolved.is_set():
-                return True, ""
-            if not (verify_first and attempt == first):
-                outcome = await self._attempt(incident, policy, step, index, attempt)
-                if not outcome.ok:
-                    failure = f"{step.name} attempt {attempt}/{step.attempts} failed ({outcome.kind}): {outcome.detail}"
-                    if outcome.kind == "permanent":
-                        return False, failure
-                    continue
-            if await self._verify(incident, policy, step, attempt):
-                return True, ""
+                return ActResult(recovered=True)
+            async with self.gate.locks.hold(key, policy.limits.lock_wait_s) as held:
+                if not held:
+                    locked = Refusal(
+                        "locked", f"another step held {key} for over {policy.limits.lock_wait_s:g}s"
+                    )
+                    await self.gate.refuse(incident, policy, step, locked)
+                    return ActResult(failure=str(locked), refusal=locked)
+                if not (verify_first and attempt == first):
+                    refusal = await self.gate.check(incident, policy, step, action.backend)
+                    if refusal is not None:
+                        return ActResult(failure=str(refusal), refusal=refusal)
+                    outcome = await self._attempt(incident, policy, step, index, attempt)
+                    # The backend answered unless the error was temporary; the target failed unless ok.
+                    await self.gate.record(
+                        outcome.kind not in ("temporary", "timeout"), f"backend:{action.backend}"
+                    )
+                    await self.gate.record(outcome.ok, key)
+                    if not outcome.ok:
+                        failure = f"{step.name} attempt {attempt}/{step.attempts} failed ({outcome.kind}): {outcome.detail}"
+                        if outcome.kind == "permanent":
+                            return ActResult(failure=failure)
+                        continue
+                if await self._verify(incident, policy, step, attempt):
+                    return ActResult(recovered=True)
             failure = (
                 f"{step.name} attempt {attempt}/{step.attempts} ran, but the system did not recover within "
                 f"{step.verify.window_s if step.verify else 0:g}s"
             )
-        return False, failure
+        return ActResult(failure=failure)
 
     async def _verify(self, incident: Incident, policy: Policy, step: Step, attempt: int) -> bool:
         """Wait for the alert to resolve or for every configured check to hold, within the step's window."""

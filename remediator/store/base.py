@@ -38,6 +38,20 @@ class FiringResult:
     duplicate: bool
 
 
+@dataclass(frozen=True)
+class History:
+    """What the guards need to decide on one action, read in one transaction."""
+
+    target_actions: int
+    """Actions on the target (any policy) since ``since_target``."""
+    all_actions: int
+    """Actions over every policy since ``since_budget``."""
+    last_other_action_at: float | None
+    """When an earlier incident of the same (policy, target) last acted."""
+    incidents_opened: int
+    """Incidents of the same (policy, target) opened since ``since_flap``, this one included."""
+
+
 class Store(Protocol):
     """Everything the engine, server and CLI persist or read."""
 
@@ -68,6 +82,21 @@ class Store(Protocol):
     async def open_incidents(self) -> list[Incident]: ...
     async def steps(self, incident_id: int) -> list[StepRecord]: ...
     async def audit_trail(self, incident_id: int | None = None, limit: int = 1000) -> list[AuditRecord]: ...
+
+    async def history(
+        self,
+        policy: str,
+        target: str,
+        incident_id: int,
+        since_target: float,
+        since_budget: float,
+        since_flap: float,
+    ) -> History: ...
+
+    async def breakers_load(self) -> dict[str, dict[str, Any]]: ...
+    async def breaker_save(self, name: str, state: dict[str, Any], now: float) -> None: ...
+    async def control_get(self, key: str) -> str | None: ...
+    async def control_set(self, key: str, value: str, now: float) -> None: ...
 
     async def outbox_put(
         self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float

@@ -23,7 +23,7 @@ from remediator.domain.incidents import (
     StepStatus,
 )
 from remediator.errors import StoreError
-from remediator.store.base import AlertRef, FiringResult
+from remediator.store.base import AlertRef, FiringResult, History
 
 T = TypeVar("T")
 
@@ -53,6 +53,12 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY, incident_id INTEGER NOT NULL, notifier TEXT NOT NULL,
         dedup_key TEXT NOT NULL UNIQUE, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
         status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL);
+    """,
+    """
+    CREATE INDEX steps_act_started ON steps(started_at) WHERE kind = 'act';
+    CREATE INDEX incidents_key_opened ON incidents(policy, target, opened_at);
+    CREATE TABLE breakers (name TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL);
+    CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
     """,
 )
 
@@ -355,6 +361,70 @@ class SqliteStore:
             ]
 
         return await self._run(trail)
+
+    # -- guards ---------------------------------------------------------------------------------------------
+
+    async def history(
+        self,
+        policy: str,
+        target: str,
+        incident_id: int,
+        since_target: float,
+        since_budget: float,
+        since_flap: float,
+    ) -> History:
+        def read(db: sqlite3.Connection) -> History:
+            target_actions = db.execute(
+                "SELECT count(*) FROM steps s JOIN incidents i ON i.id = s.incident_id"
+                " WHERE s.kind = 'act' AND s.started_at >= ? AND i.target = ?",
+                (since_target, target),
+            ).fetchone()[0]
+            all_actions = db.execute(
+                "SELECT count(*) FROM steps WHERE kind = 'act' AND started_at >= ?", (since_budget,)
+            ).fetchone()[0]
+            last = db.execute(
+                "SELECT max(coalesce(s.finished_at, s.started_at)) FROM steps s JOIN incidents i ON i.id = s.incident_id"
+                " WHERE s.kind = 'act' AND i.policy = ? AND i.target = ? AND i.id != ?",
+                (policy, target, incident_id),
+            ).fetchone()[0]
+            opened = db.execute(
+                "SELECT count(*) FROM incidents WHERE policy = ? AND target = ? AND opened_at >= ?",
+                (policy, target, since_flap),
+            ).fetchone()[0]
+            return History(target_actions, all_actions, last, opened)
+
+        return await self._run(read)
+
+    async def breakers_load(self) -> dict[str, dict[str, Any]]:
+        def load(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            return {r["name"]: json.loads(r["state"]) for r in db.execute("SELECT name, state FROM breakers")}
+
+        return await self._run(load)
+
+    async def breaker_save(self, name: str, state: dict[str, Any], now: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO breakers (name, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                (name, json.dumps(state), now),
+            )
+        )
+
+    async def control_get(self, key: str) -> str | None:
+        def get(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT value FROM control WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row["value"])
+
+        return await self._run(get)
+
+    async def control_set(self, key: str, value: str, now: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, value, now),
+            )
+        )
 
     # -- escalation outbox --------------------------------------------------------------------------------
 

@@ -1,0 +1,153 @@
+"""The gate every action passes: kill switch, dry-run, flapping, cooldown, rate limit, budget, breakers.
+
+It reads the history from the store (so limits survive restarts and are shared by replicas), asks the pure
+guards in ``remediator.guards``, and records every refusal as an audit record and a metric: never a silent drop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from remediator.domain.clock import Clock
+from remediator.domain.incidents import Incident
+from remediator.domain.policies import Policy, Step
+from remediator.guards import limits
+from remediator.guards.breaker import GAUGE, Breaker, BreakerConfig
+from remediator.guards.locks import TargetLocks
+from remediator.guards.refusal import Refusal
+from remediator.metrics import Metrics
+from remediator.settings import GuardSettings
+from remediator.store.base import Store
+
+logger = logging.getLogger("remediator.gate")
+
+PAUSED_KEY = "paused"
+
+
+def target_key(policy: Policy, target: str) -> str:
+    return f"{policy.target.kind}:{target}"
+
+
+class Gate:
+    """Decides, for one action about to run, whether it may."""
+
+    def __init__(self, store: Store, settings: GuardSettings, metrics: Metrics, clock: Clock) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.locks = TargetLocks()
+        self.breaker_config = BreakerConfig(
+            settings.breaker.failures, settings.breaker.window_s, settings.breaker.open_s
+        )
+        self._breakers: dict[str, Breaker] = {}
+
+    async def load(self) -> None:
+        """Breaker states as the last run (or another replica) left them."""
+        for name, raw in (await self.store.breakers_load()).items():
+            breaker = Breaker(
+                status=raw["status"],
+                failures=tuple(raw["failures"]),
+                opened_at=raw["opened_at"],
+                probing_since=raw["probing_since"],
+            )
+            self._breakers[name] = breaker
+            self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
+
+    # -- kill switch --------------------------------------------------------------------------------------
+
+    async def paused(self) -> bool:
+        return await self.store.control_get(PAUSED_KEY) == "1"
+
+    async def set_paused(self, paused: bool, by: str) -> None:
+        now = self.clock()
+        await self.store.control_set(PAUSED_KEY, "1" if paused else "0", now)
+        await self.store.audit(None, "paused" if paused else "resumed", {"by": by}, now)
+        logger.warning("automation %s by %s", "PAUSED" if paused else "resumed", by)
+
+    # -- the decision -------------------------------------------------------------------------------------
+
+    async def check(self, incident: Incident, policy: Policy, step: Step, backend: str) -> Refusal | None:
+        """None when the action may run; otherwise the refusal, already recorded."""
+        refusal = await self._decide(incident, policy, step, backend)
+        if refusal is not None:
+            await self.refuse(incident, policy, step, refusal)
+        return refusal
+
+    async def refuse(self, incident: Incident, policy: Policy, step: Step, refusal: Refusal) -> None:
+        """Record a refusal: an audit record with the reason, and a metric labelled by it."""
+        self.metrics.refusals.labels(policy.name, refusal.reason).inc()
+        await self.store.audit(
+            incident.id,
+            "refused" if refusal.reason != "dry_run" else "dry_run",
+            {"step": step.name, "reason": refusal.reason, "detail": refusal.detail},
+            self.clock(),
+        )
+
+    async def _decide(self, incident: Incident, policy: Policy, step: Step, backend: str) -> Refusal | None:
+        if await self.paused():
+            return Refusal("paused", "automation is paused (remediator resume, or POST /api/resume)")
+        if self.settings.dry_run or policy.dry_run:
+            scope = "globally" if self.settings.dry_run else f"for policy {policy.name}"
+            return Refusal("dry_run", f"dry-run {scope}: would have run {step.name} on {incident.target}")
+        now = self.clock()
+        lim = policy.limits
+        history = await self.store.history(
+            policy.name,
+            incident.target,
+            incident.id,
+            since_target=now - lim.max_actions.window_s,
+            since_budget=now - self.settings.budget_window_s,
+            since_flap=now - lim.flapping.window_s,
+        )
+        return (
+            limits.flapping(
+                history.incidents_opened, lim.flapping.count, lim.flapping.window_s, incident.target
+            )
+            or limits.cooldown(history.last_other_action_at, now, lim.cooldown_s, incident.target)
+            or limits.rate_limit(
+                history.target_actions, lim.max_actions.count, lim.max_actions.window_s, incident.target
+            )
+            or limits.budget(history.all_actions, self.settings.budget_count, self.settings.budget_window_s)
+            or await self._breakers_admit(f"backend:{backend}", target_key(policy, incident.target))
+        )
+
+    # -- breakers -----------------------------------------------------------------------------------------
+
+    async def _breakers_admit(self, *names: str) -> Refusal | None:
+        now = self.clock()
+        staged: list[tuple[str, Breaker]] = []
+        for name in names:
+            allowed, after = self.breaker(name).admit(now, self.breaker_config)
+            if not allowed:
+                return Refusal("breaker_open", f"circuit breaker {name} is open after repeated failures")
+            staged.append((name, after))
+        for name, after in staged:  # only once every breaker agreed, so a refusal consumes no probe
+            await self._set(name, after)
+        return None
+
+    async def admit_breaker(self, name: str) -> bool:
+        return await self._breakers_admit(name) is None
+
+    @property
+    def breakers(self) -> dict[str, Breaker]:
+        return dict(self._breakers)
+
+    def breaker(self, name: str) -> Breaker:
+        return self._breakers.get(name, Breaker())
+
+    async def record(self, ok: bool, *names: str) -> None:
+        for name in names:
+            await self._set(name, self.breaker(name).record(ok, self.clock(), self.breaker_config))
+
+    async def _set(self, name: str, breaker: Breaker) -> None:
+        before = self._breakers.get(name, Breaker())
+        self._breakers[name] = breaker
+        self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
+        if breaker != before:
+            await self.store.breaker_save(name, dataclasses.asdict(breaker), self.clock())
+        if breaker.status != before.status:
+            await self.store.audit(None, f"breaker_{breaker.status}", {"breaker": name}, self.clock())
+            log = logger.warning if breaker.status == "open" else logger.info
+            log("circuit breaker %s is now %s", name, breaker.status)
