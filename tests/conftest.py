@@ -104,3 +104,18 @@ async def capture_server() -> AsyncIterator[CaptureServer]:
         yield server
     finally:
         await server.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Engine rigs (tests/engine_rig.py), closed after each test
+
+
+@pytest_asyncio.fixture
+async def rigs() -> AsyncIterator[list[Any]]:
+    from engine_rig import close_all  # imported here: the fixtures above must work without remediator
+
+    made: list[Any] = []
+    try:
+        yield made
+    finally:
+        await close_all(made)
