@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 
+import docker.errors
 import pytest
 from realparts import DockerDaemon
 
@@ -40,14 +42,17 @@ async def test_a_missing_container_is_a_permanent_error(backend: DockerBackend) 
         await ContainerRestart(backend).run("act-nothing", RestartParams())
 
 
-async def test_a_container_that_dies_at_start_is_a_permanent_error(
+async def test_a_container_that_cannot_start_is_a_permanent_error(
     docker_daemon: DockerDaemon, backend: DockerBackend
 ) -> None:
-    await asyncio.to_thread(docker_daemon.run_container, "act-crash", command=["/bin/busybox", "false"])
-    with pytest.raises(
-        PermanentActionError, match=r"act-crash is exited right after the restart \(exit code 1\)"
-    ):
-        await ContainerRestart(backend).run("act-crash", RestartParams(timeout_s=1))
+    def create() -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_daemon.client.containers.get("act-broken").remove(force=True)
+        docker_daemon.client.containers.create(docker_daemon.image, ["/nonexistent"], name="act-broken")
+
+    await asyncio.to_thread(create)
+    with pytest.raises(PermanentActionError, match=r"cannot start.*/nonexistent"):
+        await ContainerRestart(backend).run("act-broken", RestartParams(timeout_s=1))
 
 
 async def test_logs_give_state_restart_count_and_lines(

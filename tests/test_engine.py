@@ -15,6 +15,7 @@ from engine_rig import RecordingNotifier, Rig, build, make_policy, start
 from helpers import alert, eventually
 
 from remediator.errors import PermanentActionError, TemporaryActionError
+from remediator.store.base import Firing, FiringResult
 from remediator.store.sqlite import SqliteStore
 
 
@@ -161,7 +162,7 @@ async def test_a_step_interrupted_by_a_crash_is_verified_not_repeated(
     policy = make_policy(attempts=2, within=0.1)
     first = await build(tmp_path, policy)
     first.send(alert(container="db"))
-    await first.intake._process(0, first.intake._queue.get_nowait()[1])
+    await first.intake._process([first.intake._queue.get_nowait()])
     await first.runner.drain(0)  # the "crash": the ladder is gone; fake a restart that was mid-flight
     await first.store._run(lambda db: db.execute("DELETE FROM steps"))
     step_id = await first.store.step_started(1, 1, "act", "container.restart", 1, 1000.0)
@@ -184,7 +185,9 @@ async def test_a_step_interrupted_by_a_crash_is_verified_not_repeated(
 async def test_an_undelivered_escalation_is_resent_after_a_restart(tmp_path: Path, rigs: list[Rig]) -> None:
     policy = make_policy(attempts=1, within=0.05)
     first = await build(tmp_path, policy, notifier=RecordingNotifier(fail_first=100))
-    incident = (await first.store.record_firing("database-down", "db", _ref(), 1000.0)).incident
+    (result,) = await first.store.record_intake([Firing("database-down", "db", _ref())], [], 1000.0)
+    assert isinstance(result, FiringResult)
+    incident = result.incident
     await first.store.outbox_put(
         incident.id, "oncall", "remediator-1-2-oncall", {"policy": "database-down"}, 1000.0
     )

@@ -41,6 +41,9 @@ def _map_error(exc: Exception, target: str) -> Exception:
         return PermanentActionError(f"no such container: {target}")
     if isinstance(exc, docker.errors.APIError):
         status = exc.status_code or 0
+        if "OCI runtime create failed" in str(exc.explanation):
+            # Docker says 500, but a command or mount that cannot start will not start on a retry either.
+            return PermanentActionError(f"{target} cannot start: {exc.explanation}")
         if status >= 500 or status == 409:
             return TemporaryActionError(f"docker answered {status}: {exc.explanation}")
         return PermanentActionError(f"docker answered {status}: {exc.explanation}")

@@ -6,6 +6,7 @@ guards in ``remediator.guards``, and records every refusal as an audit record an
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 
@@ -38,6 +39,8 @@ class Gate:
         self.metrics = metrics
         self.clock = clock
         self.locks = TargetLocks()
+        self.admission = asyncio.Lock()
+        """Held from a check until the admitted action's start is recorded (the limits count recorded starts)."""
         self.breaker_config = BreakerConfig(
             settings.breaker.failures, settings.breaker.window_s, settings.breaker.open_s
         )

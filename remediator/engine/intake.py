@@ -15,13 +15,14 @@ from pydantic import ValidationError
 
 from remediator.domain.alerts import Alert, Notification
 from remediator.domain.clock import Clock
+from remediator.domain.incidents import Incident
 from remediator.domain.policies import Policy
 from remediator.engine.escalate import Escalator
 from remediator.engine.runner import Runner
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
 from remediator.policy.matching import match_alert
-from remediator.store.base import AlertRef, Store
+from remediator.store.base import AlertRef, Firing, FiringResult, IntakeEvent, Note, Resolved, Store
 
 logger = logging.getLogger("remediator.intake")
 
@@ -39,6 +40,7 @@ class Intake:
         escalator: Escalator,
         metrics: Metrics,
         clock: Clock,
+        batch_max: int = 500,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -48,6 +50,7 @@ class Intake:
         self.clock = clock
         self._queue: asyncio.Queue[tuple[int, Notification]] = asyncio.Queue()
         self._by_name = {p.name: p for p in policies}
+        self.batch_max = batch_max
 
     def submit(self, inbox_id: int, notification: Notification) -> None:
         """Hand over a notification that is already stored."""
@@ -81,73 +84,78 @@ class Intake:
                 await self.store.inbox_done(inbox_id, self.clock())
 
     async def run(self) -> None:
-        """The worker loop; runs until cancelled."""
+        """The worker loop; runs until cancelled. What queued up meanwhile is recorded in one transaction."""
         while True:
-            inbox_id, notification = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < self.batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self._process(inbox_id, notification)
+                await self._process(batch)
             except StoreError:
-                # Left unprocessed in the inbox: the next start picks it up again.
-                logger.exception("store failed while processing inbox row %d", inbox_id)
+                # Left unprocessed in the inbox: the next start picks them up again.
+                logger.exception("store failed while processing inbox rows %s", [i for i, _ in batch])
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
 
-    async def _process(self, inbox_id: int, notification: Notification) -> None:
-        if notification.truncated_alerts:
-            await self.store.audit(
-                None,
-                "truncated",
-                {"group_key": notification.group_key, "count": notification.truncated_alerts},
-                self.clock(),
-            )
-        for alert in notification.alerts:
-            self.metrics.alerts_received.labels(alert.name, alert.status).inc()
-            if alert.status == "firing":
-                await self._firing(alert)
-            else:
-                await self._resolved(alert)
-        await self.store.inbox_done(inbox_id, self.clock())
+    async def _process(self, batch: list[tuple[int, Notification]]) -> None:
+        events: list[IntakeEvent] = []
+        policies: list[Policy | None] = []
+        for _, notification in batch:
+            if notification.truncated_alerts:
+                detail = {"group_key": notification.group_key, "count": notification.truncated_alerts}
+                events.append(Note("truncated", detail))
+                policies.append(None)
+            for alert in notification.alerts:
+                self.metrics.alerts_received.labels(alert.name, alert.status).inc()
+                event, policy = self._event(alert)
+                events.append(event)
+                policies.append(policy)
+        results = await self.store.record_intake(events, [inbox_id for inbox_id, _ in batch], self.clock())
+        for event, policy, result in zip(events, policies, results, strict=True):
+            if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
+                await self._firing(event, policy, result)
+            elif isinstance(event, Resolved) and isinstance(result, list):
+                self._resolved(result)
+            elif isinstance(event, Note) and event.kind == "unmatched":
+                self._decide("unmatched")
 
-    def _decide(self, decision: str) -> None:
-        self.metrics.decisions.labels(decision).inc()
-
-    async def _firing(self, alert: Alert) -> None:
-        now = self.clock()
+    def _event(self, alert: Alert) -> tuple[IntakeEvent, Policy | None]:
+        if alert.status == "resolved":
+            return Resolved(alert.fingerprint), None
         match = match_alert(self.policies, alert.labels)
         if match is None:
-            self._decide("unmatched")
-            await self.store.audit(
-                None, "unmatched", {"fingerprint": alert.fingerprint, "labels": alert.labels}, now
-            )
-            return
+            return Note("unmatched", {"fingerprint": alert.fingerprint, "labels": alert.labels}), None
         ref = AlertRef(
             fingerprint=alert.fingerprint,
             starts_at=alert.starts_at.isoformat(),
             labels=alert.labels,
             annotations=alert.annotations,
         )
-        result = await self.store.record_firing(
-            match.policy.name, match.target[:_MAX_TARGET_CHARS], ref, now, reason=match.refused
-        )
+        return Firing(match.policy.name, match.target[:_MAX_TARGET_CHARS], ref, match.refused), match.policy
+
+    def _decide(self, decision: str) -> None:
+        self.metrics.decisions.labels(decision).inc()
+
+    async def _firing(self, event: Firing, policy: Policy, result: FiringResult) -> None:
         if result.duplicate:
             self._decide("duplicate")
         elif not result.created:
             self._decide("attached")
-        elif match.refused:
+        elif event.reason:
             self._decide("target_refused")
             self.metrics.incidents_open.inc()
-            notifier = next((s.name for s in match.policy.steps if s.kind == "escalate"), "log")
-            await self.escalator.escalate(result.incident, match.policy, notifier, -1, match.refused)
+            notifier = next((s.name for s in policy.steps if s.kind == "escalate"), "log")
+            await self.escalator.escalate(result.incident, policy, notifier, -1, event.reason)
         else:
             self._decide("opened")
             self.metrics.incidents_open.inc()
-            self.runner.start(result.incident, match.policy)
+            self.runner.start(result.incident, policy)
 
-    async def _resolved(self, alert: Alert) -> None:
-        now = self.clock()
-        closed = await self.store.record_resolved(alert.fingerprint, now)
+    def _resolved(self, closed: list[Incident]) -> None:
         if not closed:
             self._decide("resolved_other")
+        now = self.clock()
         for incident in closed:
             self._decide("resolved")
             self.metrics.incidents_open.dec()

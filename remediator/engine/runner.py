@@ -81,6 +81,7 @@ class Runner:
         self.clock = clock
         self.retry = retry or RetryPolicy()
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._busy: set[int] = set()  # incidents whose action is running right now
         self._resolved: dict[int, asyncio.Event] = {}
 
     @property
@@ -172,10 +173,16 @@ class Runner:
                     await self.gate.refuse(incident, policy, step, locked)
                     return ActResult(failure=str(locked), refusal=locked)
                 if not (verify_first and attempt == first):
-                    refusal = await self.gate.check(incident, policy, step, action.backend)
-                    if refusal is not None:
-                        return ActResult(failure=str(refusal), refusal=refusal)
-                    outcome = await self._attempt(incident, policy, step, index, attempt)
+                    # Check and record under one lock, so concurrent ladders cannot all pass a limit that
+                    # only one of them may use (the count is read from the steps it records).
+                    async with self.gate.admission:
+                        refusal = await self.gate.check(incident, policy, step, action.backend)
+                        if refusal is not None:
+                            return ActResult(failure=str(refusal), refusal=refusal)
+                        step_id = await self.store.step_started(
+                            incident.id, index, step.kind, step.name, attempt, self.clock()
+                        )
+                    outcome = await self._attempt(incident, policy, step, index, attempt, step_id)
                     # The backend answered unless the error was temporary; the target failed unless ok.
                     await self.gate.record(
                         outcome.kind not in ("temporary", "timeout"), f"backend:{action.backend}"
@@ -233,13 +240,21 @@ class Runner:
         return recovered
 
     async def _attempt(
-        self, incident: Incident, policy: Policy, step: Step, index: int, attempt: int
+        self,
+        incident: Incident,
+        policy: Policy,
+        step: Step,
+        index: int,
+        attempt: int,
+        step_id: int | None = None,
     ) -> Outcome:
+        """Run one action attempt; ``step_id`` is given when the gate already recorded its start."""
         action = self.actions[step.name]
         params = action.params_model.model_validate(step.params)
-        step_id = await self.store.step_started(
-            incident.id, index, step.kind, step.name, attempt, self.clock()
-        )
+        if step_id is None:
+            step_id = await self.store.step_started(
+                incident.id, index, step.kind, step.name, attempt, self.clock()
+            )
         started = time.monotonic()
         try:
             async for retry in AsyncRetrying(
@@ -258,6 +273,8 @@ class Runner:
         except Exception as exc:  # unknown errors count as permanent (ARCHITECTURE decision 8)
             logger.exception("action %s on %s raised an unmapped error", step.name, incident.target)
             outcome = Outcome("permanent", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+        finally:
+            self._busy.discard(incident.id)
         await self.store.step_finished(
             step_id, "ok" if outcome.ok else "failed", outcome.detail, self.clock()
         )
@@ -303,10 +320,15 @@ class Runner:
         self.start(incident, policy, resume)
 
     async def drain(self, grace_s: float) -> None:
-        """Let running ladders finish within ``grace_s``, then cancel the rest (they are resumed at start)."""
-        tasks = set(self._tasks.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Stop the ladders: those waiting (verification, backoff) at once, those with an action running after
+        it finished or ``grace_s`` passed. Either way the next start resumes them from the store."""
+        waiting = [t for i, t in self._tasks.items() if i not in self._busy]
+        for task in waiting:
+            task.cancel()
+        busy = {t for i, t in self._tasks.items() if i in self._busy}
+        if busy:
+            await asyncio.wait(busy, timeout=grace_s)
+        rest = list(self._tasks.values())
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*waiting, *rest, return_exceptions=True)

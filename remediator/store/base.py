@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +40,36 @@ class FiringResult:
 
 
 @dataclass(frozen=True)
+class Firing:
+    """A firing alert that matched ``policy`` and names ``target`` (``reason`` says why it was refused, if)."""
+
+    policy: str
+    target: str
+    alert: AlertRef
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An alert that resolved."""
+
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """An intake decision that concerns no incident (unmatched alert, truncated notification)."""
+
+    kind: str
+    detail: dict[str, Any]
+
+
+IntakeEvent = Firing | Resolved | Note
+IntakeResult = FiringResult | list[Incident] | None
+"""Per event: the FiringResult, the incidents a resolution closed, or None for a Note."""
+
+
+@dataclass(frozen=True)
 class History:
     """What the guards need to decide on one action, read in one transaction."""
 
@@ -62,10 +93,12 @@ class Store(Protocol):
     async def inbox_pending(self) -> list[tuple[int, str]]: ...
     async def inbox_done(self, inbox_id: int, now: float) -> None: ...
 
-    async def record_firing(
-        self, policy: str, target: str, alert: AlertRef, now: float, reason: str = ""
-    ) -> FiringResult: ...
-    async def record_resolved(self, fingerprint: str, now: float) -> list[Incident]: ...
+    async def record_intake(
+        self, events: Sequence[IntakeEvent], inbox_ids: Sequence[int], now: float
+    ) -> list[IntakeResult]:
+        """Record a batch of intake decisions and mark its inbox rows processed, in one transaction."""
+        ...
+
     async def set_status(self, incident_id: int, status: IncidentStatus, reason: str, now: float) -> None: ...
 
     async def step_started(

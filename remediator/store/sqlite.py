@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from remediator.domain.incidents import (
     StepStatus,
 )
 from remediator.errors import StoreError
-from remediator.store.base import AlertRef, FiringResult, History
+from remediator.store.base import Firing, FiringResult, History, IntakeEvent, IntakeResult, Resolved
 
 T = TypeVar("T")
 
@@ -99,6 +99,76 @@ def _audit(
     )
 
 
+def _record_firing(db: sqlite3.Connection, event: Firing, now: float) -> FiringResult:
+    alert = event.alert
+    row = db.execute(
+        "SELECT * FROM incidents WHERE policy = ? AND target = ? AND status != 'resolved'",
+        (event.policy, event.target),
+    ).fetchone()
+    created = row is None
+    if row is None:
+        cursor = db.execute(
+            "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
+            " annotations, reason) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+            (
+                event.policy,
+                event.target,
+                alert.severity,
+                now,
+                now,
+                json.dumps(alert.labels, sort_keys=True),
+                json.dumps(alert.annotations, sort_keys=True),
+                event.reason,
+            ),
+        )
+        row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()
+    incident_id = row["id"]
+    inserted = db.execute(
+        "INSERT OR IGNORE INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES (?, ?, ?, 'firing')",
+        (incident_id, alert.fingerprint, alert.starts_at),
+    ).rowcount
+    duplicate = not created and inserted == 0
+    kind = "opened" if created else ("duplicate" if duplicate else "attached")
+    detail = {
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "alertname": alert.labels.get("alertname", ""),
+    }
+    _audit(db, incident_id, kind, detail, now)
+    return FiringResult(incident=_incident(row), created=created, duplicate=duplicate)
+
+
+def _record_resolved(db: sqlite3.Connection, fingerprint: str, now: float) -> list[Incident]:
+    ids = [
+        row["incident_id"]
+        for row in db.execute(
+            "SELECT DISTINCT incident_id FROM incident_alerts WHERE fingerprint = ? AND status = 'firing'",
+            (fingerprint,),
+        )
+    ]
+    closed: list[Incident] = []
+    for incident_id in ids:
+        db.execute(
+            "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?",
+            (incident_id, fingerprint),
+        )
+        _audit(db, incident_id, "alert_resolved", {"fingerprint": fingerprint}, now)
+        still_firing = db.execute(
+            "SELECT 1 FROM incident_alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1",
+            (incident_id,),
+        ).fetchone()
+        if still_firing is None:
+            db.execute(
+                "UPDATE incidents SET status = 'resolved', updated_at = ? WHERE id = ? AND status != 'resolved'",
+                (now, incident_id),
+            )
+            _audit(db, incident_id, "resolved", {"reason": "every alert of the incident resolved"}, now)
+            closed.append(
+                _incident(db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone())
+            )
+    return closed
+
+
 class SqliteStore:
     """The Store protocol on one SQLite file."""
 
@@ -107,6 +177,8 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         # One thread owns the connection: calls are serialised without a lock, and the loop never waits on I/O.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._inbox_batch: list[tuple[str, float, asyncio.Future[int]]] = []
+        self._inbox_flusher: asyncio.Task[None] | None = None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -151,11 +223,34 @@ class SqliteStore:
     # -- inbox --------------------------------------------------------------------------------------------
 
     async def inbox_put(self, body: str, now: float) -> int:
-        def put(db: sqlite3.Connection) -> int:
-            cursor = db.execute("INSERT INTO inbox (received_at, body) VALUES (?, ?)", (now, body))
-            return int(cursor.lastrowid or 0)
+        """Stored and synced before it returns. Concurrent calls share one transaction (group commit), so a
+        burst costs one fsync per batch, not one per request."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._inbox_batch.append((body, now, future))
+        if self._inbox_flusher is None or self._inbox_flusher.done():
+            self._inbox_flusher = asyncio.create_task(self._flush_inbox(), name="sqlite-inbox-flush")
+        return await future
 
-        return await self._run(put)
+    async def _flush_inbox(self) -> None:
+        while self._inbox_batch:
+            batch, self._inbox_batch = self._inbox_batch, []
+
+            def put(
+                db: sqlite3.Connection, rows: list[tuple[str, float, asyncio.Future[int]]] = batch
+            ) -> list[int]:
+                insert = "INSERT INTO inbox (received_at, body) VALUES (?, ?)"
+                return [int(db.execute(insert, (now, body)).lastrowid or 0) for body, now, _ in rows]
+
+            try:
+                ids = await self._run(put)
+            except StoreError as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), inbox_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(inbox_id)
 
     async def inbox_pending(self) -> list[tuple[int, str]]:
         def pending(db: sqlite3.Connection) -> list[tuple[int, str]]:
@@ -171,87 +266,21 @@ class SqliteStore:
 
     # -- incidents ----------------------------------------------------------------------------------------
 
-    async def record_firing(
-        self, policy: str, target: str, alert: AlertRef, now: float, reason: str = ""
-    ) -> FiringResult:
-        def record(db: sqlite3.Connection) -> FiringResult:
-            row = db.execute(
-                "SELECT * FROM incidents WHERE policy = ? AND target = ? AND status != 'resolved'",
-                (policy, target),
-            ).fetchone()
-            created = row is None
-            if row is None:
-                cursor = db.execute(
-                    "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
-                    " annotations, reason) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?)",
-                    (
-                        policy,
-                        target,
-                        alert.severity,
-                        now,
-                        now,
-                        json.dumps(alert.labels, sort_keys=True),
-                        json.dumps(alert.annotations, sort_keys=True),
-                        reason,
-                    ),
-                )
-                incident_id = int(cursor.lastrowid or 0)
-            else:
-                incident_id = row["id"]
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO incident_alerts (incident_id, fingerprint, starts_at, status)"
-                " VALUES (?, ?, ?, 'firing')",
-                (incident_id, alert.fingerprint, alert.starts_at),
-            ).rowcount
-            duplicate = not created and inserted == 0
-            kind = "opened" if created else ("duplicate" if duplicate else "attached")
-            _audit(
-                db,
-                incident_id,
-                kind,
-                {
-                    "fingerprint": alert.fingerprint,
-                    "starts_at": alert.starts_at,
-                    "alertname": alert.labels.get("alertname", ""),
-                },
-                now,
-            )
-            incident = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-            return FiringResult(incident=_incident(incident), created=created, duplicate=duplicate)
-
-        return await self._run(record)
-
-    async def record_resolved(self, fingerprint: str, now: float) -> list[Incident]:
-        def record(db: sqlite3.Connection) -> list[Incident]:
-            ids = [
-                row["incident_id"]
-                for row in db.execute(
-                    "SELECT DISTINCT incident_id FROM incident_alerts WHERE fingerprint = ? AND status = 'firing'",
-                    (fingerprint,),
-                )
-            ]
-            closed: list[Incident] = []
-            for incident_id in ids:
-                db.execute(
-                    "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?",
-                    (incident_id, fingerprint),
-                )
-                _audit(db, incident_id, "alert_resolved", {"fingerprint": fingerprint}, now)
-                still_firing = db.execute(
-                    "SELECT 1 FROM incident_alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1",
-                    (incident_id,),
-                ).fetchone()
-                if still_firing is None:
-                    db.execute(
-                        "UPDATE incidents SET status = 'resolved', updated_at = ? WHERE id = ? AND status != 'resolved'",
-                        (now, incident_id),
-                    )
-                    _audit(
-                        db, incident_id, "resolved", {"reason": "every alert of the incident resolved"}, now
-                    )
-                    row = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-                    closed.append(_incident(row))
-            return closed
+    async def record_intake(
+        self, events: Sequence[IntakeEvent], inbox_ids: Sequence[int], now: float
+    ) -> list[IntakeResult]:
+        def record(db: sqlite3.Connection) -> list[IntakeResult]:
+            results: list[IntakeResult] = []
+            for event in events:
+                if isinstance(event, Firing):
+                    results.append(_record_firing(db, event, now))
+                elif isinstance(event, Resolved):
+                    results.append(_record_resolved(db, event.fingerprint, now))
+                else:
+                    _audit(db, None, event.kind, event.detail, now)
+                    results.append(None)
+            db.executemany("UPDATE inbox SET processed_at = ? WHERE id = ?", [(now, i) for i in inbox_ids])
+            return results
 
         return await self._run(record)
 
