@@ -81,7 +81,6 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
         "REMEDIATOR_DOCKER__HOST": "unix:///nonexistent.sock",
         "REMEDIATOR_LOG__FORMAT": "json",
     }
-    port_file = tmp_path / "port"
     import socket
 
     with socket.socket() as s:
@@ -113,6 +112,15 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
         )
         with urllib.request.urlopen(request, timeout=5) as r:
             assert r.status == 200
+        url = f"http://127.0.0.1:{port}"
+        paused = run("pause", "--url", url, env=env)
+        assert paused.returncode == 0 and "automation paused" in paused.stdout, paused.stderr
+        status = run("status", "--url", url, env=env)
+        assert status.returncode == 0 and json.loads(status.stdout)["paused"] is True
+        assert "automation resumed" in run("resume", "--url", url, env=env).stdout
+        assert json.loads(run("status", "--url", url, env=env).stdout)["paused"] is False
+        denied = run("pause", "--url", url, env={**env, "REMEDIATOR_SERVER__TOKEN": "wrong"})
+        assert denied.returncode == 1 and "401" in denied.stderr
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -123,7 +131,6 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
     logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]  # type: ignore[union-attr]
     assert any("listening" in entry["msg"] for entry in logs)
     assert any(entry["msg"].startswith("stopping") for entry in logs)
-    assert not port_file.exists()
 
     listed = run("incidents", "list", env=env)
     assert listed.returncode == 0
