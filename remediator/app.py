@@ -23,8 +23,8 @@ from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.runner import RetryPolicy, Runner
 from remediator.escalation.base import Notifier
+from remediator.escalation.catalogue import build_notifiers
 from remediator.escalation.log import LogNotifier
-from remediator.escalation.webhook import WebhookNotifier
 from remediator.metrics import Metrics
 from remediator.policy.loader import load_dir
 from remediator.server import Auth, build_app
@@ -80,10 +80,7 @@ class App:
         self.store = SqliteStore(settings.store_path)
         self.docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, settings.docker.threads)
         self.actions: dict[str, Action] = build_actions(self.docker)
-        self.notifiers: dict[str, Notifier] = {
-            name: WebhookNotifier(name, t.url, t.headers, t.timeout_s)
-            for name, t in settings.escalation.targets.items()
-        }
+        self.notifiers: dict[str, Notifier] = build_notifiers(settings.escalation)
         self.gate = Gate(self.store, settings.guards, self.metrics, clock)
         self.escalator = Escalator(
             self.store,

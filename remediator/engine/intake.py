@@ -116,7 +116,7 @@ class Intake:
             if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
                 await self._firing(event, policy, result)
             elif isinstance(event, Resolved) and isinstance(result, list):
-                self._resolved(result)
+                await self._resolved(result)
             elif isinstance(event, Note) and event.kind == "unmatched":
                 self._decide("unmatched")
 
@@ -152,7 +152,7 @@ class Intake:
             self.metrics.incidents_open.inc()
             self.runner.start(result.incident, policy)
 
-    def _resolved(self, closed: list[Incident]) -> None:
+    async def _resolved(self, closed: list[Incident]) -> None:
         if not closed:
             self._decide("resolved_other")
         now = self.clock()
@@ -161,3 +161,4 @@ class Intake:
             self.metrics.incidents_open.dec()
             self.metrics.time_to_recovery.labels(incident.policy).observe(max(0.0, now - incident.opened_at))
             self.runner.resolved(incident.id)
+            await self.escalator.incident_resolved(incident)
