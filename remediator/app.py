@@ -21,6 +21,7 @@ from remediator.domain.policies import Policy
 from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
+from remediator.engine.leases import LeaseKeeper
 from remediator.engine.runner import RetryPolicy, Runner
 from remediator.escalation.base import Notifier
 from remediator.escalation.catalogue import build_notifiers
@@ -100,6 +101,8 @@ class App:
         self.intake: Intake | None = None
         self._web: web.AppRunner | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self.leases: LeaseKeeper | None = None
         self._ready = False
         self.port = 0
 
@@ -110,10 +113,31 @@ class App:
         self.metrics.policies_loaded.set(len(self.policies))
         await self.store.open()
         await self.gate.load()
-        self.intake = Intake(self.store, self.policies, self.runner, self.escalator, self.metrics, self.clock)
+        settings = self.settings
+        self.intake = Intake(
+            self.store,
+            self.policies,
+            self.runner,
+            self.escalator,
+            self.metrics,
+            self.clock,
+            owner=settings.replica_id,
+            lease_s=settings.store.lease_s,
+        )
+        self.leases = LeaseKeeper(
+            self.store,
+            self.runner,
+            self.escalator,
+            {p.name: p for p in self.policies},
+            settings.replica_id,
+            settings.store.lease_s,
+            self.clock,
+        )
         await self.intake.recover()
+        await self.leases.tick()  # resume what this replica held before a restart, and what nobody holds
         await self.escalator.resume()
         self._worker = asyncio.create_task(self.intake.run(), name="intake")
+        self._keeper = asyncio.create_task(self.leases.run(), name="leases")
         server = self.settings.server
         auth = Auth(webhook_token(self.settings), server.basic_username, server.auth_disabled)
         app = build_app(
@@ -150,10 +174,14 @@ class App:
         if self.intake is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.intake.join(), grace)
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for task in (self._worker, self._keeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        held = self.runner.incident_ids()
         await self.runner.drain(grace)
+        if self.leases is not None:
+            await self.store.release_leases(self.settings.replica_id, held)
         await self.escalator.drain(grace)
         for notifier in self.notifiers.values():
             await notifier.close()

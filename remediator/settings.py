@@ -7,6 +7,7 @@ Each field's docstring gives its unit; durations end in ``_s`` (seconds).
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +39,12 @@ class StoreSettings(BaseModel):
     """Where incidents, the inbox and the audit trail live."""
 
     path: Path | None = None
-    """SQLite database file (path). Unset: ``<state_dir>/remediator.sqlite3``."""
+    """SQLite database file (path). Unset: ``<state_dir>/remediator.sqlite3``. One replica per file."""
+    url: SecretStr | None = None
+    """PostgreSQL URL (``postgresql://user:pass@host:5432/remediator``); set it to run several replicas."""
+    lease_s: float = Field(default=15.0, gt=0)
+    """Seconds a replica's lease on an incident lasts without renewal; a dead replica's incidents move to
+    another replica after this."""
 
 
 class DockerSettings(BaseModel):
@@ -140,6 +146,8 @@ class Settings(BaseSettings):
         env_prefix="REMEDIATOR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
+    replica_id: str = Field(default_factory=socket.gethostname, min_length=1)
+    """This replica's name in leases (string); unique per replica, stable across its restarts."""
     policies_dir: Path = Path("policies")
     """Directory whose ``*.yaml`` files are the remediation policies (path)."""
     state_dir: Path = Path(".remediator")

@@ -14,6 +14,7 @@ import pytest
 from engine_rig import RecordingNotifier, Rig, build, make_policy, start
 from helpers import alert, eventually
 
+from remediator.engine.leases import LeaseKeeper
 from remediator.errors import PermanentActionError, TemporaryActionError
 from remediator.store.base import Firing, FiringResult
 from remediator.store.sqlite import SqliteStore
@@ -170,7 +171,8 @@ async def test_a_step_interrupted_by_a_crash_is_verified_not_repeated(
 
     rig = await build(tmp_path, policy)
     rigs.append(rig)
-    await rig.intake.recover()
+    keeper = LeaseKeeper(rig.store, rig.runner, rig.escalator, {policy.name: policy}, "local", 15, rig.clock)
+    await keeper.tick()  # the restarted replica claims what it held before the crash
     await eventually(lambda: rig.notifier.sent)
     steps = await rig.store.steps(1)
     assert [(s.id == step_id, s.status, s.attempt) for s in steps] == [
@@ -185,7 +187,9 @@ async def test_a_step_interrupted_by_a_crash_is_verified_not_repeated(
 async def test_an_undelivered_escalation_is_resent_after_a_restart(tmp_path: Path, rigs: list[Rig]) -> None:
     policy = make_policy(attempts=1, within=0.05)
     first = await build(tmp_path, policy, notifier=RecordingNotifier(fail_first=100))
-    (result,) = await first.store.record_intake([Firing("database-down", "db", _ref())], [], 1000.0)
+    (result,) = await first.store.record_intake(
+        [Firing("database-down", "db", _ref())], [], 1000.0, "local", 0.0
+    )
     assert isinstance(result, FiringResult)
     incident = result.incident
     await first.store.outbox_put(

@@ -29,6 +29,18 @@ class RestartParams(Params):
     """Seconds Docker waits for the container to stop before it kills it."""
 
 
+class ExecParams(Params):
+    argv: tuple[str, ...] = Field(min_length=1, max_length=64)
+    """The program and its arguments (strings), run as is without a shell: ``[nginx, -s, reload]``. Fixed in
+    the policy; nothing from the alert is ever added to it."""
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$")
+    """User (name or uid, optionally ``:group``) to run it as. Unset: the container's user."""
+    workdir: str | None = Field(default=None, pattern=r"^/")
+    """Absolute working directory inside the container. Unset: the container's."""
+    timeout_s: int = Field(default=30, ge=1, le=600)
+    """Seconds the command may run before the attempt counts as a temporary failure."""
+
+
 class LogsParams(Params):
     tail: int = Field(default=50, ge=1, le=5000)
     """Lines of the container's log to attach as evidence."""
@@ -38,9 +50,16 @@ def _map_error(exc: Exception, target: str) -> Exception:
     if isinstance(exc, ActionError):
         return exc
     if isinstance(exc, docker.errors.NotFound):
-        return PermanentActionError(f"no such container: {target}")
+        explanation = str(exc.explanation or "")
+        if not explanation or "no such container" in explanation.lower():
+            return PermanentActionError(f"no such container: {target}")
+        # An image, network or service that is missing: say which, not "no such container".
+        return PermanentActionError(f"{target}: docker answered 404: {explanation}")
     if isinstance(exc, docker.errors.APIError):
         status = exc.status_code or 0
+        if "not a swarm manager" in str(exc.explanation):
+            # Docker says 503, but this node stays a worker (or outside a swarm) until someone changes it.
+            return PermanentActionError(f"this Docker node is not a swarm manager: {exc.explanation}")
         if "OCI runtime create failed" in str(exc.explanation):
             # Docker says 500, but a command or mount that cannot start will not start on a retry either.
             return PermanentActionError(f"{target} cannot start: {exc.explanation}")
@@ -161,3 +180,43 @@ class ContainerLogs:
             return f"{head}\n{text}".rstrip()
 
         return await self.backend_.call(target, logs)
+
+
+# Enough of a command's output to see why it failed, small enough for an incident timeline.
+_OUTPUT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class ContainerExec:
+    """``container.exec``: run a fixed argv from the policy in a running container (``nginx -s reload``).
+
+    The argv goes to Docker's exec API as a list, never through a shell, and is never built from labels.
+    A non-zero exit status is a permanent failure (the same command will fail the same way), with the
+    output's tail as the reason.
+    """
+
+    backend_: DockerBackend
+    name: str = "container.exec"
+    kind: Literal["act", "diagnose"] = "act"
+    backend: str = "docker"
+    params_model: type[Params] = ExecParams
+
+    async def run(self, target: str, params: Params) -> str:
+        assert isinstance(params, ExecParams)
+        shown = " ".join(params.argv)
+
+        def execute(client: Any) -> str:
+            container = client.containers.get(target)
+            status = container.attrs["State"].get("Status")
+            if status != "running":
+                # Docker would answer 409, which reads as "try again"; a stopped container will not exec.
+                raise PermanentActionError(f"{target} is {status}: cannot run `{shown}` in it")
+            result = container.exec_run(
+                list(params.argv), user=params.user or "", workdir=params.workdir, demux=False
+            )
+            output = (result.output or b"").decode("utf-8", "replace").strip()[-_OUTPUT_CHARS:]
+            if result.exit_code != 0:
+                raise PermanentActionError(f"`{shown}` in {target} exited {result.exit_code}: {output}")
+            return f"ran `{shown}` in {target} (exit 0)" + (f"\n{output}" if output else "")
+
+        return await self.backend_.call(target, execute, extra_timeout_s=params.timeout_s)

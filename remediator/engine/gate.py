@@ -6,9 +6,9 @@ guards in ``remediator.guards``, and records every refusal as an audit record an
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
+from contextlib import AbstractAsyncContextManager
 
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
@@ -39,12 +39,15 @@ class Gate:
         self.metrics = metrics
         self.clock = clock
         self.locks = TargetLocks()
-        self.admission = asyncio.Lock()
-        """Held from a check until the admitted action's start is recorded (the limits count recorded starts)."""
         self.breaker_config = BreakerConfig(
             settings.breaker.failures, settings.breaker.window_s, settings.breaker.open_s
         )
         self._breakers: dict[str, Breaker] = {}
+
+    def admission(self) -> AbstractAsyncContextManager[None]:
+        """Held from a check until the admitted action's start is recorded (the limits count recorded starts);
+        the store makes it hold across replicas."""
+        return self.store.admission()
 
     async def load(self) -> None:
         """Breaker states as the last run (or another replica) left them."""
@@ -119,6 +122,7 @@ class Gate:
     # -- breakers -----------------------------------------------------------------------------------------
 
     async def _breakers_admit(self, *names: str) -> Refusal | None:
+        await self.load()  # replicas share breakers: the store is the truth, this process only caches
         now = self.clock()
         staged: list[tuple[str, Breaker]] = []
         for name in names:
@@ -141,6 +145,7 @@ class Gate:
         return self._breakers.get(name, Breaker())
 
     async def record(self, ok: bool, *names: str) -> None:
+        await self.load()
         for name in names:
             await self._set(name, self.breaker(name).record(ok, self.clock(), self.breaker_config))
 

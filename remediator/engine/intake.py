@@ -40,6 +40,8 @@ class Intake:
         escalator: Escalator,
         metrics: Metrics,
         clock: Clock,
+        owner: str = "local",
+        lease_s: float = 15.0,
         batch_max: int = 500,
     ) -> None:
         self.store = store
@@ -51,6 +53,8 @@ class Intake:
         self._queue: asyncio.Queue[tuple[int, Notification]] = asyncio.Queue()
         self._by_name = {p.name: p for p in policies}
         self.batch_max = batch_max
+        self.owner = owner
+        self.lease_s = lease_s
 
     def submit(self, inbox_id: int, notification: Notification) -> None:
         """Hand over a notification that is already stored."""
@@ -65,23 +69,14 @@ class Intake:
         await self._queue.join()
 
     async def recover(self) -> None:
-        """At start: resume the ladders of active incidents, and queue what the last run stored but never processed."""
-        open_incidents = await self.store.open_incidents()
-        self.metrics.incidents_open.set(len(open_incidents))
-        for incident in open_incidents:
-            policy = self._by_name.get(incident.policy)
-            if policy is None:
-                await self.escalator.escalate(
-                    incident, None, "log", -1, f"policy {incident.policy!r} is no longer loaded"
-                )
-            elif incident.status == "active":
-                await self.runner.resume(incident, policy)
+        """At start: queue what the last run stored but never processed (ladders are claimed by the leases)."""
+        self.metrics.incidents_open.set(len(await self.store.open_incidents()))
         for inbox_id, body in await self.store.inbox_pending():
             try:
                 self.submit(inbox_id, Notification.model_validate_json(body))
             except ValidationError:
                 logger.error("inbox row %d no longer validates; marked processed", inbox_id)
-                await self.store.inbox_done(inbox_id, self.clock())
+                await self.store.record_intake([], [inbox_id], self.clock(), self.owner, 0.0)
 
     async def run(self) -> None:
         """The worker loop; runs until cancelled. What queued up meanwhile is recorded in one transaction."""
@@ -111,7 +106,9 @@ class Intake:
                 event, policy = self._event(alert)
                 events.append(event)
                 policies.append(policy)
-        results = await self.store.record_intake(events, [inbox_id for inbox_id, _ in batch], self.clock())
+        now = self.clock()
+        inbox_ids = [inbox_id for inbox_id, _ in batch]
+        results = await self.store.record_intake(events, inbox_ids, now, self.owner, now + self.lease_s)
         for event, policy, result in zip(events, policies, results, strict=True):
             if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
                 await self._firing(event, policy, result)

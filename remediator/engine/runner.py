@@ -71,6 +71,7 @@ class Runner:
         metrics: Metrics,
         clock: Clock,
         retry: RetryPolicy | None = None,
+        poll_s: float = 1.0,
     ) -> None:
         self.store = store
         self.actions = actions
@@ -80,6 +81,7 @@ class Runner:
         self.metrics = metrics
         self.clock = clock
         self.retry = retry or RetryPolicy()
+        self.poll_s = poll_s
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._busy: set[int] = set()  # incidents whose action is running right now
         self._resolved: dict[int, asyncio.Event] = {}
@@ -87,6 +89,15 @@ class Runner:
     @property
     def running(self) -> int:
         return len(self._tasks)
+
+    def incident_ids(self) -> list[int]:
+        return sorted(self._tasks)
+
+    def abandon(self, incident_id: int) -> None:
+        """Another replica holds the lease now: stop here without touching the incident."""
+        task = self._tasks.get(incident_id)
+        if task is not None:
+            task.cancel()
 
     def start(self, incident: Incident, policy: Policy, resume: ResumePoint | None = None) -> None:
         if incident.id in self._tasks:
@@ -175,7 +186,7 @@ class Runner:
                 if not (verify_first and attempt == first):
                     # Check and record under one lock, so concurrent ladders cannot all pass a limit that
                     # only one of them may use (the count is read from the steps it records).
-                    async with self.gate.admission:
+                    async with self.gate.admission():
                         refusal = await self.gate.check(incident, policy, step, action.backend)
                         if refusal is not None:
                             return ActResult(failure=str(refusal), refusal=refusal)
@@ -238,6 +249,11 @@ class Runner:
             self.clock(),
         )
         return recovered
+
+    async def _resolved_elsewhere(self, incident_id: int) -> bool:
+        """Another replica may have processed the resolution; the store is the shared truth."""
+        current = await self.store.get_incident(incident_id)
+        return current is not None and current.status == "resolved"
 
     async def _attempt(
         self,

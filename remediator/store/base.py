@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -94,9 +95,34 @@ class Store(Protocol):
     async def inbox_done(self, inbox_id: int, now: float) -> None: ...
 
     async def record_intake(
-        self, events: Sequence[IntakeEvent], inbox_ids: Sequence[int], now: float
+        self,
+        events: Sequence[IntakeEvent],
+        inbox_ids: Sequence[int],
+        now: float,
+        owner: str,
+        lease_until: float,
     ) -> list[IntakeResult]:
-        """Record a batch of intake decisions and mark its inbox rows processed, in one transaction."""
+        """Record a batch of intake decisions and mark its inbox rows processed, in one transaction.
+
+        An incident this call creates is leased to ``owner`` until ``lease_until``: only the lease holder runs
+        its ladder, so replicas that all receive the same alert act once."""
+        ...
+
+    async def claim_expired(
+        self, owner: str, now: float, lease_until: float, limit: int = 100
+    ) -> list[Incident]:
+        """Take the lease of active incidents whose holder stopped renewing it (or that ``owner`` held in a
+        previous life); each incident goes to exactly one claimant."""
+        ...
+
+    async def renew_leases(self, owner: str, incident_ids: Sequence[int], lease_until: float) -> list[int]:
+        """Extend ``owner``'s leases; returns the ids it still holds (a missing one was lost)."""
+        ...
+
+    async def release_leases(self, owner: str, incident_ids: Sequence[int]) -> None: ...
+
+    def admission(self) -> AbstractAsyncContextManager[None]:
+        """Serialises guard checks with the recording of the admitted action, across every replica."""
         ...
 
     async def set_status(self, incident_id: int, status: IncidentStatus, reason: str, now: float) -> None: ...

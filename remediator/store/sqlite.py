@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,6 +61,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE breakers (name TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL);
     CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
     """,
+    """
+    ALTER TABLE incidents ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE incidents ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    CREATE INDEX incidents_active_lease ON incidents(lease_until) WHERE status = 'active';
+    """,
 )
 
 
@@ -99,7 +105,9 @@ def _audit(
     )
 
 
-def _record_firing(db: sqlite3.Connection, event: Firing, now: float) -> FiringResult:
+def _record_firing(
+    db: sqlite3.Connection, event: Firing, now: float, owner: str, lease_until: float
+) -> FiringResult:
     alert = event.alert
     row = db.execute(
         "SELECT * FROM incidents WHERE policy = ? AND target = ? AND status != 'resolved'",
@@ -109,7 +117,7 @@ def _record_firing(db: sqlite3.Connection, event: Firing, now: float) -> FiringR
     if row is None:
         cursor = db.execute(
             "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
-            " annotations, reason) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+            " annotations, reason, lease_owner, lease_until) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event.policy,
                 event.target,
@@ -119,6 +127,8 @@ def _record_firing(db: sqlite3.Connection, event: Firing, now: float) -> FiringR
                 json.dumps(alert.labels, sort_keys=True),
                 json.dumps(alert.annotations, sort_keys=True),
                 event.reason,
+                owner,
+                lease_until,
             ),
         )
         row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()
@@ -179,6 +189,7 @@ class SqliteStore:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._inbox_batch: list[tuple[str, float, asyncio.Future[int]]] = []
         self._inbox_flusher: asyncio.Task[None] | None = None
+        self._admission = asyncio.Lock()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -267,13 +278,18 @@ class SqliteStore:
     # -- incidents ----------------------------------------------------------------------------------------
 
     async def record_intake(
-        self, events: Sequence[IntakeEvent], inbox_ids: Sequence[int], now: float
+        self,
+        events: Sequence[IntakeEvent],
+        inbox_ids: Sequence[int],
+        now: float,
+        owner: str,
+        lease_until: float,
     ) -> list[IntakeResult]:
         def record(db: sqlite3.Connection) -> list[IntakeResult]:
             results: list[IntakeResult] = []
             for event in events:
                 if isinstance(event, Firing):
-                    results.append(_record_firing(db, event, now))
+                    results.append(_record_firing(db, event, now, owner, lease_until))
                 elif isinstance(event, Resolved):
                     results.append(_record_resolved(db, event.fingerprint, now))
                 else:
@@ -390,6 +406,47 @@ class SqliteStore:
             ]
 
         return await self._run(trail)
+
+    # -- leases -------------------------------------------------------------------------------------------
+
+    async def claim_expired(
+        self, owner: str, now: float, lease_until: float, limit: int = 100
+    ) -> list[Incident]:
+        def claim(db: sqlite3.Connection) -> list[Incident]:
+            rows = db.execute(
+                "UPDATE incidents SET lease_owner = ?, lease_until = ? WHERE id IN (SELECT id FROM incidents"
+                " WHERE status = 'active' AND (lease_until < ? OR lease_owner = ?) ORDER BY id LIMIT ?) RETURNING *",
+                (owner, lease_until, now, owner, limit),
+            ).fetchall()
+            return sorted((_incident(r) for r in rows), key=lambda i: i.id)
+
+        return await self._run(claim)
+
+    async def renew_leases(self, owner: str, incident_ids: Sequence[int], lease_until: float) -> list[int]:
+        def renew(db: sqlite3.Connection) -> list[int]:
+            held = []
+            for incident_id in incident_ids:
+                row = db.execute(
+                    "UPDATE incidents SET lease_until = ? WHERE id = ? AND lease_owner = ? RETURNING id",
+                    (lease_until, incident_id, owner),
+                ).fetchone()
+                if row is not None:
+                    held.append(int(row["id"]))
+            return held
+
+        return await self._run(renew)
+
+    async def release_leases(self, owner: str, incident_ids: Sequence[int]) -> None:
+        await self._run(
+            lambda db: db.executemany(
+                "UPDATE incidents SET lease_until = 0 WHERE id = ? AND lease_owner = ?",
+                [(i, owner) for i in incident_ids],
+            )
+        )
+
+    def admission(self) -> AbstractAsyncContextManager[None]:
+        # One process owns a SQLite file, so an in-process lock serialises every admission.
+        return self._admission
 
     # -- guards ---------------------------------------------------------------------------------------------
 

@@ -1,0 +1,70 @@
+"""Leases: exactly one replica runs an incident's ladder, and a replica that dies loses its incidents.
+
+The replica that opens an incident holds its lease and renews it every third of ``lease_s``. A lease that was
+not renewed in time is claimed by another replica (or by this one after a restart), which resumes the
+ladder from the store: an interrupted action is reconciled by its verification, never repeated blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from remediator.domain.clock import Clock
+from remediator.domain.policies import Policy
+from remediator.engine.escalate import Escalator
+from remediator.engine.runner import Runner
+from remediator.store.base import Store
+
+logger = logging.getLogger("remediator.leases")
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        escalator: Escalator,
+        policies: Mapping[str, Policy],
+        owner: str,
+        lease_s: float,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.escalator = escalator
+        self.policies = policies
+        self.owner = owner
+        self.lease_s = lease_s
+        self.clock = clock
+
+    async def run(self) -> None:
+        """Renew and claim every third of the lease, until cancelled."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self.tick()
+            except Exception:  # a store outage must not stop the keeper; the next tick tries again
+                logger.exception("lease renewal failed")
+
+    async def tick(self) -> None:
+        now = self.clock()
+        held = self.runner.incident_ids()
+        if held:
+            kept = set(await self.store.renew_leases(self.owner, held, now + self.lease_s))
+            for lost in set(held) - kept:
+                logger.warning(
+                    "lost the lease of incident %d to another replica; stopping its ladder here", lost
+                )
+                self.runner.abandon(lost)
+        for incident in await self.store.claim_expired(self.owner, now, now + self.lease_s):
+            if incident.id in held:
+                continue
+            policy = self.policies.get(incident.policy)
+            if policy is None:
+                reason = f"policy {incident.policy!r} is no longer loaded"
+                await self.escalator.escalate(incident, None, "log", -1, reason)
+                continue
+            logger.info("took over incident %d (%s on %s)", incident.id, incident.policy, incident.target)
+            await self.runner.resume(incident, policy)
