@@ -30,7 +30,7 @@ from remediator.metrics import Metrics
 from remediator.policy.loader import load_dir
 from remediator.server import Auth, build_app
 from remediator.settings import Settings
-from remediator.store.sqlite import SqliteStore
+from remediator.store.factory import build_store
 
 logger = logging.getLogger("remediator")
 
@@ -78,7 +78,7 @@ class App:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics(CollectorRegistry())
-        self.store = SqliteStore(settings.store_path)
+        self.store = build_store(settings)
         self.docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, settings.docker.threads)
         self.actions: dict[str, Action] = build_actions(self.docker)
         self.notifiers: dict[str, Notifier] = build_notifiers(settings.escalation)

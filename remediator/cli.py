@@ -23,7 +23,7 @@ from remediator.logs import setup as setup_logs
 from remediator.policy.loader import load_dir
 from remediator.policy.matching import match_alert
 from remediator.settings import Settings
-from remediator.store.sqlite import SqliteStore
+from remediator.store.factory import build_store
 
 EPILOG = """
 environment:
@@ -114,7 +114,7 @@ def _when(ts: float | None) -> str:
 
 
 async def _incidents(args: argparse.Namespace, settings: Settings) -> int:
-    store = SqliteStore(settings.store_path)
+    store = build_store(settings)
     await store.open()
     try:
         if args.action == "show":

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -96,15 +96,133 @@ class WebhookTarget(BaseModel):
     """Seconds one delivery attempt may take."""
 
 
+class SlackTarget(BaseModel):
+    """One Slack incoming webhook: the escalation as readable blocks, and a note when the incident resolves."""
+
+    webhook_url: SecretStr
+    """The incoming webhook URL (``https://hooks.slack.com/services/...``); a secret, never logged."""
+    channel: str | None = None
+    """Channel override (``#ops``), for legacy webhooks that allow one. Unset: the webhook's own channel."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds one delivery attempt may take."""
+
+
+class PagerDutyTarget(BaseModel):
+    """One PagerDuty service, through the Events API v2: a trigger per incident, resolved with it."""
+
+    routing_key: SecretStr
+    """The integration key of the service's Events API v2 integration (32 characters); a secret."""
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    """The Events API v2 endpoint (URL); EU accounts use ``https://events.eu.pagerduty.com/v2/enqueue``."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds one delivery attempt may take."""
+
+
+class AlertmanagerTarget(BaseModel):
+    """One Alertmanager that receives a ``RemediationFailed`` alert, so its routing pages the right person."""
+
+    url: str
+    """Base URL of the Alertmanager (``http://alertmanager:9093``); the v2 API is under ``/api/v2``."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers (e.g. an Authorization header for a proxy in front of it)."""
+    silence_while_running: bool = False
+    """Silence the original alert on this Alertmanager while remediation runs, expired when it ends (boolean).
+    Only for an Alertmanager that does NOT send alerts to remediator: Alertmanager drops the resolved
+    notification of a silenced alert for every receiver, so remediator would never see the recovery."""
+    alert_ttl_s: float = Field(default=86_400.0, gt=0)
+    """Seconds the ``RemediationFailed`` alert stays firing if its incident never resolves (it is resolved at
+    once when the incident resolves)."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds one API call may take."""
+
+
+Priority = Literal["P1", "P2", "P3", "P4"]
+QUIET_PRIORITIES: frozenset[str] = frozenset({"P3", "P4"})
+"""Priorities that never page: PagerDuty notifiers are skipped for them."""
+
+
+def _default_priorities() -> dict[str, Priority]:
+    return {
+        "critical": "P1",
+        "page": "P1",
+        "error": "P2",
+        "high": "P2",
+        "warning": "P3",
+        "info": "P4",
+    }
+
+
+class RoutingSettings(BaseModel):
+    """Which notifiers an escalation goes to, by the priority (P1..P4) read from an alert label.
+
+    An escalation goes to the policy step's notifier (``escalate: NAME``) and to every notifier of
+    ``routes[priority]``, each once. P3 and P4 never page: PagerDuty notifiers are skipped for them.
+    """
+
+    severity_label: str = "severity"
+    """The alert label whose value gives the priority (label name)."""
+    priorities: dict[str, Priority] = Field(default_factory=_default_priorities)
+    """Label value (case-insensitive) to priority; replaces the defaults when set. A value that is already
+    ``P1``..``P4`` is taken as it is."""
+    unknown: Priority = "P2"
+    """The priority of a value that is missing or not in ``priorities``."""
+    routes: dict[Priority, list[str]] = Field(default_factory=dict)
+    """Notifier names per priority, on top of the step's notifier: ``{"P1": ["pd", "ops-slack"]}``."""
+
+    @field_validator("priorities")
+    @classmethod
+    def _lower_keys(cls, priorities: dict[str, Priority]) -> dict[str, Priority]:
+        return {key.strip().lower(): value for key, value in priorities.items()}
+
+
 class EscalationSettings(BaseModel):
-    """Where escalations go when automation runs out."""
+    """Where escalations go when automation runs out. Notifier names are unique over every kind."""
 
     targets: dict[str, WebhookTarget] = Field(default_factory=dict)
-    """Named webhook targets; a policy step ``escalate: NAME`` posts to ``targets[NAME]``."""
+    """Named generic webhooks: ``{"oncall": {"url": "https://hooks.example.com/x"}}``."""
+    slack: dict[str, SlackTarget] = Field(default_factory=dict)
+    """Named Slack incoming webhooks: ``{"ops": {"webhook_url": "https://hooks.slack.com/services/..."}}``."""
+    pagerduty: dict[str, PagerDutyTarget] = Field(default_factory=dict)
+    """Named PagerDuty services: ``{"pd": {"routing_key": "..."}}``."""
+    alertmanager: dict[str, AlertmanagerTarget] = Field(default_factory=dict)
+    """Named Alertmanagers: ``{"am": {"url": "http://alertmanager:9093"}}``."""
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     attempts: int = Field(default=5, ge=1)
     """Delivery attempts after which an escalation is logged as overdue (count); it is retried until delivered."""
     backoff_max_s: float = Field(default=30.0, gt=0)
     """Longest wait between two delivery attempts, in seconds (the wait doubles from 0.5 s)."""
+
+    def notifier_names(self) -> set[str]:
+        """Every configured notifier name (``log`` is always there besides them)."""
+        return {*self.targets, *self.slack, *self.pagerduty, *self.alertmanager}
+
+    @model_validator(mode="after")
+    def _names_and_routes(self) -> EscalationSettings:
+        seen: dict[str, str] = {}
+        for kind, group in (
+            ("targets", self.targets),
+            ("slack", self.slack),
+            ("pagerduty", self.pagerduty),
+            ("alertmanager", self.alertmanager),
+        ):
+            for name in group:
+                if name == "log":
+                    raise ValueError(f"escalation.{kind}: the name 'log' is reserved for the log notifier")
+                if name in seen:
+                    raise ValueError(
+                        f"escalation: notifier {name!r} is configured in both {seen[name]} and {kind}"
+                    )
+                seen[name] = kind
+        for priority, names in self.routing.routes.items():
+            for name in names:
+                if name != "log" and name not in seen:
+                    raise ValueError(f"escalation.routing.routes.{priority}: no notifier named {name!r}")
+                if priority in QUIET_PRIORITIES and name in self.pagerduty:
+                    raise ValueError(
+                        f"escalation.routing.routes.{priority}: {name!r} is a PagerDuty notifier, and "
+                        f"{priority} never pages"
+                    )
+        return self
 
 
 class BreakerSettings(BaseModel):

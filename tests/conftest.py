@@ -119,3 +119,36 @@ async def rigs() -> AsyncIterator[list[Any]]:
         yield made
     finally:
         await close_all(made)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stores: every store test runs against SQLite and against the throwaway PostgreSQL
+
+
+@pytest.fixture
+def fresh_pg_url(postgres: Postgres) -> Iterator[str]:
+    """A new, empty database on the session's PostgreSQL; dropped afterwards."""
+    import subprocess
+    import uuid
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+
+    def psql(sql: str) -> None:
+        subprocess.run(
+            ["psql", postgres.dsn, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True
+        )
+
+    psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        psql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """``sqlite:PATH`` or a PostgreSQL URL of a fresh database."""
+    if request.param == "sqlite":
+        yield f"sqlite:{tmp_path / 'store.sqlite3'}"
+    else:
+        yield request.getfixturevalue("fresh_pg_url")

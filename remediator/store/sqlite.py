@@ -69,6 +69,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# One process owns a SQLite file; every store object on that file shares one admission lock.
+_ADMISSION: dict[Path, asyncio.Lock] = {}
+
+
 def _incident(row: sqlite3.Row) -> Incident:
     return Incident(
         id=row["id"],
@@ -159,7 +163,8 @@ def _record_resolved(db: sqlite3.Connection, fingerprint: str, now: float) -> li
     closed: list[Incident] = []
     for incident_id in ids:
         db.execute(
-            "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?",
+            "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?"
+            " AND status = 'firing'",
             (incident_id, fingerprint),
         )
         _audit(db, incident_id, "alert_resolved", {"fingerprint": fingerprint}, now)
@@ -189,7 +194,8 @@ class SqliteStore:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._inbox_batch: list[tuple[str, float, asyncio.Future[int]]] = []
         self._inbox_flusher: asyncio.Task[None] | None = None
-        self._admission = asyncio.Lock()
+        self._admission = _ADMISSION.setdefault(path.resolve(), asyncio.Lock())
+        self._closed = False
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -223,6 +229,10 @@ class SqliteStore:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
         def disconnect() -> None:
             if self._db is not None:
                 self._db.close()
@@ -269,11 +279,6 @@ class SqliteStore:
             return [(row["id"], row["body"]) for row in rows]
 
         return await self._run(pending)
-
-    async def inbox_done(self, inbox_id: int, now: float) -> None:
-        await self._run(
-            lambda db: db.execute("UPDATE inbox SET processed_at = ? WHERE id = ?", (now, inbox_id))
-        )
 
     # -- incidents ----------------------------------------------------------------------------------------
 
@@ -445,7 +450,6 @@ class SqliteStore:
         )
 
     def admission(self) -> AbstractAsyncContextManager[None]:
-        # One process owns a SQLite file, so an in-process lock serialises every admission.
         return self._admission
 
     # -- guards ---------------------------------------------------------------------------------------------

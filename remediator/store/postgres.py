@@ -1,0 +1,592 @@
+"""The store for several replicas: PostgreSQL through asyncpg, with the same protocol as the SQLite store.
+
+Replicas coordinate here and nowhere else: a transaction-scoped advisory lock per (policy, target) makes one
+incident per target, ``FOR UPDATE SKIP LOCKED`` hands each expired lease to one claimant, and a session-scoped
+advisory lock serialises guard admissions so limits hold over all replicas. Migrations are numbered and applied
+at open under an advisory lock, so replicas starting together do not race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+import asyncpg
+
+from remediator.domain.incidents import (
+    AuditRecord,
+    Incident,
+    IncidentStatus,
+    OutboxEntry,
+    StepRecord,
+    StepStatus,
+)
+from remediator.errors import StoreError
+from remediator.store.base import Firing, FiringResult, History, IntakeEvent, IntakeResult, Resolved
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE inbox (
+        id BIGSERIAL PRIMARY KEY, received_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL,
+        processed_at DOUBLE PRECISION);
+    CREATE INDEX inbox_pending ON inbox(id) WHERE processed_at IS NULL;
+    CREATE TABLE incidents (
+        id BIGSERIAL PRIMARY KEY, policy TEXT NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL,
+        severity TEXT NOT NULL, opened_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+        labels TEXT NOT NULL, annotations TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+        lease_owner TEXT NOT NULL DEFAULT '', lease_until DOUBLE PRECISION NOT NULL DEFAULT 0);
+    CREATE UNIQUE INDEX incidents_one_open ON incidents(policy, target) WHERE status <> 'resolved';
+    CREATE INDEX incidents_key_opened ON incidents(policy, target, opened_at);
+    CREATE INDEX incidents_active_lease ON incidents(lease_until) WHERE status = 'active';
+    CREATE TABLE incident_alerts (
+        incident_id BIGINT NOT NULL REFERENCES incidents(id), fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL,
+        status TEXT NOT NULL, PRIMARY KEY (incident_id, fingerprint, starts_at));
+    CREATE INDEX incident_alerts_firing ON incident_alerts(fingerprint) WHERE status = 'firing';
+    CREATE TABLE steps (
+        id BIGSERIAL PRIMARY KEY, incident_id BIGINT NOT NULL REFERENCES incidents(id), idx INTEGER NOT NULL,
+        kind TEXT NOT NULL, name TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION, detail TEXT NOT NULL DEFAULT '');
+    CREATE INDEX steps_incident ON steps(incident_id);
+    CREATE INDEX steps_act_started ON steps(started_at) WHERE kind = 'act';
+    CREATE TABLE audit (
+        id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, incident_id BIGINT, kind TEXT NOT NULL,
+        detail TEXT NOT NULL);
+    CREATE INDEX audit_incident ON audit(incident_id);
+    CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY, incident_id BIGINT NOT NULL, notifier TEXT NOT NULL, dedup_key TEXT NOT NULL UNIQUE,
+        payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL,
+        error TEXT NOT NULL DEFAULT '', updated_at DOUBLE PRECISION NOT NULL);
+    CREATE TABLE breakers (name TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
+    CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
+    """,
+)
+
+# Fixed advisory-lock keys (arbitrary 64-bit numbers, spelled out so they are greppable in pg_locks).
+MIGRATION_LOCK = 0x72656D6564690001
+ADMISSION_LOCK = 0x72656D6564690002
+
+
+def _key_lock(policy: str, target: str) -> int:
+    digest = hashlib.blake2b(f"{policy}\x1f{target}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _incident(row: asyncpg.Record) -> Incident:
+    return Incident(
+        id=row["id"],
+        policy=row["policy"],
+        target=row["target"],
+        status=row["status"],
+        severity=row["severity"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        labels=json.loads(row["labels"]),
+        annotations=json.loads(row["annotations"]),
+        reason=row["reason"],
+    )
+
+
+def _outbox(row: asyncpg.Record) -> OutboxEntry:
+    return OutboxEntry(
+        id=row["id"],
+        incident_id=row["incident_id"],
+        notifier=row["notifier"],
+        dedup_key=row["dedup_key"],
+        payload=json.loads(row["payload"]),
+        attempts=row["attempts"],
+        status=row["status"],
+    )
+
+
+def _count(status: str) -> int:
+    """Rows touched, from asyncpg's command tag ("INSERT 0 1", "UPDATE 3")."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _audit(
+    db: asyncpg.Connection, incident_id: int | None, kind: str, detail: dict[str, Any], now: float
+) -> None:
+    await db.execute(
+        "INSERT INTO audit (at, incident_id, kind, detail) VALUES ($1, $2, $3, $4)",
+        now,
+        incident_id,
+        kind,
+        json.dumps(detail, sort_keys=True),
+    )
+
+
+async def _record_firing(
+    db: asyncpg.Connection, event: Firing, now: float, owner: str, lease_until: float
+) -> FiringResult:
+    alert = event.alert
+    row = await db.fetchrow(
+        "SELECT * FROM incidents WHERE policy = $1 AND target = $2 AND status <> 'resolved'",
+        event.policy,
+        event.target,
+    )
+    created = row is None
+    if row is None:
+        row = await db.fetchrow(
+            "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels, annotations,"
+            " reason, lease_owner, lease_until) VALUES ($1, $2, 'active', $3, $4, $4, $5, $6, $7, $8, $9) RETURNING *",
+            event.policy,
+            event.target,
+            alert.severity,
+            now,
+            json.dumps(alert.labels, sort_keys=True),
+            json.dumps(alert.annotations, sort_keys=True),
+            event.reason,
+            owner,
+            lease_until,
+        )
+        assert row is not None
+    inserted = _count(
+        await db.execute(
+            "INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES ($1, $2, $3, 'firing')"
+            " ON CONFLICT DO NOTHING",
+            row["id"],
+            alert.fingerprint,
+            alert.starts_at,
+        )
+    )
+    duplicate = not created and inserted == 0
+    kind = "opened" if created else ("duplicate" if duplicate else "attached")
+    detail = {
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "alertname": alert.labels.get("alertname", ""),
+    }
+    await _audit(db, row["id"], kind, detail, now)
+    return FiringResult(incident=_incident(row), created=created, duplicate=duplicate)
+
+
+async def _record_resolved(db: asyncpg.Connection, fingerprint: str, now: float) -> list[Incident]:
+    closed: list[Incident] = []
+    rows = await db.fetch(
+        "UPDATE incident_alerts SET status = 'resolved' WHERE fingerprint = $1 AND status = 'firing'"
+        " RETURNING incident_id",
+        fingerprint,
+    )
+    for incident_id in sorted({r["incident_id"] for r in rows}):
+        await _audit(db, incident_id, "alert_resolved", {"fingerprint": fingerprint}, now)
+        still_firing = await db.fetchval(
+            "SELECT 1 FROM incident_alerts WHERE incident_id = $1 AND status = 'firing' LIMIT 1", incident_id
+        )
+        if still_firing is None:
+            row = await db.fetchrow(
+                "UPDATE incidents SET status = 'resolved', updated_at = $1 WHERE id = $2 AND status <> 'resolved'"
+                " RETURNING *",
+                now,
+                incident_id,
+            )
+            if row is not None:
+                await _audit(
+                    db, incident_id, "resolved", {"reason": "every alert of the incident resolved"}, now
+                )
+                closed.append(_incident(row))
+    return closed
+
+
+class PostgresStore:
+    """The Store protocol on PostgreSQL; several replicas may share one database."""
+
+    def __init__(self, url: str, min_size: int = 2, max_size: int = 10) -> None:
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        # One waiter per process on the shared advisory lock, so waiting ladders cannot drain the pool.
+        self._local_admission = asyncio.Lock()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("store is not open")
+        return self._pool
+
+    async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``fn`` in one transaction; map asyncpg's and the network's errors to StoreError."""
+        try:
+            async with self.pool.acquire() as db, db.transaction():
+                return await fn(db)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise StoreError(f"postgres: {exc}") from exc
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=self.min_size, max_size=self.max_size)
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise StoreError(f"cannot connect to postgres: {exc}") from exc
+
+        async def migrate(db: asyncpg.Connection) -> None:
+            await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ"
+                " NOT NULL DEFAULT now())"
+            )
+            version = await db.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await db.execute(script)
+                await db.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+
+        await self._tx(migrate)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    # -- inbox --------------------------------------------------------------------------------------------
+
+    async def inbox_put(self, body: str, now: float) -> int:
+        async def put(db: asyncpg.Connection) -> int:
+            return int(
+                await db.fetchval(
+                    "INSERT INTO inbox (received_at, body) VALUES ($1, $2) RETURNING id", now, body
+                )
+            )
+
+        return await self._tx(put)
+
+    async def inbox_pending(self) -> list[tuple[int, str]]:
+        async def pending(db: asyncpg.Connection) -> list[tuple[int, str]]:
+            rows = await db.fetch("SELECT id, body FROM inbox WHERE processed_at IS NULL ORDER BY id")
+            return [(r["id"], r["body"]) for r in rows]
+
+        return await self._tx(pending)
+
+    # -- incidents ----------------------------------------------------------------------------------------
+
+    async def record_intake(
+        self,
+        events: Sequence[IntakeEvent],
+        inbox_ids: Sequence[int],
+        now: float,
+        owner: str,
+        lease_until: float,
+    ) -> list[IntakeResult]:
+        async def record(db: asyncpg.Connection) -> list[IntakeResult]:
+            # Every key of the batch is locked up front, in one order, so two replicas never deadlock.
+            keys = sorted({_key_lock(e.policy, e.target) for e in events if isinstance(e, Firing)})
+            for key in keys:
+                await db.execute("SELECT pg_advisory_xact_lock($1)", key)
+            results: list[IntakeResult] = []
+            for event in events:
+                if isinstance(event, Firing):
+                    results.append(await _record_firing(db, event, now, owner, lease_until))
+                elif isinstance(event, Resolved):
+                    results.append(await _record_resolved(db, event.fingerprint, now))
+                else:
+                    await _audit(db, None, event.kind, event.detail, now)
+                    results.append(None)
+            if inbox_ids:
+                await db.execute(
+                    "UPDATE inbox SET processed_at = $1 WHERE id = ANY($2::bigint[])", now, list(inbox_ids)
+                )
+            return results
+
+        return await self._tx(record)
+
+    async def set_status(self, incident_id: int, status: IncidentStatus, reason: str, now: float) -> None:
+        async def update(db: asyncpg.Connection) -> None:
+            await db.execute(
+                "UPDATE incidents SET status = $1, reason = $2, updated_at = $3 WHERE id = $4 AND status <> 'resolved'",
+                status,
+                reason,
+                now,
+                incident_id,
+            )
+            await _audit(db, incident_id, status, {"reason": reason}, now)
+
+        await self._tx(update)
+
+    # -- leases -------------------------------------------------------------------------------------------
+
+    async def claim_expired(
+        self, owner: str, now: float, lease_until: float, limit: int = 100
+    ) -> list[Incident]:
+        async def claim(db: asyncpg.Connection) -> list[Incident]:
+            rows = await db.fetch(
+                "UPDATE incidents SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM incidents"
+                " WHERE status = 'active' AND (lease_until < $3 OR lease_owner = $1) ORDER BY id LIMIT $4"
+                " FOR UPDATE SKIP LOCKED) RETURNING *",
+                owner,
+                lease_until,
+                now,
+                limit,
+            )
+            return sorted((_incident(r) for r in rows), key=lambda i: i.id)
+
+        return await self._tx(claim)
+
+    async def renew_leases(self, owner: str, incident_ids: Sequence[int], lease_until: float) -> list[int]:
+        async def renew(db: asyncpg.Connection) -> list[int]:
+            rows = await db.fetch(
+                "UPDATE incidents SET lease_until = $1 WHERE id = ANY($2::bigint[]) AND lease_owner = $3 RETURNING id",
+                lease_until,
+                list(incident_ids),
+                owner,
+            )
+            return sorted(r["id"] for r in rows)
+
+        return await self._tx(renew)
+
+    async def release_leases(self, owner: str, incident_ids: Sequence[int]) -> None:
+        async def release(db: asyncpg.Connection) -> None:
+            await db.execute(
+                "UPDATE incidents SET lease_until = 0 WHERE id = ANY($1::bigint[]) AND lease_owner = $2",
+                list(incident_ids),
+                owner,
+            )
+
+        await self._tx(release)
+
+    def admission(self) -> AbstractAsyncContextManager[None]:
+        return self._admission()
+
+    @contextlib.asynccontextmanager
+    async def _admission(self) -> AsyncIterator[None]:
+        async with self._local_admission:
+            try:
+                db = await self.pool.acquire()
+            except (asyncpg.PostgresError, OSError) as exc:
+                raise StoreError(f"postgres: {exc}") from exc
+            try:
+                await db.execute("SELECT pg_advisory_lock($1)", ADMISSION_LOCK)
+                try:
+                    yield
+                finally:
+                    await db.execute("SELECT pg_advisory_unlock($1)", ADMISSION_LOCK)
+            finally:
+                await self.pool.release(db)
+
+    # -- steps and audit ----------------------------------------------------------------------------------
+
+    async def step_started(
+        self, incident_id: int, index: int, kind: str, name: str, attempt: int, now: float
+    ) -> int:
+        async def start(db: asyncpg.Connection) -> int:
+            return int(
+                await db.fetchval(
+                    "INSERT INTO steps (incident_id, idx, kind, name, attempt, status, started_at)"
+                    " VALUES ($1, $2, $3, $4, $5, 'started', $6) RETURNING id",
+                    incident_id,
+                    index,
+                    kind,
+                    name,
+                    attempt,
+                    now,
+                )
+            )
+
+        return await self._tx(start)
+
+    async def step_finished(self, step_id: int, status: StepStatus, detail: str, now: float) -> None:
+        async def finish(db: asyncpg.Connection) -> None:
+            await db.execute(
+                "UPDATE steps SET status = $1, detail = $2, finished_at = $3 WHERE id = $4",
+                status,
+                detail,
+                now,
+                step_id,
+            )
+
+        await self._tx(finish)
+
+    async def audit(self, incident_id: int | None, kind: str, detail: dict[str, Any], now: float) -> None:
+        async def write(db: asyncpg.Connection) -> None:
+            await _audit(db, incident_id, kind, detail, now)
+
+        await self._tx(write)
+
+    # -- reads --------------------------------------------------------------------------------------------
+
+    async def get_incident(self, incident_id: int) -> Incident | None:
+        async def get(db: asyncpg.Connection) -> Incident | None:
+            row = await db.fetchrow("SELECT * FROM incidents WHERE id = $1", incident_id)
+            return None if row is None else _incident(row)
+
+        return await self._tx(get)
+
+    async def list_incidents(self, status: IncidentStatus | None = None, limit: int = 100) -> list[Incident]:
+        async def list_(db: asyncpg.Connection) -> list[Incident]:
+            rows = await db.fetch(
+                "SELECT * FROM incidents WHERE ($1::text IS NULL OR status = $1) ORDER BY id DESC LIMIT $2",
+                status,
+                limit,
+            )
+            return [_incident(r) for r in rows]
+
+        return await self._tx(list_)
+
+    async def open_incidents(self) -> list[Incident]:
+        async def open_(db: asyncpg.Connection) -> list[Incident]:
+            return [
+                _incident(r)
+                for r in await db.fetch("SELECT * FROM incidents WHERE status <> 'resolved' ORDER BY id")
+            ]
+
+        return await self._tx(open_)
+
+    async def steps(self, incident_id: int) -> list[StepRecord]:
+        async def steps(db: asyncpg.Connection) -> list[StepRecord]:
+            rows = await db.fetch("SELECT * FROM steps WHERE incident_id = $1 ORDER BY id", incident_id)
+            return [
+                StepRecord(
+                    id=r["id"],
+                    incident_id=r["incident_id"],
+                    index=r["idx"],
+                    kind=r["kind"],
+                    name=r["name"],
+                    attempt=r["attempt"],
+                    status=r["status"],
+                    started_at=r["started_at"],
+                    finished_at=r["finished_at"],
+                    detail=r["detail"],
+                )
+                for r in rows
+            ]
+
+        return await self._tx(steps)
+
+    async def audit_trail(self, incident_id: int | None = None, limit: int = 1000) -> list[AuditRecord]:
+        async def trail(db: asyncpg.Connection) -> list[AuditRecord]:
+            if incident_id is None:
+                rows = list(reversed(await db.fetch("SELECT * FROM audit ORDER BY id DESC LIMIT $1", limit)))
+            else:
+                rows = await db.fetch(
+                    "SELECT * FROM audit WHERE incident_id = $1 ORDER BY id LIMIT $2", incident_id, limit
+                )
+            return [
+                AuditRecord(
+                    id=r["id"],
+                    at=r["at"],
+                    incident_id=r["incident_id"],
+                    kind=r["kind"],
+                    detail=json.loads(r["detail"]),
+                )
+                for r in rows
+            ]
+
+        return await self._tx(trail)
+
+    # -- guards -------------------------------------------------------------------------------------------
+
+    async def history(
+        self,
+        policy: str,
+        target: str,
+        incident_id: int,
+        since_target: float,
+        since_budget: float,
+        since_flap: float,
+    ) -> History:
+        async def read(db: asyncpg.Connection) -> History:
+            row = await db.fetchrow(
+                "SELECT"
+                " (SELECT count(*) FROM steps s JOIN incidents i ON i.id = s.incident_id"
+                "   WHERE s.kind = 'act' AND s.started_at >= $1 AND i.target = $2) AS target_actions,"
+                " (SELECT count(*) FROM steps WHERE kind = 'act' AND started_at >= $3) AS all_actions,"
+                " (SELECT max(coalesce(s.finished_at, s.started_at)) FROM steps s JOIN incidents i ON i.id = s.incident_id"
+                "   WHERE s.kind = 'act' AND i.policy = $4 AND i.target = $2 AND i.id <> $5) AS last_other,"
+                " (SELECT count(*) FROM incidents WHERE policy = $4 AND target = $2 AND opened_at >= $6) AS opened",
+                since_target,
+                target,
+                since_budget,
+                policy,
+                incident_id,
+                since_flap,
+            )
+            assert row is not None
+            return History(row["target_actions"], row["all_actions"], row["last_other"], row["opened"])
+
+        return await self._tx(read)
+
+    async def breakers_load(self) -> dict[str, dict[str, Any]]:
+        async def load(db: asyncpg.Connection) -> dict[str, dict[str, Any]]:
+            return {
+                r["name"]: json.loads(r["state"]) for r in await db.fetch("SELECT name, state FROM breakers")
+            }
+
+        return await self._tx(load)
+
+    async def breaker_save(self, name: str, state: dict[str, Any], now: float) -> None:
+        async def save(db: asyncpg.Connection) -> None:
+            await db.execute(
+                "INSERT INTO breakers (name, state, updated_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                name,
+                json.dumps(state),
+                now,
+            )
+
+        await self._tx(save)
+
+    async def control_get(self, key: str) -> str | None:
+        async def get(db: asyncpg.Connection) -> str | None:
+            value = await db.fetchval("SELECT value FROM control WHERE key = $1", key)
+            return None if value is None else str(value)
+
+        return await self._tx(get)
+
+    async def control_set(self, key: str, value: str, now: float) -> None:
+        async def set_(db: asyncpg.Connection) -> None:
+            await db.execute(
+                "INSERT INTO control (key, value, updated_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                key,
+                value,
+                now,
+            )
+
+        await self._tx(set_)
+
+    # -- escalation outbox --------------------------------------------------------------------------------
+
+    async def outbox_put(
+        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
+    ) -> OutboxEntry:
+        async def put(db: asyncpg.Connection) -> OutboxEntry:
+            await db.execute(
+                "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at)"
+                " VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (dedup_key) DO NOTHING",
+                incident_id,
+                notifier,
+                dedup_key,
+                json.dumps(payload, sort_keys=True),
+                now,
+            )
+            row = await db.fetchrow("SELECT * FROM outbox WHERE dedup_key = $1", dedup_key)
+            assert row is not None
+            return _outbox(row)
+
+        return await self._tx(put)
+
+    async def outbox_pending(self) -> list[OutboxEntry]:
+        async def pending(db: asyncpg.Connection) -> list[OutboxEntry]:
+            return [
+                _outbox(r)
+                for r in await db.fetch("SELECT * FROM outbox WHERE status = 'pending' ORDER BY id")
+            ]
+
+        return await self._tx(pending)
+
+    async def outbox_update(self, entry_id: int, status: str, attempts: int, error: str, now: float) -> None:
+        async def update(db: asyncpg.Connection) -> None:
+            await db.execute(
+                "UPDATE outbox SET status = $1, attempts = $2, error = $3, updated_at = $4 WHERE id = $5",
+                status,
+                attempts,
+                error,
+                now,
+                entry_id,
+            )
+
+        await self._tx(update)
