@@ -193,6 +193,7 @@ class Runner:
                         step_id = await self.store.step_started(
                             incident.id, index, step.kind, step.name, attempt, self.clock()
                         )
+                        self._busy.add(incident.id)  # from here on, a shutdown waits for this action
                     outcome = await self._attempt(incident, policy, step, index, attempt, step_id)
                     # The backend answered unless the error was temporary; the target failed unless ok.
                     await self.gate.record(
@@ -272,6 +273,7 @@ class Runner:
                 incident.id, index, step.kind, step.name, attempt, self.clock()
             )
         started = time.monotonic()
+        self._busy.add(incident.id)
         try:
             async for retry in AsyncRetrying(
                 stop=stop_after_attempt(self.retry.tries),
@@ -336,15 +338,12 @@ class Runner:
         self.start(incident, policy, resume)
 
     async def drain(self, grace_s: float) -> None:
-        """Stop the ladders: those waiting (verification, backoff) at once, those with an action running after
-        it finished or ``grace_s`` passed. Either way the next start resumes them from the store."""
-        waiting = [t for i, t in self._tasks.items() if i not in self._busy]
-        for task in waiting:
+        """Stop the ladders once no action is running (or ``grace_s`` passed): a running action is let finish,
+        a waiting ladder (verification, backoff) is cancelled. The next start resumes them from the store."""
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while self._busy and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        busy = {t for i, t in self._tasks.items() if i in self._busy}
-        if busy:
-            await asyncio.wait(busy, timeout=grace_s)
-        rest = list(self._tasks.values())
-        for task in rest:
-            task.cancel()
-        await asyncio.gather(*waiting, *rest, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
