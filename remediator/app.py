@@ -144,6 +144,7 @@ class App:
             self.store,
             self.intake,
             self.gate,
+            self.policies,
             self.metrics,
             auth,
             server.max_body_bytes,

@@ -193,6 +193,25 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policies(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for p in _api(args, "GET", "/api/policies")["policies"]:
+            note = f" (file says {p['file_mode']})" if p["mode"] != p["file_mode"] else ""
+            print(f"{p['name']:<28} {p['mode']:<8}{note}  {p['source']}")
+        return 0
+    if not args.name:
+        raise RemediatorError(f"policies {args.action} needs a policy name")
+    answer = _api(args, "POST", f"/api/policies/{args.name}/{args.action}")
+    print(f"policy {answer['policy']} is now {answer['mode']}")
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    answer = _api(args, "POST", f"/api/incidents/{args.id}/{args.command}")
+    print(f"incident {answer['incident_id']}: {'approved' if answer['approved'] else 'denied'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="remediator",
@@ -236,6 +255,23 @@ def parser() -> argparse.ArgumentParser:
         ctl = sub.add_parser(name, help=text)
         ctl.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
         ctl.set_defaults(func=cmd_control)
+
+    pol = sub.add_parser(
+        "policies", help="list policies with their mode; promote a shadow policy to enforcing"
+    )
+    pol.add_argument("action", nargs="?", choices=["list", "promote", "shadow"], default="list")
+    pol.add_argument("name", nargs="?", help="the policy (for promote and shadow)")
+    pol.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
+    pol.set_defaults(func=cmd_policies)
+
+    for name, text in (
+        ("approve", "let a step waiting for approval act"),
+        ("deny", "refuse it (it escalates)"),
+    ):
+        dec = sub.add_parser(name, help=text)
+        dec.add_argument("id", type=int, help="the incident id")
+        dec.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
+        dec.set_defaults(func=cmd_decide)
     return top
 
 

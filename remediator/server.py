@@ -12,7 +12,7 @@ import dataclasses
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from remediator.domain.alerts import Notification
 from remediator.domain.clock import Clock
+from remediator.domain.policies import Policy
 from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.errors import StoreError
@@ -74,6 +75,7 @@ def build_app(
     store: Store,
     intake: Intake,
     gate: Gate,
+    policies: Sequence[Policy],
     metrics: Metrics,
     auth: Auth,
     max_body_bytes: int,
@@ -182,6 +184,39 @@ def build_app(
         await gate.set_paused(False, by=f"api from {request.remote}")
         return web.json_response({"paused": False})
 
+    async def policies_route(_: web.Request) -> web.Response:
+        listed = [
+            {
+                "name": p.name,
+                "mode": await gate.mode(p),
+                "file_mode": p.mode,
+                "dry_run": p.dry_run,
+                "source": p.source,
+                "match": [str(m) for m in p.match],
+                "steps": [f"{s.kind} {s.name}" for s in p.steps],
+            }
+            for p in policies
+        ]
+        return web.json_response({"policies": listed})
+
+    async def set_mode(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in {p.name for p in policies}:
+            return _error(404, f"no policy {name!r}")
+        mode = "enforce" if request.match_info["action"] == "promote" else "shadow"
+        await gate.set_mode(name, mode, by=f"api from {request.remote}")
+        return web.json_response({"policy": name, "mode": mode})
+
+    async def decide(request: web.Request) -> web.Response:
+        try:
+            incident_id = int(request.match_info["id"])
+        except ValueError:
+            return _error(400, "incident id must be an integer")
+        approve = request.match_info["action"] == "approve"
+        if not await gate.decide_approval(incident_id, approve, by=f"api from {request.remote}"):
+            return _error(409, f"incident {incident_id} has no pending approval")
+        return web.json_response({"incident_id": incident_id, "approved": approve})
+
     app = web.Application(middlewares=[authenticate], client_max_size=max_body_bytes)
     app.router.add_post("/alerts", alerts)
     app.router.add_get("/metrics", metrics_route)
@@ -192,4 +227,7 @@ def build_app(
     app.router.add_get("/api/status", status)
     app.router.add_post("/api/pause", pause)
     app.router.add_post("/api/resume", resume)
+    app.router.add_get("/api/policies", policies_route)
+    app.router.add_post("/api/policies/{name}/{action:promote|shadow}", set_mode)
+    app.router.add_post("/api/incidents/{id}/{action:approve|deny}", decide)
     return app

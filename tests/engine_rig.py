@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from helpers import FakeClock
 
-from remediator.actions.base import Params
+from remediator.actions.base import Params, ProbeResult
 from remediator.actions.docker import LogsParams, RestartParams
 from remediator.domain.alerts import Notification
 from remediator.domain.policies import Policy
@@ -108,6 +108,7 @@ async def build(
     notifier: RecordingNotifier | None = None,
     guards: GuardSettings | None = None,
     policies: list[Policy] | None = None,
+    probes: dict[str, Any] | None = None,
 ) -> Rig:
     store = SqliteStore(tmp_path / "s.sqlite3")
     await store.open()
@@ -124,12 +125,13 @@ async def build(
     runner = Runner(
         store,
         {a.name: a for a in (restart, logs)},
-        {},
+        probes or {},
         gate,
         escalator,
         metrics,
         clock,
         RetryPolicy(3, 0.01, 0.02),
+        poll_s=0.05,
     )
     intake = Intake(store, policies or [policy], runner, escalator, metrics, clock)
     return Rig(store, intake, runner, escalator, restart, logs, notifier, metrics, gate, clock)
@@ -150,3 +152,16 @@ async def start(rigs: list[Rig], tmp_path: Path, policy: Policy, **kw: Any) -> R
     rigs.append(rig)
     rig.worker = asyncio.create_task(rig.intake.run())  # type: ignore[attr-defined]
     return rig
+
+
+@dataclass
+class ScriptedProbe:
+    """A verification/floor check whose answers the test scripts: True, False or None (no data)."""
+
+    answers: list[bool | None]
+    seen: list[Any] = field(default_factory=list)
+
+    async def check(self, spec: Any) -> ProbeResult:
+        self.seen.append(spec)
+        healthy = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return ProbeResult(healthy, {True: "holds", False: "does not hold", None: "no series"}[healthy])

@@ -161,6 +161,27 @@ class Verify(_Frozen):
         return self.within_s or self.resolved_within_s or 0.0
 
 
+class Approval(_Frozen):
+    """A human says yes before this step acts (``remediator approve ID`` or the link in the escalation)."""
+
+    timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    """How long to wait for the answer."""
+    on_timeout: Literal["deny", "proceed"] = "deny"
+    """What silence means."""
+
+
+class HealthyFloor(_Frozen):
+    """Live state that must hold before the policy acts, e.g. that enough replicas of a service are up.
+
+    Evaluated before every action. When it does not hold, or cannot be evaluated (Prometheus down, no series),
+    the policy holds, re-checking every ``interval_s`` for ``hold_s``, then escalates without acting.
+    """
+
+    prometheus: PrometheusCheck
+    hold_s: float = Field(default=0.0, ge=0, le=3600)
+    interval_s: float = Field(default=5.0, gt=0, le=600)
+
+
 class Step(_Frozen):
     """One rung of the ladder: exactly one of ``diagnose``, ``act`` or ``escalate``."""
 
@@ -170,14 +191,15 @@ class Step(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict, alias="with")
     verify: Verify | None = None
     attempts: int = Field(default=1, ge=1, le=10)
+    approval: Approval | None = None
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
         kinds = [k for k in ("act", "diagnose", "escalate") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("a step has exactly one of: act, diagnose, escalate")
-        if self.act is None and (self.verify is not None or self.attempts != 1):
-            raise ValueError("verify and attempts belong to an act step")
+        if self.act is None and (self.verify is not None or self.attempts != 1 or self.approval is not None):
+            raise ValueError("verify, attempts and approval belong to an act step")
         if self.act is not None and self.verify is None:
             raise ValueError("an act step needs verify: (for example verify: {resolved_within_s: 120})")
         return self
@@ -222,6 +244,10 @@ class Policy(_Frozen):
     target: Target
     steps: tuple[Step, ...] = Field(min_length=1)
     limits: Limits = Field(default_factory=Limits)
+    healthy_floor: HealthyFloor | None = None
+    mode: Literal["enforce", "shadow"] = "enforce"
+    """``shadow``: evaluate and record "would have acted", act on nothing and page nobody; promote it with
+    ``remediator policies promote NAME`` once its record convinces you."""
     dry_run: bool = False
     """Record what would be done and do nothing (escalations still go out, saying nothing was done)."""
     source: str = ""

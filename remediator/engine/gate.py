@@ -7,8 +7,10 @@ guards in ``remediator.guards``, and records every refusal as an audit record an
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
@@ -71,6 +73,43 @@ class Gate:
         await self.store.control_set(PAUSED_KEY, "1" if paused else "0", now)
         await self.store.audit(None, "paused" if paused else "resumed", {"by": by}, now)
         logger.warning("automation %s by %s", "PAUSED" if paused else "resumed", by)
+
+    # -- shadow mode ----------------------------------------------------------------------------------------
+
+    async def mode(self, policy: Policy) -> str:
+        """``enforce`` or ``shadow``: the policy file's mode, unless promoted (or demoted) since."""
+        return await self.store.control_get(f"policy_mode:{policy.name}") or policy.mode
+
+    async def set_mode(self, policy: str, mode: str, by: str) -> None:
+        now = self.clock()
+        await self.store.control_set(f"policy_mode:{policy}", mode, now)
+        await self.store.audit(None, "policy_mode", {"policy": policy, "mode": mode, "by": by}, now)
+        logger.warning("policy %s is now %s (by %s)", policy, mode, by)
+
+    # -- human approval -----------------------------------------------------------------------------------
+
+    async def request_approval(self, incident: Incident, step: Step, timeout_s: float) -> None:
+        now = self.clock()
+        state = {"state": "pending", "step": step.name, "requested_at": now, "expires_at": now + timeout_s}
+        await self.store.control_set(f"approval:{incident.id}", json.dumps(state), now)
+        await self.store.audit(
+            incident.id, "approval_requested", {"step": step.name, "timeout_s": timeout_s}, now
+        )
+
+    async def approval(self, incident_id: int) -> dict[str, Any] | None:
+        raw = await self.store.control_get(f"approval:{incident_id}")
+        return None if raw is None else dict(json.loads(raw))
+
+    async def decide_approval(self, incident_id: int, approve: bool, by: str) -> bool:
+        """Answer the incident's pending approval; False when none is pending."""
+        current = await self.approval(incident_id)
+        if current is None or current["state"] != "pending":
+            return False
+        now = self.clock()
+        decided = {**current, "state": "approved" if approve else "denied", "by": by, "decided_at": now}
+        await self.store.control_set(f"approval:{incident_id}", json.dumps(decided), now)
+        await self.store.audit(incident_id, decided["state"], {"step": current["step"], "by": by}, now)
+        return True
 
     # -- the decision -------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from remediator.actions.base import Action, Probe
+from remediator.actions.base import Action, Probe, ProbeResult
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
 from remediator.domain.outcomes import Outcome
@@ -84,6 +84,7 @@ class Runner:
         self.poll_s = poll_s
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._busy: set[int] = set()  # incidents whose action is running right now
+        self._idle = asyncio.Event()  # set whenever _busy empties, for drain
         self._resolved: dict[int, asyncio.Event] = {}
 
     @property
@@ -141,7 +142,12 @@ class Runner:
                 return
             if step.kind == "escalate":
                 reason = last_failure or "the policy's ladder reached its escalation step"
-                await self.escalator.escalate(incident, policy, step.name, index, reason)
+                if await self.gate.mode(policy) == "shadow":
+                    await self._shadow(
+                        incident, policy, step, f"would have escalated to {step.name}: {reason}"
+                    )
+                else:
+                    await self.escalator.escalate(incident, policy, step.name, index, reason)
                 escalated = True
             elif step.kind == "diagnose":
                 await self._attempt(incident, policy, step, index, attempt=1)
@@ -152,11 +158,11 @@ class Runner:
                 if result.recovered:
                     return
                 last_failure = result.failure
-                if result.refusal is not None and result.refusal.reason != "dry_run":
+                if result.refusal is not None and result.refusal.reason not in ("dry_run", "shadow"):
                     # A guard said no: a human decides now, rather than the ladder waiting or trying harder.
                     await self._escalate_now(incident, policy, index, str(result.refusal))
                     return
-        if not resolved.is_set() and not escalated:
+        if not resolved.is_set() and not escalated and await self.gate.mode(policy) != "shadow":
             reason = last_failure or "the policy's ladder ran out without recovery"
             await self.escalator.escalate(incident, policy, "log", len(policy.steps), reason)
 
@@ -176,6 +182,18 @@ class Runner:
         for attempt in range(first, step.attempts + 1):
             if resolved.is_set():
                 return ActResult(recovered=True)
+            if not (verify_first and attempt == first):
+                if await self.gate.mode(policy) == "shadow":
+                    shadow = await self._shadow(
+                        incident, policy, step, f"would have run {step.name} on {incident.target}"
+                    )
+                    return ActResult(failure=str(shadow), refusal=shadow)
+                refusal = await self._preflight(incident, policy, step)
+                if refusal is not None:
+                    await self.gate.refuse(incident, policy, step, refusal)
+                    return ActResult(failure=str(refusal), refusal=refusal)
+                if resolved.is_set():  # the alert resolved while a human or the floor was deciding
+                    return ActResult(recovered=True)
             async with self.gate.locks.hold(key, policy.limits.lock_wait_s) as held:
                 if not held:
                     locked = Refusal(
@@ -213,6 +231,56 @@ class Runner:
             )
         return ActResult(failure=failure)
 
+    async def _shadow(self, incident: Incident, policy: Policy, step: Step, detail: str) -> Refusal:
+        refusal = Refusal("shadow", f"shadow mode: {detail}")
+        await self.gate.refuse(incident, policy, step, refusal)
+        return refusal
+
+    async def _preflight(self, incident: Incident, policy: Policy, step: Step) -> Refusal | None:
+        """What must hold before an action, besides the limits: a human's yes, and the healthy floor."""
+        if step.approval is not None and not await self._approved(incident, step):
+            return Refusal("approval_denied", f"{step.name} on {incident.target} was not approved")
+        floor = policy.healthy_floor
+        if floor is None:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + floor.hold_s
+        while True:
+            result = await self._probe("prometheus", floor.prometheus)
+            if result.healthy is True:
+                return None
+            if loop.time() >= deadline or self._resolved[incident.id].is_set():
+                # missing data is never read as healthy: no series, or no Prometheus, holds the action too
+                state = "cannot be evaluated" if result.healthy is None else "does not hold"
+                return Refusal(
+                    "healthy_floor", f"healthy floor {state} ({result.detail}); held {floor.hold_s:g}s"
+                )
+            await asyncio.sleep(min(floor.interval_s, max(0.0, deadline - loop.time())))
+
+    async def _probe(self, kind: str, spec: object) -> ProbeResult:
+        probe = self.probes.get(kind)
+        if probe is None:
+            return ProbeResult(None, f"no {kind} configured")
+        return await probe.check(spec)
+
+    async def _approved(self, incident: Incident, step: Step) -> bool:
+        approval = step.approval
+        assert approval is not None
+        await self.gate.request_approval(incident, step, approval.timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + approval.timeout_s
+        while loop.time() < deadline and not self._resolved[incident.id].is_set():
+            state = await self.gate.approval(incident.id)
+            if state is not None and state["state"] != "pending":
+                return bool(state["state"] == "approved")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._resolved[incident.id].wait(), min(self.poll_s, deadline - loop.time())
+                )
+        proceed = approval.on_timeout == "proceed"
+        await self.gate.decide_approval(incident.id, proceed, by=f"timeout after {approval.timeout_s:g}s")
+        return proceed
+
     async def _verify(self, incident: Incident, policy: Policy, step: Step, attempt: int) -> bool:
         """Wait for the alert to resolve or for every configured check to hold, within the step's window."""
         verify = step.verify
@@ -230,7 +298,7 @@ class Runner:
                 recovered, how = True, "alert resolved"
                 break
             if checks:
-                results = [await self.probes[kind].check(spec) for kind, spec in checks]
+                results = [await self._probe(kind, spec) for kind, spec in checks]
                 how = "; ".join(f"{kind}: {r.detail}" for (kind, _), r in zip(checks, results, strict=True))
                 if all(r.healthy is True for r in results):
                     recovered = True
@@ -293,6 +361,8 @@ class Runner:
             outcome = Outcome("permanent", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
         finally:
             self._busy.discard(incident.id)
+            if not self._busy:
+                self._idle.set()
         await self.store.step_finished(
             step_id, "ok" if outcome.ok else "failed", outcome.detail, self.clock()
         )
@@ -340,9 +410,10 @@ class Runner:
     async def drain(self, grace_s: float) -> None:
         """Stop the ladders once no action is running (or ``grace_s`` passed): a running action is let finish,
         a waiting ladder (verification, backoff) is cancelled. The next start resumes them from the store."""
-        deadline = asyncio.get_running_loop().time() + grace_s
-        while self._busy and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        if self._busy:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace_s)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

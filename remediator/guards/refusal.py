@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 Reason = Literal[
-    "paused", "dry_run", "flapping", "cooldown", "rate_limit", "budget", "breaker_open", "locked"
+    "paused",
+    "dry_run",
+    "shadow",
+    "approval_denied",
+    "healthy_floor",
+    "flapping",
+    "cooldown",
+    "rate_limit",
+    "budget",
+    "breaker_open",
+    "locked",
 ]
 
 
