@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.leases import LeaseKeeper
 from remediator.engine.runner import RetryPolicy, Runner
+from remediator.errors import ConfigError
 from remediator.escalation.base import Notifier
 from remediator.escalation.catalogue import build_notifiers
 from remediator.escalation.log import LogNotifier
@@ -30,6 +32,7 @@ from remediator.metrics import Metrics
 from remediator.policy.loader import load_dir
 from remediator.server import Auth, build_app
 from remediator.settings import Settings
+from remediator.signing import SignatureChecker
 from remediator.store.factory import build_store
 
 logger = logging.getLogger("remediator")
@@ -67,6 +70,22 @@ def webhook_token(settings: Settings) -> str | None:
         file.write(token + "\n")
     logger.warning("no REMEDIATOR_SERVER__TOKEN set: generated a webhook token in %s", path)
     return token
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS when a certificate is configured; mutual TLS when a client CA is too."""
+    server = settings.server
+    if server.tls_cert is None:
+        if server.tls_key is not None or server.tls_client_ca is not None:
+            raise ConfigError("tls_key and tls_client_ca need tls_cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(server.tls_cert, server.tls_key)
+    if server.tls_client_ca is not None:
+        context.load_verify_locations(server.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 class App:
@@ -140,6 +159,9 @@ class App:
         self._keeper = asyncio.create_task(self.leases.run(), name="leases")
         server = self.settings.server
         auth = Auth(webhook_token(self.settings), server.basic_username, server.auth_disabled)
+        signatures = None
+        if server.hmac_secret is not None:
+            signatures = SignatureChecker(server.hmac_secret.get_secret_value(), server.replay_window_s)
         app = build_app(
             self.store,
             self.intake,
@@ -150,10 +172,11 @@ class App:
             server.max_body_bytes,
             self.clock,
             lambda: self._ready,
+            signatures,
         )
         self._web = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._web.setup()
-        site = web.TCPSite(self._web, server.host, server.port)
+        site = web.TCPSite(self._web, server.host, server.port, ssl_context=tls_context(self.settings))
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else server.port

@@ -26,6 +26,7 @@ from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
+from remediator.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureChecker
 from remediator.store.base import Store
 
 logger = logging.getLogger("remediator.server")
@@ -81,6 +82,7 @@ def build_app(
     max_body_bytes: int,
     clock: Clock,
     ready: Callable[[], bool],
+    signatures: SignatureChecker | None = None,
 ) -> web.Application:
     """The aiohttp application; the composition root runs it."""
 
@@ -103,6 +105,12 @@ def build_app(
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body over {max_body_bytes} bytes", metrics)
+        if signatures is not None:
+            refused = signatures.refusal(
+                request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), raw, clock()
+            )
+            if refused is not None:
+                return _error(401, refused, metrics)
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

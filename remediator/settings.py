@@ -31,6 +31,17 @@ class ServerSettings(BaseModel):
     """Turn authentication off entirely (boolean). Only for a listener no one else can reach."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest request body accepted, in bytes; larger bodies get 413."""
+    hmac_secret: SecretStr | None = None
+    """When set, ``POST /alerts`` must also carry ``X-Remediator-Timestamp`` (unix seconds) and
+    ``X-Remediator-Signature: sha256=HEX``, the HMAC-SHA256 of ``TIMESTAMP.BODY`` with this secret (string)."""
+    replay_window_s: float = Field(default=300.0, gt=0)
+    """Signed requests older than this, or a signature seen before within it, are refused (seconds)."""
+    tls_cert: Path | None = None
+    """PEM certificate (path): serve HTTPS."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert`` (path)."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle (path): require client certificates it signed (mutual TLS)."""
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """Seconds running steps get to finish after SIGTERM before they are cancelled."""
 
