@@ -119,6 +119,15 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
         assert status.returncode == 0 and json.loads(status.stdout)["paused"] is True
         assert "automation resumed" in run("resume", "--url", url, env=env).stdout
         assert json.loads(run("status", "--url", url, env=env).stdout)["paused"] is False
+        listed = run("policies", "--url", url, env=env)
+        assert listed.returncode == 0 and "database-down" in listed.stdout and "enforce" in listed.stdout
+        shadowed = run("policies", "shadow", "high-error-rate", "--url", url, env=env)
+        assert "policy high-error-rate is now shadow" in shadowed.stdout
+        relisted = run("policies", "list", "--url", url, env=env).stdout
+        assert "high-error-rate              shadow   (file says enforce)" in relisted
+        assert "now enforce" in run("policies", "promote", "high-error-rate", "--url", url, env=env).stdout
+        nothing = run("approve", "1", "--url", url, env=env)
+        assert nothing.returncode == 1 and "no pending approval" in nothing.stderr
         denied = run("pause", "--url", url, env={**env, "REMEDIATOR_SERVER__TOKEN": "wrong"})
         assert denied.returncode == 1 and "401" in denied.stderr
         time.sleep(0.5)
