@@ -101,7 +101,9 @@ async def test_sigterm_lets_the_running_restart_finish_then_exits(
 ) -> None:
     await asyncio.to_thread(docker_daemon.run_container, "rep-98", init=False)  # a 3 s restart
     replica = await asyncio.to_thread(daemon)
-    await post_everywhere([replica], [notification(alert("ReplicaAlert", fingerprint="t1", container="rep-98"))])
+    await post_everywhere(
+        [replica], [notification(alert("ReplicaAlert", fingerprint="t1", container="rep-98"))]
+    )
     await eventually(lambda: query(tmp_path, "SELECT 1 FROM steps WHERE status = 'started'"), timeout=20)
     replica.proc.terminate()
     assert await asyncio.to_thread(replica.proc.wait, 15) == 0
