@@ -18,6 +18,7 @@ from remediator import __version__
 from remediator.actions.catalogue import SPECS
 from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Notification
+from remediator.drill import DaemonAPI, run_drill
 from remediator.errors import PolicyError, RemediatorError
 from remediator.logs import setup as setup_logs
 from remediator.policy.loader import load_dir
@@ -153,8 +154,8 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return asyncio.run(_incidents(args, _settings(args)))
 
 
-def _api(args: argparse.Namespace, method: str, path: str) -> dict[str, Any]:
-    """Call the running daemon's API with its token (REMEDIATOR_SERVER__TOKEN, or <state_dir>/token)."""
+def _daemon(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The running daemon's URL and token (REMEDIATOR_SERVER__TOKEN, or <state_dir>/token)."""
     settings = _settings(args)
     token = settings.server.token.get_secret_value() if settings.server.token else None
     token_file = settings.state_dir / "token"
@@ -163,6 +164,12 @@ def _api(args: argparse.Namespace, method: str, path: str) -> dict[str, Any]:
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"
     if not url.startswith(("http://", "https://")):
         raise RemediatorError(f"--url must be http:// or https://, not {url!r}")
+    return url, token
+
+
+def _api(args: argparse.Namespace, method: str, path: str) -> dict[str, Any]:
+    """Call the running daemon's API with its token."""
+    url, token = _daemon(args)
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         f"{url.rstrip('/')}{path}", method=method, data=b"" if method == "POST" else None
     )
@@ -210,6 +217,20 @@ def cmd_decide(args: argparse.Namespace) -> int:
     answer = _api(args, "POST", f"/api/incidents/{args.id}/{args.command}")
     print(f"incident {answer['incident_id']}: {'approved' if answer['approved'] else 'denied'}")
     return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    policies = {p.name: p for p in load_dir(settings.policies_dir, SPECS)}
+    policy = policies.get(args.policy)
+    if policy is None:
+        raise RemediatorError(f"no policy {args.policy!r} (have: {', '.join(sorted(policies))})")
+    url, token = _daemon(args)
+    report = asyncio.run(
+        run_drill(settings, policy, args.target, DaemonAPI(url, token), args.alertmanager, args.timeout)
+    )
+    print(report.render())
+    return 0 if report.passed else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -272,6 +293,23 @@ def parser() -> argparse.ArgumentParser:
         dec.add_argument("id", type=int, help="the incident id")
         dec.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
         dec.set_defaults(func=cmd_decide)
+
+    drill = sub.add_parser(
+        "drill",
+        help="inject the failure a policy covers and time detection, action and recovery",
+        description="Stops the target container (or posts a synthetic alert, per the policy's drill: section), "
+        "then follows the running daemon's incident and reports against the policy's success criteria. "
+        "Exit 0 when it passed.",
+    )
+    drill.add_argument("policy", help="the policy to rehearse")
+    drill.add_argument("--target", required=True, help="what to break; must pass the policy's allow list")
+    drill.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
+    drill.add_argument("--alertmanager", metavar="URL", help="Alertmanager, for drills that post an alert")
+    drill.add_argument(
+        "--timeout", type=float, help="give up after this many seconds (default: criteria + 30)"
+    )
+    drill.add_argument("--policies", metavar="DIR", help="policy directory (default: policies/)")
+    drill.set_defaults(func=cmd_drill)
     return top
 
 

@@ -182,6 +182,23 @@ class HealthyFloor(_Frozen):
     interval_s: float = Field(default=5.0, gt=0, le=600)
 
 
+class Drill(_Frozen):
+    """How ``remediator drill`` rehearses this policy, and what counts as success."""
+
+    inject: Literal["stop_container", "idle_transaction", "alert"] | None = None
+    """The failure to inject. Default: stop_container for a container target, idle_transaction for postgres,
+    else a synthetic alert posted to Alertmanager."""
+    detect_within_s: float = Field(default=60.0, gt=0)
+    """The incident must open within this many seconds of the injection."""
+    recover_within_s: float = Field(default=300.0, gt=0)
+    """The incident must resolve within this many seconds of the injection."""
+
+    def injection(self, kind: str) -> str:
+        if self.inject is not None:
+            return self.inject
+        return {"container": "stop_container", "postgres": "idle_transaction"}.get(kind, "alert")
+
+
 class Step(_Frozen):
     """One rung of the ladder: exactly one of ``diagnose``, ``act`` or ``escalate``."""
 
@@ -245,6 +262,7 @@ class Policy(_Frozen):
     steps: tuple[Step, ...] = Field(min_length=1)
     limits: Limits = Field(default_factory=Limits)
     healthy_floor: HealthyFloor | None = None
+    drill: Drill = Field(default_factory=Drill)
     mode: Literal["enforce", "shadow"] = "enforce"
     """``shadow``: evaluate and record "would have acted", act on nothing and page nobody; promote it with
     ``remediator policies promote NAME`` once its record convinces you."""

@@ -1,0 +1,181 @@
+"""``remediator drill``: rehearse a policy against the real system, as the drill sections of runbooks ask.
+
+It injects the failure the policy covers (stops the container, holds a transaction idle, or posts a synthetic
+alert to Alertmanager), then follows the running daemon's incident through its API and times detection,
+action and recovery against the policy's ``drill`` criteria. The target must pass the policy's allow list:
+a drill never touches what the policy could not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from remediator.actions.docker import DockerBackend
+from remediator.domain.policies import Policy
+from remediator.errors import RemediatorError
+from remediator.policy.matching import target_of
+from remediator.settings import Settings
+
+
+@dataclass
+class DrillReport:
+    policy: str
+    target: str
+    injected: str
+    detect_within_s: float
+    recover_within_s: float
+    incident_id: int | None = None
+    detected_s: float | None = None
+    acted_s: float | None = None
+    recovered_s: float | None = None
+    outcome: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.detected_s is not None
+            and self.detected_s <= self.detect_within_s
+            and self.recovered_s is not None
+            and self.recovered_s <= self.recover_within_s
+        )
+
+    def render(self) -> str:
+        def cell(value: float | None, limit: float | None = None) -> str:
+            if value is None:
+                return "never"
+            verdict = "" if limit is None else ("  ok" if value <= limit else f"  LATE (limit {limit:g}s)")
+            return f"{value:6.1f}s{verdict}"
+
+        lines = [
+            f"drill {self.policy} on {self.target}: injected {self.injected}",
+            f"  detected   {cell(self.detected_s, self.detect_within_s)}",
+            f"  acted      {cell(self.acted_s)}",
+            f"  recovered  {cell(self.recovered_s, self.recover_within_s)}",
+            f"  incident   {self.incident_id if self.incident_id is not None else '-'} {self.outcome}",
+            *(f"  note: {n}" for n in self.notes),
+            f"  result     {'PASS' if self.passed else 'FAIL'}",
+        ]
+        return "\n".join(lines)
+
+
+class DaemonAPI:
+    """The running daemon's read API, with its token."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise RemediatorError(f"daemon URL must be http:// or https://, not {url!r}")
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def get(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.url}{path}")  # noqa: S310 (scheme checked in __init__)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                body: dict[str, Any] = json.loads(response.read())
+                return body
+        except (urllib.error.URLError, OSError) as exc:
+            raise RemediatorError(f"cannot read {self.url}{path}: {exc}") from exc
+
+
+def _post_json(url: str, body: Any) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise RemediatorError(f"Alertmanager URL must be http:// or https://, not {url!r}")
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        raise RemediatorError(f"cannot post to {url}: {exc}") from exc
+
+
+def synthetic_alert(policy: Policy, target: str, ends: bool = False) -> dict[str, Any]:
+    """An alert the policy matches: its equality matchers, the target label, and ``drill="true"``."""
+    labels = {m.label: m.value for m in policy.match if m.op == "="}
+    labels[policy.target.from_label] = target
+    labels["drill"] = "true"
+    alert: dict[str, Any] = {
+        "labels": labels,
+        "annotations": {"summary": f"remediator drill of {policy.name}"},
+    }
+    if ends:
+        alert["endsAt"] = datetime.now(UTC).isoformat()
+    return alert
+
+
+async def run_drill(
+    settings: Settings,
+    policy: Policy,
+    target: str,
+    api: DaemonAPI,
+    alertmanager_url: str | None = None,
+    timeout_s: float | None = None,
+    poll_s: float = 0.25,
+) -> DrillReport:
+    target_of(policy, {policy.target.from_label: target})  # TargetRefused outside the allow list
+    criteria = policy.drill
+    injected = criteria.injection(policy.target.kind)
+    report = DrillReport(policy.name, target, injected, criteria.detect_within_s, criteria.recover_within_s)
+    if injected == "alert" and not alertmanager_url:
+        raise RemediatorError("this drill posts a synthetic alert: give --alertmanager URL")
+    started = time.time()
+    if injected == "stop_container":
+        docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, 1)
+        try:
+            await docker.call(target, lambda client: client.containers.get(target).stop(timeout=10))
+        finally:
+            docker.close()
+    elif injected == "alert":
+        assert alertmanager_url is not None
+        _post_json(f"{alertmanager_url.rstrip('/')}/api/v2/alerts", [synthetic_alert(policy, target)])
+    else:
+        raise RemediatorError(f"injection {injected!r} is not available in this version; use inject: alert")
+    try:
+        await _follow(report, api, started, timeout_s or criteria.recover_within_s + 30, poll_s)
+    finally:
+        if injected == "alert" and alertmanager_url:
+            _post_json(
+                f"{alertmanager_url.rstrip('/')}/api/v2/alerts", [synthetic_alert(policy, target, ends=True)]
+            )
+    return report
+
+
+async def _follow(
+    report: DrillReport, api: DaemonAPI, started: float, timeout_s: float, poll_s: float
+) -> None:
+    """Watch the daemon's incidents until the drilled one resolves, escalates, or time runs out."""
+    deadline = started + timeout_s
+    while time.time() < deadline:
+        if report.incident_id is None:
+            for incident in (await asyncio.to_thread(api.get, "/api/incidents?limit=100"))["incidents"]:
+                mine = incident["policy"] == report.policy and incident["target"] == report.target
+                if mine and incident["opened_at"] >= started - 1:
+                    report.incident_id = incident["id"]
+                    report.detected_s = max(0.0, incident["opened_at"] - started)
+        if report.incident_id is not None:
+            incident = await asyncio.to_thread(api.get, f"/api/incidents/{report.incident_id}")
+            acts = [s for s in incident["steps"] if s["kind"] == "act" and s["finished_at"] is not None]
+            if acts and report.acted_s is None:
+                report.acted_s = acts[0]["finished_at"] - started
+            if incident["status"] == "resolved":
+                report.recovered_s = incident["updated_at"] - started
+                report.outcome = "resolved"
+                return
+            if incident["status"] == "escalated":
+                report.outcome = f"escalated: {incident['reason']}"
+                report.notes.append("the policy ran out and a human was paged: the drill did not recover")
+                return
+        await asyncio.sleep(poll_s)
+    report.outcome = "timed out"
+    report.notes.append(f"gave up after {timeout_s:g}s")
