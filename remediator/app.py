@@ -45,7 +45,7 @@ def load_policies(settings: Settings) -> list[Policy]:
 
 def unknown_notifiers(policies: list[Policy], settings: Settings) -> list[str]:
     """``policy: notifier`` for each escalate step whose notifier is not configured (it falls back to the log)."""
-    known = {*settings.escalation.targets, "log"}
+    known = {*settings.escalation.notifier_names(), "log"}
     return [
         f"{p.name}: {s.name}"
         for p in policies

@@ -19,6 +19,7 @@ from remediator.actions.catalogue import SPECS
 from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Notification
 from remediator.drill import DaemonAPI, run_drill
+from remediator.engine.escalate import incident_timeline
 from remediator.errors import PolicyError, RemediatorError
 from remediator.logs import setup as setup_logs
 from remediator.policy.loader import load_dir
@@ -103,7 +104,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             for index, step in enumerate(match.policy.steps, start=1):
                 extra = ""
                 if step.verify is not None:
-                    extra = f", verify: resolved within {step.verify.resolved_within_s:g}s, attempts {step.attempts}"
+                    what = "resolved" if step.verify.resolved_within_s is not None else "checks hold"
+                    extra = f", verify: {what} within {step.verify.window_s:g}s, attempts {step.attempts}"
                 params = f" {json.dumps(step.params)}" if step.params else ""
                 print(f"  {index}. {step.kind} {step.name}{params}{extra}")
     print("(simulation: nothing was executed)")
@@ -130,11 +132,10 @@ async def _incidents(args: argparse.Namespace, settings: Settings) -> int:
             if incident.reason:
                 print(f"reason: {incident.reason}")
             print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(incident.labels.items())))
-            for record in await store.audit_trail(incident.id):
-                print(f"{_when(record.at)}  {record.kind:<18} {json.dumps(record.detail, sort_keys=True)}")
-            for step in await store.steps(incident.id):
+            steps = await store.steps(incident.id)
+            for entry in incident_timeline(steps, await store.audit_trail(incident.id)):
                 print(
-                    f"step {step.index} {step.kind} {step.name} #{step.attempt}: {step.status} {step.detail}"
+                    f"{entry['at'][:19].replace('T', ' ')}  {entry['kind']:<20} {json.dumps(entry['detail'], sort_keys=True)}"
                 )
         else:
             for incident in await store.list_incidents(limit=args.limit):

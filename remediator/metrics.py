@@ -54,7 +54,8 @@ class Metrics:
         )
         self.escalations = Counter(
             "remediator_escalations_total",
-            "Escalations, by policy, notifier and delivery result (delivered, failed).",
+            "Escalations, by policy, notifier and result (delivered; overdue: still retrying past the attempts;"
+            " skipped: a pager for a P3/P4 incident).",
             ["policy", "notifier", "result"],
             registry=r,
         )

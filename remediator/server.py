@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from remediator.domain.alerts import Notification
 from remediator.domain.clock import Clock
 from remediator.domain.policies import Policy
+from remediator.engine.escalate import incident_timeline
 from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.errors import StoreError
@@ -169,8 +170,9 @@ def build_app(
         if found is None:
             return _error(404, f"no incident {incident_id}")
         body: dict[str, Any] = dataclasses.asdict(found)
-        body["steps"] = [dataclasses.asdict(s) for s in await store.steps(incident_id)]
-        body["timeline"] = [dataclasses.asdict(a) for a in await store.audit_trail(incident_id)]
+        steps = await store.steps(incident_id)
+        body["steps"] = [dataclasses.asdict(s) for s in steps]
+        body["timeline"] = incident_timeline(steps, await store.audit_trail(incident_id))
         return web.json_response(body)
 
     async def status(_: web.Request) -> web.Response:

@@ -493,10 +493,18 @@ class DockerDaemon:
             "--iptables=false",
             "--ip6tables=false",
         ]
-        self._proc = _popen(argv, self.log_path)
-        _wait_until(
-            self.ping, what="dockerd", timeout=self._ready_timeout, log=self.log_path, proc=self._proc
-        )
+        for attempt in (1, 2):
+            self._proc = _popen(argv, self.log_path)
+            try:
+                _wait_until(
+                    self.ping, what="dockerd", timeout=self._ready_timeout, log=self.log_path, proc=self._proc
+                )
+                break
+            except RealPartError:
+                # One retry: on a loaded 2-core machine containerd can miss dockerd's first dial timeout.
+                if attempt == 2:
+                    raise
+                self.stop_daemon()
         self._client = docker.DockerClient(base_url=self.host, timeout=60)
 
     def stop_daemon(self) -> None:
@@ -508,6 +516,10 @@ class DockerDaemon:
         if self._proc is not None:
             _terminate(self._proc, grace=10.0)
             self._proc = None
+        # dockerd's own containerd must be gone too, or the next start races it for the socket and times out
+        # (seen on a loaded machine); the shims keep the containers' processes and are left alone.
+        marker = f"{self._dir}/exec/containerd/containerd.toml"
+        _stop_pids([p for pid in _pids_mentioning(marker) if (p := _Pid.of(pid)) is not None], grace=10.0)
 
     def _import_image(self, busybox: str) -> None:
         # No registry is reachable: the image is a rootfs holding only a static busybox.

@@ -110,6 +110,7 @@ async def test_alertmanager_to_restart_to_resolution(
     await asyncio.to_thread(am.resolve, labels("sms-db"), ANNOTATIONS)
     incident = await eventually(lambda: _resolved(app), timeout=20)
     assert incident.target == "sms-db" and incident.policy == "database-down"
+    await eventually(lambda: _count(app, "verified", 1, incident.id))  # written as the ladder wakes up
 
     trail = [a.kind for a in await app.store.audit_trail(incident.id)]
     assert trail[0] == "opened" and "duplicate" in trail and "resolved" in trail and "verified" in trail

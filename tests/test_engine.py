@@ -36,7 +36,7 @@ async def test_recovery_within_verify_closes_the_incident_without_escalating(
     assert incident is not None and incident.status == "resolved"
     assert rig.restart.calls == ["db"] and rig.logs.calls == ["db"]
     assert rig.notifier.sent == []
-    assert await kinds(rig.store) == ["opened", "alert_resolved", "resolved", "verified"]
+    assert await kinds(rig.store) == ["opened", "admitted", "alert_resolved", "resolved", "verified"]
 
 
 async def test_resends_attach_and_never_act_again(tmp_path: Path, rigs: list[Rig]) -> None:

@@ -74,10 +74,20 @@ def test_a_good_policy_loads_with_its_source(tmp_path: Path) -> None:
         ('  allow: ["db"]\n', '  allow: ["(db"]\n', 7, "is not a regex"),
         ("name: db\n", "name: Bad Name\n", 1, "name must be lower-case"),
         ("  kind: container\n", "  kind: vm\n", 5, "target.kind"),
-        ("  kind: container\n", "  kind: postgres\n", 9, "container.restart acts on a container target, not postgres"),
+        (
+            "  kind: container\n",
+            "  kind: postgres\n",
+            9,
+            "container.restart acts on a container target, not postgres",
+        ),
         ("{resolved_within_s: 60}", "{within_s: 60}", 11, "within_s needs an http or prometheus check"),
         ("{resolved_within_s: 60}", "{resolved_within_s: 60, prometheus: {query: up}}", 11, "takes within_s"),
-        ("{resolved_within_s: 60}", "{within_s: 60, http: {url: 'ftp://x'}}", 11, "String should match pattern"),
+        (
+            "{resolved_within_s: 60}",
+            "{within_s: 60, http: {url: 'ftp://x'}}",
+            11,
+            "String should match pattern",
+        ),
         (
             "  - escalate: oncall\n",
             "  - escalate: oncall\n    act: container.restart\n",

@@ -173,7 +173,7 @@ async def test_health_and_metrics_need_no_token(daemon: App, http: aiohttp.Clien
     async with http.get(url(daemon, "/metrics")) as r:
         text = await r.text()
     assert 'remediator_webhook_rejected_total{code="400"} 1.0' in text
-    assert "remediator_policies_loaded 2.0" in text
+    assert f"remediator_policies_loaded {len(daemon.policies)}.0" in text and len(daemon.policies) >= 2
 
 
 async def test_the_incident_api_needs_the_token(daemon: App, http: aiohttp.ClientSession) -> None:

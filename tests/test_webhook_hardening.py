@@ -143,7 +143,10 @@ async def test_mutual_tls_requires_a_client_certificate(tmp_path: Path, daemon: 
 
     with_cert = ssl.create_default_context(cafile=str(certs["ca.pem"]))
     with_cert.load_cert_chain(certs["client.pem"], certs["client.key"])
-    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers, ssl=with_cert) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=body, headers=headers, ssl=with_cert) as r,
+    ):
         assert r.status == 200
 
     without_cert = ssl.create_default_context(cafile=str(certs["ca.pem"]))

@@ -141,7 +141,13 @@ def _create_like(client: Any, template_id: str, name: str, number: int) -> str:
     inspected = client.api.inspect_container(template_id)
     config: dict[str, Any] = dict(inspected["Config"])
     host_config: dict[str, Any] = dict(inspected["HostConfig"])
-    config["Image"] = inspected["Image"]  # the exact image the replica runs, even if its tag moved since
+    try:
+        tagged = client.api.inspect_image(config["Image"])["Id"]
+    except Exception:
+        tagged = None  # the tag is gone; the image itself is still there, held by the replica
+    if tagged != inspected["Image"]:
+        # The tag moved since the replica was created: a copy runs what the replica runs, not what is newer.
+        config["Image"] = inspected["Image"]
     config["Labels"] = {**(config.get("Labels") or {}), NUMBER: str(number)}
     short_id = template_id[:12]
     if config.get("Hostname") == short_id:

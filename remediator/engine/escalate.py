@@ -1,29 +1,42 @@
 """Escalation through a durable outbox: stored before it is sent, retried with backoff, never silently dropped.
 
-The dedup key is stable per (incident, step, notifier), so a receiver that sees a repeat after a crash can
-drop it; delivery is at least once.
+Who gets an escalation: the policy step's notifier plus the notifiers routed to the incident's priority (P1..P4,
+from an alert label; see ``escalation.routing``); P3 and P4 never page. Each (incident, step, notifier) is one
+outbox entry with a stable dedup key, so a receiver that sees a repeat after a crash can drop it; delivery is at
+least once. When the incident resolves, the notifiers that keep something open (PagerDuty, Alertmanager, Slack)
+get a resolve through the same outbox; deliveries to one notifier for one incident go out in the order they were
+stored, so a resolve never overtakes its trigger. A silence of the original alert (Alertmanager, optional) is
+created when the incident opens and expired through the outbox when remediation ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
 from remediator.domain.clock import Clock
-from remediator.domain.incidents import Incident, OutboxEntry, StepRecord
+from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, StepRecord
 from remediator.domain.policies import Policy
 from remediator.engine.gate import Gate
 from remediator.errors import NotifyError
-from remediator.escalation.base import Notifier
+from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, pages
+from remediator.escalation.routing import priority_of, quiet, recipients
 from remediator.metrics import Metrics
+from remediator.settings import RoutingSettings
 from remediator.store.base import Store
 
 logger = logging.getLogger("remediator.escalation")
+
+TRAIL_LIMIT = 20_000
+"""Audit records read to find an incident's escalations and silences (re-sends of a long incident add many)."""
+
+SILENCE_MARGIN_S = 300.0
+"""Added to a policy's verification windows for the silence's end: actions, retries and lock waits take time."""
 
 
 def _iso(ts: float | None) -> str | None:
@@ -31,19 +44,30 @@ def _iso(ts: float | None) -> str | None:
 
 
 def build_payload(
-    incident: Incident, policy: Policy | None, steps: list[StepRecord], reason: str, now: float
+    incident: Incident,
+    policy: Policy | None,
+    steps: list[StepRecord],
+    reason: str,
+    now: float,
+    *,
+    priority: str = "",
+    status: str = "escalated",
+    escalated_at: float | None = None,
 ) -> dict[str, Any]:
     """The whole story of an incident, as a human needs it: what fired, what was tried, and why we stopped."""
     annotations = incident.annotations
     return {
+        "event": "escalate",
         "incident_id": incident.id,
         "policy": incident.policy,
         "policy_source": policy.source if policy else "",
         "target": incident.target,
         "severity": incident.severity,
-        "status": "escalated",
+        "priority": priority,
+        "status": status,
         "reason": reason,
         "opened_at": _iso(incident.opened_at),
+        "escalated_at": _iso(now if escalated_at is None else escalated_at),
         "duration_s": round(now - incident.opened_at, 3),
         "alertname": incident.labels.get("alertname", ""),
         "labels": incident.labels,
@@ -70,6 +94,36 @@ def build_payload(
     }
 
 
+def incident_timeline(steps: Sequence[StepRecord], trail: Sequence[AuditRecord]) -> list[dict[str, Any]]:
+    """The incident record as one chronological list: every decision of the audit trail, and every step's
+    start and result, each ``{"at": ISO time, "kind": ..., "detail": {...}}``."""
+    events: list[tuple[float, int, dict[str, Any]]] = []
+    for record in trail:
+        events.append((record.at, 0, {"at": _iso(record.at), "kind": record.kind, "detail": record.detail}))
+    for step in steps:
+        what = {"index": step.index, "step": step.kind, "name": step.name, "attempt": step.attempt}
+        events.append(
+            (step.started_at, 1, {"at": _iso(step.started_at), "kind": "step_started", "detail": what})
+        )
+        if step.finished_at is not None:
+            result = {**what, "status": step.status, "detail": step.detail}
+            events.append(
+                (
+                    step.finished_at,
+                    2,
+                    {"at": _iso(step.finished_at), "kind": "step_finished", "detail": result},
+                )
+            )
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [event for _, _, event in events]
+
+
+def remediation_window_s(policy: Policy) -> float:
+    """How long remediation may run: the verification windows of every attempt, plus a margin."""
+    windows = sum(s.attempts * s.verify.window_s for s in policy.steps if s.verify is not None)
+    return windows + SILENCE_MARGIN_S
+
+
 class Escalator:
     """Stores escalations in the outbox and delivers them in the background."""
 
@@ -84,6 +138,7 @@ class Escalator:
         attempts: int,
         backoff_max_s: float,
         backoff_initial_s: float = 0.5,
+        routing: RoutingSettings | None = None,
     ) -> None:
         self.store = store
         self.notifiers = notifiers
@@ -94,36 +149,219 @@ class Escalator:
         self.attempts = attempts
         self.backoff_max_s = backoff_max_s
         self.backoff_initial_s = backoff_initial_s
+        if routing is None:
+            routing = notifiers.routing if isinstance(notifiers, Notifiers) else RoutingSettings()
+        self.routing = routing
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[str] = set()  # dedup keys being delivered by this process
+        self._chains: dict[tuple[str, int], asyncio.Task[None]] = {}  # last delivery per (notifier, incident)
 
     def _notifier(self, name: str) -> Notifier:
         return self.notifiers.get(name) or self.fallback
 
+    # -- escalation ---------------------------------------------------------------------------------------
+
     async def escalate(
         self, incident: Incident, policy: Policy | None, notifier_name: str, step_index: int, reason: str
     ) -> None:
-        """Record the escalation durably, mark the incident escalated, and start delivery."""
+        """Record the escalation durably (one outbox entry per notifier), mark the incident escalated, end the
+        silences of remediation, and start delivery."""
         now = self.clock()
-        notifier = self._notifier(notifier_name)
-        if notifier.name != notifier_name:
-            await self.store.audit(
-                incident.id, "notifier_missing", {"wanted": notifier_name, "used": notifier.name}, now
-            )
+        reason = reason or "escalated"  # never empty: incident_resolved relies on it
+        priority = priority_of(incident.labels, self.routing)
+        chosen: list[tuple[str, Notifier]] = []
+        for wanted in recipients(notifier_name, priority, self.routing):
+            notifier = self._notifier(wanted)
+            if quiet(priority) and pages(notifier):
+                self.metrics.escalations.labels(incident.policy, notifier.name, "skipped").inc()
+                await self.store.audit(
+                    incident.id,
+                    "escalation_skipped",
+                    {"notifier": notifier.name, "priority": priority, "reason": f"{priority} never pages"},
+                    now,
+                )
+                continue
+            if notifier.name != wanted:
+                await self.store.audit(
+                    incident.id, "notifier_missing", {"wanted": wanted, "used": notifier.name}, now
+                )
+            chosen.append((wanted, notifier))
+        if not chosen:
+            chosen = [(self.fallback.name, self.fallback)]
         steps = await self.store.steps(incident.id)
-        payload = build_payload(incident, policy, steps, reason, now)
-        dedup_key = f"remediator-{incident.id}-{step_index}-{notifier_name}"
-        entry = await self.store.outbox_put(incident.id, notifier.name, dedup_key, payload, now)
+        payload = build_payload(incident, policy, steps, reason, now, priority=priority)
+        entries: list[OutboxEntry] = []
+        for wanted, notifier in chosen:
+            dedup_key = f"remediator-{incident.id}-{step_index}-{wanted}"
+            entries.append(await self.store.outbox_put(incident.id, notifier.name, dedup_key, payload, now))
+            await self.store.audit(
+                incident.id,
+                "escalation_queued",
+                {"notifier": notifier.name, "dedup_key": dedup_key, "priority": priority},
+                now,
+            )
         await self.store.set_status(incident.id, "escalated", reason, now)
-        await self.store.audit(
-            incident.id, "escalation_queued", {"notifier": notifier.name, "dedup_key": dedup_key}, now
-        )
-        if entry.status == "pending":  # a replayed step finds its escalation already delivered
+        entries.extend(await self._end_silences(incident, now))
+        for entry in entries:
             self._spawn(entry)
 
+    async def incident_resolved(self, incident: Incident) -> None:
+        """The incident's alerts resolved: notifiers that keep something open for it (a PagerDuty incident, a
+        RemediationFailed alert) close it, and the silences of its remediation end."""
+        if not incident.reason and not self._silencers():
+            # Never escalated (an escalation always records its reason) and nothing silenced: the common case
+            # of a remediation that worked costs intake no store read.
+            return
+        now = self.clock()
+        trail = await self.store.audit_trail(incident.id, TRAIL_LIMIT)
+        escalated: dict[str, AuditRecord] = {}
+        for record in trail:
+            if record.kind == "escalation_queued":
+                escalated.setdefault(str(record.detail.get("notifier", "")), record)
+        entries: list[OutboxEntry] = []
+        steps: list[StepRecord] | None = None
+        for name, record in escalated.items():
+            notifier = self.notifiers.get(name)
+            if not isinstance(notifier, Resolver):
+                continue
+            if steps is None:
+                steps = await self.store.steps(incident.id)
+            priority = str(record.detail.get("priority") or priority_of(incident.labels, self.routing))
+            payload = build_payload(
+                incident,
+                None,
+                steps,
+                "every alert of the incident resolved",
+                now,
+                priority=priority,
+                status="resolved",
+                escalated_at=record.at,
+            )
+            payload.update(
+                event="resolve", resolved_at=_iso(now), escalation_dedup_key=record.detail.get("dedup_key")
+            )
+            dedup_key = f"remediator-{incident.id}-resolved-{name}"
+            entries.append(await self.store.outbox_put(incident.id, name, dedup_key, payload, now))
+            await self.store.audit(
+                incident.id, "resolution_queued", {"notifier": name, "dedup_key": dedup_key}, now
+            )
+        entries.extend(await self._end_silences(incident, now, trail))
+        for entry in entries:
+            self._spawn(entry)
+
+    # -- silences while remediation runs ------------------------------------------------------------------
+
+    async def incident_opened(self, incident: Incident, policy: Policy) -> None:
+        """An incident opened and its ladder starts: silence the original alert on the Alertmanagers that are
+        configured to (in the background; a silence that fails only means people see the alert)."""
+        silencers = self._silencers()
+        if silencers:
+            task = asyncio.create_task(
+                self._silence(incident, policy, silencers), name=f"silence-{incident.id}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _silencers(self) -> list[tuple[str, Silencer]]:
+        return [
+            (name, n)
+            for name, n in self.notifiers.items()
+            if isinstance(n, Silencer) and n.silence_while_running
+        ]
+
+    async def _silence(
+        self, incident: Incident, policy: Policy, silencers: Sequence[tuple[str, Silencer]]
+    ) -> None:
+        alertname = incident.labels.get("alertname", "")
+        matchers = {"alertname": alertname, policy.target.from_label: incident.target}
+        trail = await self.store.audit_trail(incident.id, TRAIL_LIMIT)
+        done = {str(a.detail.get("notifier")) for a in trail if a.kind == "silence_created"}
+        for name, silencer in silencers:
+            if name in done:  # called again for the same incident (a resumed ladder): one silence is enough
+                continue
+            now = self.clock()
+            ends_at = now + remediation_window_s(policy)
+            comment = (
+                f"remediator incident {incident.id}: policy {policy.name} is remediating {incident.target}; "
+                "expired when remediation ends"
+            )
+            try:
+                silence_id = await silencer.silence(matchers, now, ends_at, comment)
+            except NotifyError as exc:
+                logger.warning("incident %d: no silence on %s: %s", incident.id, name, exc)
+                await self.store.audit(
+                    incident.id, "silence_failed", {"notifier": name, "error": str(exc)}, now
+                )
+                continue
+            await self.store.audit(
+                incident.id,
+                "silence_created",
+                {"notifier": name, "silence_id": silence_id, "matchers": matchers, "ends_at": _iso(ends_at)},
+                self.clock(),
+            )
+        # Remediation may have ended while the silence was being created: then it ends at once.
+        current = await self.store.get_incident(incident.id)
+        if current is None or current.status != "active":
+            for entry in await self._end_silences(incident, self.clock()):
+                self._spawn(entry)
+
+    async def _end_silences(
+        self, incident: Incident, now: float, trail: list[AuditRecord] | None = None
+    ) -> list[OutboxEntry]:
+        if trail is None:
+            trail = await self.store.audit_trail(incident.id, TRAIL_LIMIT)
+        entries: list[OutboxEntry] = []
+        for record in trail:
+            if record.kind != "silence_created":
+                continue
+            name, silence_id = str(record.detail.get("notifier")), str(record.detail.get("silence_id"))
+            payload = {
+                "event": "expire_silence",
+                "incident_id": incident.id,
+                "policy": incident.policy,
+                "silence_id": silence_id,
+            }
+            dedup_key = f"remediator-{incident.id}-unsilence-{silence_id}"
+            entries.append(await self.store.outbox_put(incident.id, name, dedup_key, payload, now))
+        return entries
+
+    # -- delivery -----------------------------------------------------------------------------------------
+
     def _spawn(self, entry: OutboxEntry) -> None:
-        task = asyncio.create_task(self._deliver(entry), name=f"deliver-{entry.dedup_key}")
+        """Deliver a pending entry, after the earlier deliveries to the same notifier for the same incident."""
+        if entry.status != "pending" or entry.dedup_key in self._inflight:
+            return  # delivered already (a replayed step), or being delivered by this process
+        self._inflight.add(entry.dedup_key)
+        chain = (entry.notifier, entry.incident_id)
+        task = asyncio.create_task(
+            self._deliver_after(self._chains.get(chain), entry), name=f"deliver-{entry.dedup_key}"
+        )
+        self._chains[chain] = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            self._inflight.discard(entry.dedup_key)
+            if self._chains.get(chain) is finished:
+                del self._chains[chain]
+
+        task.add_done_callback(done)
+
+    async def _deliver_after(self, previous: asyncio.Task[None] | None, entry: OutboxEntry) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        await self._deliver(entry)
+
+    async def _send(self, notifier: Notifier, entry: OutboxEntry) -> None:
+        event = entry.payload.get("event", "escalate")
+        if event == "escalate":
+            await notifier.send(entry.payload, entry.dedup_key)
+        elif event == "resolve" and isinstance(notifier, Resolver):
+            await notifier.resolve(entry.payload, entry.dedup_key)
+        elif event == "expire_silence" and isinstance(notifier, Silencer):
+            await notifier.expire_silence(str(entry.payload["silence_id"]))
+        else:  # the notifier was reconfigured since the entry was stored: nothing it can do
+            logger.warning("%s: notifier %s cannot %s; dropped", entry.dedup_key, notifier.name, event)
 
     async def _deliver(self, entry: OutboxEntry) -> None:
         """Retry with capped exponential backoff until delivered: an escalation is never given up on.
@@ -134,6 +372,7 @@ class Escalator:
         notifier = self._notifier(entry.notifier)
         breaker = f"notify:{notifier.name}"
         policy = str(entry.payload.get("policy", ""))
+        event = str(entry.payload.get("event", "escalate"))
         attempts = entry.attempts
         async for attempt in AsyncRetrying(
             stop=stop_never,
@@ -145,7 +384,7 @@ class Escalator:
                     raise NotifyError(f"circuit breaker {breaker} is open; not tried")
                 attempts += 1
                 try:
-                    await notifier.send(entry.payload, entry.dedup_key)
+                    await self._send(notifier, entry)
                 except NotifyError as exc:
                     await self.gate.record(False, breaker)
                     await self.store.outbox_update(entry.id, "pending", attempts, str(exc), self.clock())
@@ -154,7 +393,12 @@ class Escalator:
                         await self.store.audit(
                             entry.incident_id,
                             "escalation_overdue",
-                            {"notifier": notifier.name, "attempts": attempts, "error": str(exc)},
+                            {
+                                "notifier": notifier.name,
+                                "attempts": attempts,
+                                "error": str(exc),
+                                "event": event,
+                            },
                             self.clock(),
                         )
                         logger.error(
@@ -167,17 +411,17 @@ class Escalator:
                 await self.gate.record(True, breaker)
         now = self.clock()
         await self.store.outbox_update(entry.id, "delivered", attempts, "", now)
+        kind = {"escalate": "escalation_delivered", "resolve": "resolution_delivered"}.get(
+            event, "silence_expired"
+        )
         await self.store.audit(
             entry.incident_id,
-            "escalation_delivered",
+            kind,
             {"notifier": notifier.name, "dedup_key": entry.dedup_key, "attempts": attempts},
             now,
         )
-        self.metrics.escalations.labels(policy, notifier.name, "delivered").inc()
-
-    async def incident_resolved(self, incident: Incident) -> None:
-        """The incident's alerts resolved: notifiers that track incidents (paging) close theirs."""
-        return None
+        if event == "escalate":
+            self.metrics.escalations.labels(policy, notifier.name, "delivered").inc()
 
     async def resume(self) -> None:
         """Deliver what a previous run stored but did not deliver."""

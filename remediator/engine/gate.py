@@ -118,6 +118,8 @@ class Gate:
         refusal = await self._decide(incident, policy, step, backend)
         if refusal is not None:
             await self.refuse(incident, policy, step, refusal)
+        else:
+            await self.store.audit(incident.id, "admitted", {"step": step.name}, self.clock())
         return refusal
 
     async def refuse(self, incident: Incident, policy: Policy, step: Step, refusal: Refusal) -> None:

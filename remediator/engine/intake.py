@@ -96,14 +96,14 @@ class Intake:
     async def _process(self, batch: list[tuple[int, Notification]]) -> None:
         events: list[IntakeEvent] = []
         policies: list[Policy | None] = []
-        for _, notification in batch:
+        for inbox_id, notification in batch:
             if notification.truncated_alerts:
                 detail = {"group_key": notification.group_key, "count": notification.truncated_alerts}
                 events.append(Note("truncated", detail))
                 policies.append(None)
             for alert in notification.alerts:
                 self.metrics.alerts_received.labels(alert.name, alert.status).inc()
-                event, policy = self._event(alert)
+                event, policy = self._event(alert, inbox_id)
                 events.append(event)
                 policies.append(policy)
         now = self.clock()
@@ -117,7 +117,7 @@ class Intake:
             elif isinstance(event, Note) and event.kind == "unmatched":
                 self._decide("unmatched")
 
-    def _event(self, alert: Alert) -> tuple[IntakeEvent, Policy | None]:
+    def _event(self, alert: Alert, inbox_id: int) -> tuple[IntakeEvent, Policy | None]:
         if alert.status == "resolved":
             return Resolved(alert.fingerprint), None
         match = match_alert(self.policies, alert.labels)
@@ -129,7 +129,8 @@ class Intake:
             labels=alert.labels,
             annotations=alert.annotations,
         )
-        return Firing(match.policy.name, match.target[:_MAX_TARGET_CHARS], ref, match.refused), match.policy
+        target = match.target[:_MAX_TARGET_CHARS]
+        return Firing(match.policy.name, target, ref, match.refused, inbox_id), match.policy
 
     def _decide(self, decision: str) -> None:
         self.metrics.decisions.labels(decision).inc()
@@ -148,6 +149,7 @@ class Intake:
             self._decide("opened")
             self.metrics.incidents_open.inc()
             self.runner.start(result.incident, policy)
+            await self.escalator.incident_opened(result.incident, policy)
 
     async def _resolved(self, closed: list[Incident]) -> None:
         if not closed:

@@ -48,6 +48,7 @@ class Firing:
     target: str
     alert: AlertRef
     reason: str = ""
+    inbox_id: int | None = None
 
 
 @dataclass(frozen=True)

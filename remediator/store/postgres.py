@@ -162,6 +162,8 @@ async def _record_firing(
         "fingerprint": alert.fingerprint,
         "starts_at": alert.starts_at,
         "alertname": alert.labels.get("alertname", ""),
+        "policy": event.policy,
+        "inbox_id": event.inbox_id,
     }
     await _audit(db, row["id"], kind, detail, now)
     return FiringResult(incident=_incident(row), created=created, duplicate=duplicate)

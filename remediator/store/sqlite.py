@@ -147,6 +147,8 @@ def _record_firing(
         "fingerprint": alert.fingerprint,
         "starts_at": alert.starts_at,
         "alertname": alert.labels.get("alertname", ""),
+        "policy": event.policy,
+        "inbox_id": event.inbox_id,
     }
     _audit(db, incident_id, kind, detail, now)
     return FiringResult(incident=_incident(row), created=created, duplicate=duplicate)

@@ -1,0 +1,94 @@
+"""Text shared by the notifiers: the escalation payload (see ``engine.escalate.build_payload``) as lines a
+person reads in a page, a chat message or an alert description."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with a marker when something was cut."""
+    if len(text) <= limit:
+        return text
+    marker = f"... [{len(text) - limit} more characters]"
+    return text[: max(0, limit - len(marker))] + marker
+
+
+def tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters of ``text`` (evidence such as logs ends with what matters)."""
+    if len(text) <= limit:
+        return text
+    marker = f"[{len(text) - limit} earlier characters cut] ..."
+    return marker + text[len(text) - max(0, limit - len(marker)) :]
+
+
+def duration(seconds: float) -> str:
+    """``4m 11s``, ``2h 5m``, ``12s``."""
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def clock_time(iso: str | None) -> str:
+    """``10:00:01`` (UTC) from an ISO timestamp; ``-`` when there is none."""
+    if not iso:
+        return "-"
+    try:
+        return datetime.fromisoformat(iso).strftime("%H:%M:%S")
+    except ValueError:
+        return iso
+
+
+def step_line(step: dict[str, Any]) -> str:
+    """``10:00:01 act container.restart #2 -> ok: restarted sms-db``."""
+    detail = " ".join(str(step.get("detail", "")).split())
+    line = (
+        f"{clock_time(step.get('started_at'))} {step.get('kind', '')} {step.get('name', '')} "
+        f"#{step.get('attempt', 1)} -> {step.get('status', '')}"
+    )
+    return f"{line}: {truncate(detail, 200)}" if detail else line
+
+
+def step_lines(payload: dict[str, Any]) -> list[str]:
+    steps: list[dict[str, Any]] = payload.get("steps") or []
+    return [step_line(s) for s in steps] or ["no step ran"]
+
+
+def evidence_text(payload: dict[str, Any], limit: int) -> str:
+    """Every piece of evidence, each under its name, the whole cut to ``limit`` characters (keeping ends)."""
+    parts = [f"{e.get('name', '')}:\n{e.get('detail', '')}" for e in payload.get("evidence") or []]
+    per_part = max(200, limit // max(1, len(parts)))
+    return truncate("\n\n".join(tail(p, per_part) for p in parts), limit)
+
+
+def headline(payload: dict[str, Any]) -> str:
+    """``P1 remediation failed: DatabaseDown on sms-db``."""
+    what = payload.get("alertname") or payload.get("policy", "")
+    return f"{payload.get('priority', '')} remediation failed: {what} on {payload.get('target', '')}".strip()
+
+
+def incident_key(payload: dict[str, Any]) -> str:
+    """One key per incident, the same for its trigger and its resolve (PagerDuty's dedup_key).
+
+    The id alone would collide between two remediator installations sending to one service, so a digest of
+    the policy, target and opening time follows it.
+    """
+    seed = f"{payload.get('policy', '')}\0{payload.get('target', '')}\0{payload.get('opened_at', '')}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:12]
+    return f"remediator-{payload.get('incident_id', '')}-{digest}"
+
+
+def links(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """(text, url) for the runbook and the dashboard, when the alert's annotations name them."""
+    found = [
+        ("Runbook", str(payload.get("runbook_url") or "")),
+        ("Dashboard", str(payload.get("dashboard_url") or "")),
+    ]
+    return [(text, url) for text, url in found if url.startswith(("http://", "https://"))]

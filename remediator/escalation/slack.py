@@ -1,0 +1,143 @@
+"""Slack incoming webhook: the escalation as Block Kit blocks a person reads at a glance, with a ``text``
+fallback for notifications, and a short note when the incident resolves.
+
+Every value that comes from an alert is escaped (``&``, ``<``, ``>``), so a label cannot mention ``@channel``
+or forge a link; texts are cut to Slack's limits (header 150, section 3000 characters).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from remediator.escalation import format as fmt
+from remediator.escalation.http import HttpClient
+
+_ICONS = {
+    "P1": ":rotating_light:",
+    "P2": ":warning:",
+    "P3": ":large_yellow_circle:",
+    "P4": ":information_source:",
+}
+_SECTION_CHARS = 3000
+_EVIDENCE_CHARS = 2400
+
+
+def escape(text: object) -> str:
+    """Text for a mrkdwn field: Slack's three control characters escaped."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _link(url: str, text: str) -> str:
+    safe = url.replace(" ", "%20").replace("|", "%7C").replace("<", "%3C").replace(">", "%3E")
+    return f"<{safe}|{escape(text)}>"
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": fmt.truncate(text, _SECTION_CHARS)}}
+
+
+def slack_message(payload: dict[str, Any], dedup_key: str, channel: str | None = None) -> dict[str, Any]:
+    """The escalation as an incoming-webhook body: header, summary, facts, steps, reason, evidence, links."""
+    priority = str(payload.get("priority", ""))
+    alertname = payload.get("alertname") or payload.get("policy", "")
+    header = f"{_ICONS.get(priority, ':warning:')} {priority} Remediation failed: {alertname} on {payload.get('target', '')}"
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": fmt.truncate(escape(header), 150), "emoji": True},
+        }
+    ]
+    if payload.get("summary"):
+        blocks.append(_section(escape(payload["summary"])))
+    facts = [
+        ("Incident", f"#{payload.get('incident_id', '')} ({payload.get('policy', '')})"),
+        ("Severity", f"{payload.get('severity') or '-'} ({priority})"),
+        ("Target", payload.get("target", "")),
+        ("Duration", fmt.duration(float(payload.get("duration_s") or 0))),
+        ("Status", payload.get("status", "")),
+        ("Alert", alertname),
+    ]
+    blocks.append(
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": fmt.truncate(f"*{name}*\n{escape(value)}", 2000)}
+                for name, value in facts
+            ],
+        }
+    )
+    blocks.append(
+        _section(
+            "*What remediator did*\n" + "\n".join(f"• {escape(line)}" for line in fmt.step_lines(payload))
+        )
+    )
+    blocks.append(_section(f"*Why it escalated*\n{escape(payload.get('reason', ''))}"))
+    evidence = fmt.evidence_text(payload, _EVIDENCE_CHARS)
+    if evidence:
+        code = fmt.truncate(escape(evidence).replace("```", "'''"), _SECTION_CHARS - 40)
+        blocks.append(_section(f"*Evidence*\n```{code}```"))
+    context = [{"type": "mrkdwn", "text": _link(url, text)} for text, url in fmt.links(payload)]
+    context.append(
+        {
+            "type": "mrkdwn",
+            "text": fmt.truncate(
+                f"remediator · policy {escape(payload.get('policy_source') or payload.get('policy', ''))}"
+                f" · key {escape(dedup_key)}",
+                2000,
+            ),
+        }
+    )
+    blocks.append({"type": "context", "elements": context})
+    body: dict[str, Any] = {
+        "text": fmt.truncate(escape(f"{fmt.headline(payload)}: {payload.get('reason', '')}"), 3000),
+        "blocks": blocks,
+    }
+    if channel:
+        body["channel"] = channel
+    return body
+
+
+def slack_resolved(payload: dict[str, Any], channel: str | None = None) -> dict[str, Any]:
+    """The short note that the escalated incident resolved."""
+    alertname = payload.get("alertname") or payload.get("policy", "")
+    text = (
+        f":white_check_mark: Resolved: {alertname} on {payload.get('target', '')} "
+        f"(incident #{payload.get('incident_id', '')}, {payload.get('policy', '')}), "
+        f"{fmt.duration(float(payload.get('duration_s') or 0))} after it opened"
+    )
+    body: dict[str, Any] = {"text": escape(text), "blocks": [_section(escape(text))]}
+    if channel:
+        body["channel"] = channel
+    return body
+
+
+class SlackNotifier:
+    """Posts to one Slack incoming webhook; Slack answers 200 ``ok``, anything else is retried."""
+
+    pages = False
+
+    def __init__(self, name: str, webhook_url: str, channel: str | None, timeout_s: float) -> None:
+        self.name = name
+        self._url = webhook_url
+        self.channel = channel
+        self.http = HttpClient(name, timeout_s)
+
+    @property
+    def _display(self) -> str:
+        # The webhook URL is a credential: name only its host in errors and logs.
+        parts = urlsplit(self._url)
+        return f"{parts.scheme}://{parts.netloc}/... (Slack webhook)"
+
+    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+        await self.http.request(
+            "POST", self._url, slack_message(payload, dedup_key, self.channel), display=self._display
+        )
+
+    async def resolve(self, payload: dict[str, Any], dedup_key: str) -> None:
+        await self.http.request(
+            "POST", self._url, slack_resolved(payload, self.channel), display=self._display
+        )
+
+    async def close(self) -> None:
+        await self.http.close()

@@ -1,0 +1,117 @@
+"""swarm.scale, swarm.rollback and swarm.status on a one-node Swarm.
+
+The swarm lives on a private daemon of this module, so the session's daemon never becomes a manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from realparts import DockerDaemon
+
+from remediator.actions.docker import DockerBackend
+from remediator.actions.swarm import NoParams, SwarmRollback, SwarmScale, SwarmScaleParams, SwarmStatus
+from remediator.errors import PermanentActionError
+
+pytestmark = pytest.mark.realparts
+
+
+@pytest.fixture(scope="module")
+def swarm() -> Iterator[DockerDaemon]:
+    daemon = DockerDaemon()
+    try:
+        daemon.client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:0")
+        yield daemon
+    finally:
+        try:
+            # Tasks would be restarted while the daemon stops: leave first, then close.
+            daemon.client.swarm.leave(force=True)
+        finally:
+            daemon.close()
+
+
+@pytest.fixture
+def backend(swarm: DockerDaemon) -> Iterator[DockerBackend]:
+    b = DockerBackend(swarm.host, timeout_s=20, threads=2)
+    yield b
+    b.close()
+
+
+def create_service(swarm: DockerDaemon, name: str, **kwargs: Any) -> None:
+    for old in swarm.client.services.list(filters={"name": name}):
+        old.remove()
+    swarm.client.services.create(
+        swarm.image,
+        ["/bin/busybox", "sleep", "100000"],
+        name=name,
+        networks=["host"],
+        init=True,
+        stop_grace_period=1_000_000_000,  # 1 s, in nanoseconds
+        **kwargs,
+    )
+
+
+def spec(swarm: DockerDaemon, name: str) -> dict[str, Any]:
+    service = swarm.client.services.get(name)
+    attrs: dict[str, Any] = service.attrs
+    return attrs
+
+
+async def test_scales_a_service_within_bounds_and_rolls_it_back(
+    swarm: DockerDaemon, backend: DockerBackend
+) -> None:
+    await asyncio.to_thread(create_service, swarm, "workers", mode={"Replicated": {"Replicas": 1}})
+    scale = SwarmScale(backend)
+    detail = await scale.run("workers", SwarmScaleParams(by=1, max=3))
+    assert detail == "scaled swarm service workers from 1 to 2 replicas (min 1, max 3)"
+    detail = await scale.run("workers", SwarmScaleParams(by=4, max=3))
+    assert detail == "scaled swarm service workers from 2 to 3 replicas (min 1, max 3)"
+    with pytest.raises(PermanentActionError, match="swarm service workers already at max 3 \\(3 replicas\\)"):
+        await scale.run("workers", SwarmScaleParams(by=1, max=3))
+    attrs = await asyncio.to_thread(spec, swarm, "workers")
+    assert attrs["Spec"]["Mode"] == {"Replicated": {"Replicas": 3}}
+    assert attrs["PreviousSpec"]["Mode"] == {"Replicated": {"Replicas": 2}}
+
+    detail = await SwarmRollback(backend).run("workers", NoParams())
+    assert detail == "rolling back swarm service workers to its previous spec (replicas 3 -> 2)"
+    attrs = await asyncio.to_thread(spec, swarm, "workers")
+    assert attrs["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
+    assert attrs["UpdateStatus"]["State"].startswith("rollback")
+
+    status = await SwarmStatus(backend).run("workers", NoParams())
+    assert status.startswith("swarm service workers: desired=2 image=remediator-test/busybox:latest")
+    assert "update: rollback_" in status
+
+
+async def test_scaling_down_stops_at_min(swarm: DockerDaemon, backend: DockerBackend) -> None:
+    await asyncio.to_thread(create_service, swarm, "shrink", mode={"Replicated": {"Replicas": 2}})
+    scale = SwarmScale(backend)
+    detail = await scale.run("shrink", SwarmScaleParams(by=-3, min=1, max=5))
+    assert detail == "scaled swarm service shrink from 2 to 1 replicas (min 1, max 5)"
+    with pytest.raises(PermanentActionError, match="already at min 1"):
+        await scale.run("shrink", SwarmScaleParams(by=-1, min=1, max=5))
+
+
+async def test_what_cannot_be_scaled_or_rolled_back_is_a_permanent_error(
+    swarm: DockerDaemon, backend: DockerBackend, docker_daemon: DockerDaemon
+) -> None:
+    await asyncio.to_thread(create_service, swarm, "fresh", mode={"Replicated": {"Replicas": 0}})
+    with pytest.raises(PermanentActionError, match="fresh has no previous spec to roll back to"):
+        await SwarmRollback(backend).run("fresh", NoParams())
+    # The name filter matches prefixes; "fres" must not find "fresh".
+    with pytest.raises(PermanentActionError, match="no such swarm service: fres"):
+        await SwarmScale(backend).run("fres", SwarmScaleParams(max=3))
+    await asyncio.to_thread(create_service, swarm, "everywhere", mode={"Global": {}})
+    with pytest.raises(PermanentActionError, match="everywhere is not replicated \\(Global\\)"):
+        await SwarmScale(backend).run("everywhere", SwarmScaleParams(max=3))
+
+    # A daemon that is not a swarm manager answers 503; retrying cannot make it one.
+    plain = DockerBackend(docker_daemon.host, timeout_s=20, threads=1)
+    try:
+        with pytest.raises(PermanentActionError, match="not a swarm manager"):
+            await SwarmScale(plain).run("workers", SwarmScaleParams(max=3))
+    finally:
+        plain.close()
