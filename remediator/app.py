@@ -180,6 +180,8 @@ class App:
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else server.port
+        scheme = "https" if server.tls_cert is not None else "http"
+        self.escalator.public_url = server.public_url or f"{scheme}://{server.host}:{self.port}"
         self._ready = True
         logger.info(
             "remediator listening on %s:%d with %d policies from %s",

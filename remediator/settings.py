@@ -31,6 +31,8 @@ class ServerSettings(BaseModel):
     """Turn authentication off entirely (boolean). Only for a listener no one else can reach."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest request body accepted, in bytes; larger bodies get 413."""
+    public_url: str | None = None
+    """The URL people reach this daemon at, for the approve/deny links in escalations. Unset: the listener."""
     hmac_secret: SecretStr | None = None
     """When set, ``POST /alerts`` must also carry ``X-Remediator-Timestamp`` (unix seconds) and
     ``X-Remediator-Signature: sha256=HEX``, the HMAC-SHA256 of ``TIMESTAMP.BODY`` with this secret (string)."""

@@ -65,9 +65,13 @@ def approval_policy(on_timeout: Literal["deny", "proceed"] = "deny", timeout_s: 
 async def test_an_approval_that_times_out_denies_and_escalates(tmp_path: Path, rigs: list[Rig]) -> None:
     rig = await start(rigs, tmp_path, approval_policy("deny"))
     rig.send(alert(container="db"))
-    await eventually(lambda: rig.notifier.sent)
+    await eventually(lambda: len(rig.notifier.sent) == 2)
     assert rig.restart.calls == []
-    assert "refused (approval_denied)" in rig.notifier.sent[0][1]["reason"]
+    (ask_key, ask), (_, escalation) = rig.notifier.sent
+    assert ask_key == "remediator-1-1-approval-oncall" and ask["event"] == "approval_requested"
+    assert ask["approve_url"].endswith("/api/incidents/1/approve") and ask["deny_url"].endswith("/deny")
+    assert ask["approve_command"] == "remediator approve 1" and "approval needed" in ask["reason"]
+    assert "refused (approval_denied)" in escalation["reason"]
     trail = await kinds(rig)
     assert "approval_requested" in trail and "denied" in trail
     state = await rig.gate.approval(1)
@@ -91,9 +95,9 @@ async def test_an_approved_step_acts_and_still_counts_against_the_budget(
     await eventually(lambda: rig.gate.approval(1))
     assert await rig.gate.decide_approval(1, True, by="alice")
     assert not await rig.gate.decide_approval(1, True, by="bob")  # nothing pending any more
-    await eventually(lambda: rig.notifier.sent)
+    await eventually(lambda: len(rig.notifier.sent) == 2)
     assert rig.restart.calls == []  # approved, but the budget (0) still refuses
-    assert "refused (budget)" in rig.notifier.sent[0][1]["reason"]
+    assert "refused (budget)" in rig.notifier.sent[1][1]["reason"]
     assert "approved" in await kinds(rig)
 
 

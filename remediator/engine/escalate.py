@@ -139,7 +139,10 @@ class Escalator:
         backoff_max_s: float,
         backoff_initial_s: float = 0.5,
         routing: RoutingSettings | None = None,
+        public_url: str = "",
     ) -> None:
+        self.public_url = public_url
+        """Base URL of this daemon's API, for the approve/deny links (set once the listener is up)."""
         self.store = store
         self.notifiers = notifiers
         self.fallback = fallback
@@ -203,6 +206,33 @@ class Escalator:
         await self.store.set_status(incident.id, "escalated", reason, now)
         entries.extend(await self._end_silences(incident, now))
         for entry in entries:
+            self._spawn(entry)
+
+    async def request_approval(
+        self, incident: Incident, policy: Policy, step_index: int, step_name: str, timeout_s: float
+    ) -> None:
+        """Ask a human to approve a step: the policy's escalation target gets the story with approve and deny
+        links (and the CLI command); the incident stays active while it waits."""
+        now = self.clock()
+        wanted = next((s.name for s in policy.steps if s.kind == "escalate"), self.fallback.name)
+        notifier = self._notifier(wanted)
+        reason = f"approval needed: {step_name} on {incident.target}, within {timeout_s:g}s"
+        payload = build_payload(
+            incident, policy, await self.store.steps(incident.id), reason, now, status="awaiting_approval"
+        )
+        base = f"{self.public_url.rstrip('/')}/api/incidents/{incident.id}"
+        payload.update(
+            event="approval_requested",
+            approve_url=f"{base}/approve",
+            deny_url=f"{base}/deny",
+            approve_command=f"remediator approve {incident.id}",
+        )
+        dedup_key = f"remediator-{incident.id}-{step_index}-approval-{wanted}"
+        entry = await self.store.outbox_put(incident.id, notifier.name, dedup_key, payload, now)
+        await self.store.audit(
+            incident.id, "approval_queued", {"notifier": notifier.name, "dedup_key": dedup_key}, now
+        )
+        if entry.status == "pending":
             self._spawn(entry)
 
     async def incident_resolved(self, incident: Incident) -> None:
@@ -354,7 +384,7 @@ class Escalator:
 
     async def _send(self, notifier: Notifier, entry: OutboxEntry) -> None:
         event = entry.payload.get("event", "escalate")
-        if event == "escalate":
+        if event in ("escalate", "approval_requested"):  # an approval request reads as an escalation with links
             await notifier.send(entry.payload, entry.dedup_key)
         elif event == "resolve" and isinstance(notifier, Resolver):
             await notifier.resolve(entry.payload, entry.dedup_key)

@@ -238,7 +238,7 @@ class Runner:
 
     async def _preflight(self, incident: Incident, policy: Policy, step: Step) -> Refusal | None:
         """What must hold before an action, besides the limits: a human's yes, and the healthy floor."""
-        if step.approval is not None and not await self._approved(incident, step):
+        if step.approval is not None and not await self._approved(incident, policy, step):
             return Refusal("approval_denied", f"{step.name} on {incident.target} was not approved")
         floor = policy.healthy_floor
         if floor is None:
@@ -263,10 +263,13 @@ class Runner:
             return ProbeResult(None, f"no {kind} configured")
         return await probe.check(spec)
 
-    async def _approved(self, incident: Incident, step: Step) -> bool:
+    async def _approved(self, incident: Incident, policy: Policy, step: Step) -> bool:
         approval = step.approval
         assert approval is not None
         await self.gate.request_approval(incident, step, approval.timeout_s)
+        await self.escalator.request_approval(
+            incident, policy, policy.steps.index(step), step.name, approval.timeout_s
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + approval.timeout_s
         while loop.time() < deadline and not self._resolved[incident.id].is_set():
