@@ -54,6 +54,12 @@ def unknown_notifiers(policies: list[Policy], settings: Settings) -> list[str]:
     ]
 
 
+def uses_prometheus(policy: Policy) -> bool:
+    """Whether a policy's healthy floor or a verification queries Prometheus."""
+    verifies = any(s.verify is not None and s.verify.prometheus is not None for s in policy.steps)
+    return verifies or policy.healthy_floor is not None
+
+
 def webhook_token(settings: Settings) -> str | None:
     """The configured token; or one generated once and kept in ``<state_dir>/token`` (mode 0600)."""
     if settings.server.token is not None:
@@ -99,7 +105,7 @@ class App:
         self.metrics = Metrics(CollectorRegistry())
         self.store = build_store(settings)
         self.docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, settings.docker.threads)
-        self.actions: dict[str, Action] = build_actions(self.docker)
+        self.actions: dict[str, Action] = build_actions(self.docker, settings)
         self.notifiers: dict[str, Notifier] = build_notifiers(settings.escalation)
         self.gate = Gate(self.store, settings.guards, self.metrics, clock)
         self.escalator = Escalator(
@@ -112,7 +118,7 @@ class App:
             settings.escalation.attempts,
             settings.escalation.backoff_max_s,
         )
-        self.probes: dict[str, Probe] = build_probes()
+        self.probes: dict[str, Probe] = build_probes(settings)
         self.runner = Runner(
             self.store, self.actions, self.probes, self.gate, self.escalator, self.metrics, clock, retry
         )
@@ -127,6 +133,11 @@ class App:
 
     async def start(self) -> None:
         self.policies = load_policies(self.settings)
+        needing = [p.name for p in self.policies if uses_prometheus(p)]
+        if needing and "prometheus" not in self.probes:
+            raise ConfigError(
+                f"policies {', '.join(needing)} query Prometheus: set REMEDIATOR_PROMETHEUS__URL"
+            )
         for missing in unknown_notifiers(self.policies, self.settings):
             logger.warning("escalation target not configured, escalations go to the log: %s", missing)
         self.metrics.policies_loaded.set(len(self.policies))

@@ -92,8 +92,9 @@ class PostgresSettings(BaseModel):
 class PrometheusSettings(BaseModel):
     """The Prometheus that ``prometheus`` verification checks query."""
 
-    url: str | None = None
-    """Base URL (``http://127.0.0.1:9090``). Unset: policies with a prometheus check are refused at start."""
+    url: str | None = "http://127.0.0.1:9090"
+    """Base URL. While it cannot be reached, checks read "no data": never healthy, never recovered. Set it
+    empty to run without Prometheus; policies that query it are then refused at start."""
     timeout_s: float = Field(default=5.0, gt=0)
     """Seconds one query may take."""
 
