@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 from helpers import alert, eventually, notification
 from realparts import DockerDaemon
-from test_replicas import POLICY, Replica, post_everywhere, restarts
+from test_replicas import POLICY, Replica, post_everywhere, remove_containers, restarts
 
 
 @pytest.fixture
 def daemon(tmp_path: Path, docker_daemon: DockerDaemon) -> Iterator[Callable[[], Replica]]:
+    """A daemon on SQLite; containers named rep-* are removed afterwards, since the slow ones (no init) would
+    make every later stop of the shared Docker daemon wait out its timeout."""
     started: list[Replica] = []
     policies = tmp_path / "policies"
     policies.mkdir()
@@ -38,6 +40,7 @@ def daemon(tmp_path: Path, docker_daemon: DockerDaemon) -> Iterator[Callable[[],
     yield start
     for replica in started:
         replica.stop()
+    remove_containers(docker_daemon, "rep-")
 
 
 def query(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:

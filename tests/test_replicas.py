@@ -109,6 +109,13 @@ def replicas(
     yield start
     for replica in started:
         replica.stop()
+    remove_containers(docker_daemon, "rep-")
+
+
+def remove_containers(docker_daemon: DockerDaemon, prefix: str) -> None:
+    for container in docker_daemon.client.containers.list(all=True):
+        if container.name.startswith(prefix):
+            container.remove(force=True)
 
 
 async def post_everywhere(replicas: list[Replica], bodies: list[dict[str, Any]]) -> None:

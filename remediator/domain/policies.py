@@ -122,6 +122,16 @@ class HttpCheck(_Frozen):
     body: str | None = None
     timeout_s: float = Field(default=5.0, gt=0, le=60)
 
+    @field_validator("body")
+    @classmethod
+    def _body_is_a_regex(cls, body: str | None) -> str | None:
+        if body is not None:
+            try:
+                re.compile(body)
+            except re.error as exc:
+                raise ValueError(f"body {body!r} is not a regex: {exc}") from exc
+        return body
+
 
 class PrometheusCheck(_Frozen):
     """A PromQL instant query that must return at least one sample, every one of them non-zero."""

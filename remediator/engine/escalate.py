@@ -384,7 +384,10 @@ class Escalator:
 
     async def _send(self, notifier: Notifier, entry: OutboxEntry) -> None:
         event = entry.payload.get("event", "escalate")
-        if event in ("escalate", "approval_requested"):  # an approval request reads as an escalation with links
+        if event in (
+            "escalate",
+            "approval_requested",
+        ):  # an approval request reads as an escalation with links
             await notifier.send(entry.payload, entry.dedup_key)
         elif event == "resolve" and isinstance(notifier, Resolver):
             await notifier.resolve(entry.payload, entry.dedup_key)
