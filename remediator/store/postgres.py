@@ -28,6 +28,7 @@ from remediator.domain.incidents import (
 )
 from remediator.errors import StoreError
 from remediator.store.base import Firing, FiringResult, History, IntakeEvent, IntakeResult, Resolved
+from remediator.store.rows import audit_of, incident_of, outbox_of, step_of
 
 T = TypeVar("T")
 
@@ -76,33 +77,6 @@ ADMISSION_LOCK = 0x72656D6564690002
 def _key_lock(policy: str, target: str) -> int:
     digest = hashlib.blake2b(f"{policy}\x1f{target}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _incident(row: asyncpg.Record) -> Incident:
-    return Incident(
-        id=row["id"],
-        policy=row["policy"],
-        target=row["target"],
-        status=row["status"],
-        severity=row["severity"],
-        opened_at=row["opened_at"],
-        updated_at=row["updated_at"],
-        labels=json.loads(row["labels"]),
-        annotations=json.loads(row["annotations"]),
-        reason=row["reason"],
-    )
-
-
-def _outbox(row: asyncpg.Record) -> OutboxEntry:
-    return OutboxEntry(
-        id=row["id"],
-        incident_id=row["incident_id"],
-        notifier=row["notifier"],
-        dedup_key=row["dedup_key"],
-        payload=json.loads(row["payload"]),
-        attempts=row["attempts"],
-        status=row["status"],
-    )
 
 
 def _count(status: str) -> int:
@@ -166,7 +140,7 @@ async def _record_firing(
         "inbox_id": event.inbox_id,
     }
     await _audit(db, row["id"], kind, detail, now)
-    return FiringResult(incident=_incident(row), created=created, duplicate=duplicate)
+    return FiringResult(incident=incident_of(row), created=created, duplicate=duplicate)
 
 
 async def _record_resolved(db: asyncpg.Connection, fingerprint: str, now: float) -> list[Incident]:
@@ -192,7 +166,7 @@ async def _record_resolved(db: asyncpg.Connection, fingerprint: str, now: float)
                 await _audit(
                     db, incident_id, "resolved", {"reason": "every alert of the incident resolved"}, now
                 )
-                closed.append(_incident(row))
+                closed.append(incident_of(row))
     return closed
 
 
@@ -324,7 +298,7 @@ class PostgresStore:
                 now,
                 limit,
             )
-            return sorted((_incident(r) for r in rows), key=lambda i: i.id)
+            return sorted((incident_of(r) for r in rows), key=lambda i: i.id)
 
         return await self._tx(claim)
 
@@ -413,7 +387,7 @@ class PostgresStore:
     async def get_incident(self, incident_id: int) -> Incident | None:
         async def get(db: asyncpg.Connection) -> Incident | None:
             row = await db.fetchrow("SELECT * FROM incidents WHERE id = $1", incident_id)
-            return None if row is None else _incident(row)
+            return None if row is None else incident_of(row)
 
         return await self._tx(get)
 
@@ -424,14 +398,14 @@ class PostgresStore:
                 status,
                 limit,
             )
-            return [_incident(r) for r in rows]
+            return [incident_of(r) for r in rows]
 
         return await self._tx(list_)
 
     async def open_incidents(self) -> list[Incident]:
         async def open_(db: asyncpg.Connection) -> list[Incident]:
             return [
-                _incident(r)
+                incident_of(r)
                 for r in await db.fetch("SELECT * FROM incidents WHERE status <> 'resolved' ORDER BY id")
             ]
 
@@ -440,21 +414,7 @@ class PostgresStore:
     async def steps(self, incident_id: int) -> list[StepRecord]:
         async def steps(db: asyncpg.Connection) -> list[StepRecord]:
             rows = await db.fetch("SELECT * FROM steps WHERE incident_id = $1 ORDER BY id", incident_id)
-            return [
-                StepRecord(
-                    id=r["id"],
-                    incident_id=r["incident_id"],
-                    index=r["idx"],
-                    kind=r["kind"],
-                    name=r["name"],
-                    attempt=r["attempt"],
-                    status=r["status"],
-                    started_at=r["started_at"],
-                    finished_at=r["finished_at"],
-                    detail=r["detail"],
-                )
-                for r in rows
-            ]
+            return [step_of(r) for r in rows]
 
         return await self._tx(steps)
 
@@ -466,16 +426,7 @@ class PostgresStore:
                 rows = await db.fetch(
                     "SELECT * FROM audit WHERE incident_id = $1 ORDER BY id LIMIT $2", incident_id, limit
                 )
-            return [
-                AuditRecord(
-                    id=r["id"],
-                    at=r["at"],
-                    incident_id=r["incident_id"],
-                    kind=r["kind"],
-                    detail=json.loads(r["detail"]),
-                )
-                for r in rows
-            ]
+            return [audit_of(r) for r in rows]
 
         return await self._tx(trail)
 
@@ -567,14 +518,14 @@ class PostgresStore:
             )
             row = await db.fetchrow("SELECT * FROM outbox WHERE dedup_key = $1", dedup_key)
             assert row is not None
-            return _outbox(row)
+            return outbox_of(row)
 
         return await self._tx(put)
 
     async def outbox_pending(self) -> list[OutboxEntry]:
         async def pending(db: asyncpg.Connection) -> list[OutboxEntry]:
             return [
-                _outbox(r)
+                outbox_of(r)
                 for r in await db.fetch("SELECT * FROM outbox WHERE status = 'pending' ORDER BY id")
             ]
 

@@ -25,6 +25,7 @@ from remediator.domain.incidents import (
 )
 from remediator.errors import StoreError
 from remediator.store.base import Firing, FiringResult, History, IntakeEvent, IntakeResult, Resolved
+from remediator.store.rows import audit_of, incident_of, outbox_of, step_of
 
 T = TypeVar("T")
 
@@ -71,33 +72,6 @@ MIGRATIONS: tuple[str, ...] = (
 
 # One process owns a SQLite file; every store object on that file shares one admission lock.
 _ADMISSION: dict[Path, asyncio.Lock] = {}
-
-
-def _incident(row: sqlite3.Row) -> Incident:
-    return Incident(
-        id=row["id"],
-        policy=row["policy"],
-        target=row["target"],
-        status=row["status"],
-        severity=row["severity"],
-        opened_at=row["opened_at"],
-        updated_at=row["updated_at"],
-        labels=json.loads(row["labels"]),
-        annotations=json.loads(row["annotations"]),
-        reason=row["reason"],
-    )
-
-
-def _outbox(row: sqlite3.Row) -> OutboxEntry:
-    return OutboxEntry(
-        id=row["id"],
-        incident_id=row["incident_id"],
-        notifier=row["notifier"],
-        dedup_key=row["dedup_key"],
-        payload=json.loads(row["payload"]),
-        attempts=row["attempts"],
-        status=row["status"],
-    )
 
 
 def _audit(
@@ -151,7 +125,7 @@ def _record_firing(
         "inbox_id": event.inbox_id,
     }
     _audit(db, incident_id, kind, detail, now)
-    return FiringResult(incident=_incident(row), created=created, duplicate=duplicate)
+    return FiringResult(incident=incident_of(row), created=created, duplicate=duplicate)
 
 
 def _record_resolved(db: sqlite3.Connection, fingerprint: str, now: float) -> list[Incident]:
@@ -181,7 +155,7 @@ def _record_resolved(db: sqlite3.Connection, fingerprint: str, now: float) -> li
             )
             _audit(db, incident_id, "resolved", {"reason": "every alert of the incident resolved"}, now)
             closed.append(
-                _incident(db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone())
+                incident_of(db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone())
             )
     return closed
 
@@ -348,7 +322,7 @@ class SqliteStore:
     async def get_incident(self, incident_id: int) -> Incident | None:
         def get(db: sqlite3.Connection) -> Incident | None:
             row = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-            return None if row is None else _incident(row)
+            return None if row is None else incident_of(row)
 
         return await self._run(get)
 
@@ -361,35 +335,21 @@ class SqliteStore:
                     "SELECT * FROM incidents WHERE status = ? ORDER BY id DESC LIMIT ?",
                     (status, limit),
                 )
-            return [_incident(row) for row in rows]
+            return [incident_of(row) for row in rows]
 
         return await self._run(list_)
 
     async def open_incidents(self) -> list[Incident]:
         def open_(db: sqlite3.Connection) -> list[Incident]:
             rows = db.execute("SELECT * FROM incidents WHERE status != 'resolved' ORDER BY id")
-            return [_incident(row) for row in rows]
+            return [incident_of(row) for row in rows]
 
         return await self._run(open_)
 
     async def steps(self, incident_id: int) -> list[StepRecord]:
         def steps(db: sqlite3.Connection) -> list[StepRecord]:
             rows = db.execute("SELECT * FROM steps WHERE incident_id = ? ORDER BY id", (incident_id,))
-            return [
-                StepRecord(
-                    id=r["id"],
-                    incident_id=r["incident_id"],
-                    index=r["idx"],
-                    kind=r["kind"],
-                    name=r["name"],
-                    attempt=r["attempt"],
-                    status=r["status"],
-                    started_at=r["started_at"],
-                    finished_at=r["finished_at"],
-                    detail=r["detail"],
-                )
-                for r in rows
-            ]
+            return [step_of(r) for r in rows]
 
         return await self._run(steps)
 
@@ -401,16 +361,7 @@ class SqliteStore:
                 rows = db.execute(
                     "SELECT * FROM audit WHERE incident_id = ? ORDER BY id LIMIT ?", (incident_id, limit)
                 ).fetchall()
-            return [
-                AuditRecord(
-                    id=r["id"],
-                    at=r["at"],
-                    incident_id=r["incident_id"],
-                    kind=r["kind"],
-                    detail=json.loads(r["detail"]),
-                )
-                for r in rows
-            ]
+            return [audit_of(r) for r in rows]
 
         return await self._run(trail)
 
@@ -425,7 +376,7 @@ class SqliteStore:
                 " WHERE status = 'active' AND (lease_until < ? OR lease_owner = ?) ORDER BY id LIMIT ?) RETURNING *",
                 (owner, lease_until, now, owner, limit),
             ).fetchall()
-            return sorted((_incident(r) for r in rows), key=lambda i: i.id)
+            return sorted((incident_of(r) for r in rows), key=lambda i: i.id)
 
         return await self._run(claim)
 
@@ -529,14 +480,14 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?, 'pending', ?)",
                 (incident_id, notifier, dedup_key, json.dumps(payload, sort_keys=True), now),
             )
-            return _outbox(db.execute("SELECT * FROM outbox WHERE dedup_key = ?", (dedup_key,)).fetchone())
+            return outbox_of(db.execute("SELECT * FROM outbox WHERE dedup_key = ?", (dedup_key,)).fetchone())
 
         return await self._run(put)
 
     async def outbox_pending(self) -> list[OutboxEntry]:
         def pending(db: sqlite3.Connection) -> list[OutboxEntry]:
             return [
-                _outbox(r) for r in db.execute("SELECT * FROM outbox WHERE status = 'pending' ORDER BY id")
+                outbox_of(r) for r in db.execute("SELECT * FROM outbox WHERE status = 'pending' ORDER BY id")
             ]
 
         return await self._run(pending)

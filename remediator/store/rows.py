@@ -1,0 +1,65 @@
+"""Rows to domain objects, shared by both stores: sqlite3.Row and asyncpg.Record both index by column name,
+and both stores keep JSON in text columns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, StepRecord
+
+
+class Row(Protocol):
+    def __getitem__(self, key: str) -> Any: ...
+
+
+def incident_of(row: Row) -> Incident:
+    return Incident(
+        id=row["id"],
+        policy=row["policy"],
+        target=row["target"],
+        status=row["status"],
+        severity=row["severity"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        labels=json.loads(row["labels"]),
+        annotations=json.loads(row["annotations"]),
+        reason=row["reason"],
+    )
+
+
+def outbox_of(row: Row) -> OutboxEntry:
+    return OutboxEntry(
+        id=row["id"],
+        incident_id=row["incident_id"],
+        notifier=row["notifier"],
+        dedup_key=row["dedup_key"],
+        payload=json.loads(row["payload"]),
+        attempts=row["attempts"],
+        status=row["status"],
+    )
+
+
+def step_of(row: Row) -> StepRecord:
+    return StepRecord(
+        id=row["id"],
+        incident_id=row["incident_id"],
+        index=row["idx"],
+        kind=row["kind"],
+        name=row["name"],
+        attempt=row["attempt"],
+        status=row["status"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        detail=row["detail"],
+    )
+
+
+def audit_of(row: Row) -> AuditRecord:
+    return AuditRecord(
+        id=row["id"],
+        at=row["at"],
+        incident_id=row["incident_id"],
+        kind=row["kind"],
+        detail=json.loads(row["detail"]),
+    )
