@@ -9,6 +9,7 @@ a drill never touches what the policy could not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.error
@@ -18,8 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from remediator.actions.docker import DockerBackend
+from remediator.actions.postgres import PostgresBackend
 from remediator.domain.policies import Policy
-from remediator.errors import RemediatorError
+from remediator.errors import ActionError, RemediatorError
 from remediator.policy.matching import target_of
 from remediator.settings import Settings
 
@@ -130,6 +132,8 @@ async def run_drill(
     if injected == "alert" and not alertmanager_url:
         raise RemediatorError("this drill posts a synthetic alert: give --alertmanager URL")
     started = time.time()
+    holder: asyncio.Task[None] | None = None
+    release = asyncio.Event()
     if injected == "stop_container":
         docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, 1)
         try:
@@ -140,15 +144,41 @@ async def run_drill(
         assert alertmanager_url is not None
         _post_json(f"{alertmanager_url.rstrip('/')}/api/v2/alerts", [synthetic_alert(policy, target)])
     else:
-        raise RemediatorError(f"injection {injected!r} is not available in this version; use inject: alert")
+        holder = await _hold_idle_transaction(settings, target, release)
     try:
         await _follow(report, api, started, timeout_s or criteria.recover_within_s + 30, poll_s)
     finally:
         if injected == "alert" and alertmanager_url:
-            _post_json(
-                f"{alertmanager_url.rstrip('/')}/api/v2/alerts", [synthetic_alert(policy, target, ends=True)]
-            )
+            ended = synthetic_alert(policy, target, ends=True)
+            _post_json(f"{alertmanager_url.rstrip('/')}/api/v2/alerts", [ended])
+        if holder is not None:
+            release.set()
+            with contextlib.suppress(ActionError):  # remediation may well have terminated it: the point
+                await holder
     return report
+
+
+async def _hold_idle_transaction(
+    settings: Settings, target: str, release: asyncio.Event
+) -> asyncio.Task[None]:
+    """A session that opens a transaction and then sits idle in it, until the drill ends."""
+    backend = PostgresBackend(settings.postgres)
+    began = asyncio.Event()
+
+    async def hold(connection: Any) -> None:
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute("SELECT 1")
+        began.set()
+        await release.wait()  # the connection closes after this, which rolls the transaction back
+
+    task = asyncio.create_task(backend.call(target, hold, application_name="remediator-drill"))
+    waiter = asyncio.create_task(began.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # the connection failed: raise its ActionError now
+    return task
 
 
 async def _follow(

@@ -66,8 +66,13 @@ class PostgresBackend:
     def __init__(self, settings: PostgresSettings) -> None:
         self._targets: Mapping[str, PostgresTarget] = dict(settings.targets)
 
-    async def call(self, target: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``fn(connection)`` on the instance named ``target``; map every failure to a typed ActionError."""
+    async def call(
+        self, target: str, fn: Callable[[Any], Awaitable[T]], application_name: str = APPLICATION_NAME
+    ) -> T:
+        """Run ``fn(connection)`` on the instance named ``target``; map every failure to a typed ActionError.
+
+        ``application_name`` is remediator's own (which its actions never touch) except for a drill's session,
+        which must look like any other client's."""
         instance = self._targets.get(target)
         if instance is None:
             known = ", ".join(sorted(self._targets)) or "none"
@@ -80,7 +85,7 @@ class PostgresBackend:
                 instance.dsn.get_secret_value(),
                 timeout=timeout,
                 command_timeout=timeout,
-                server_settings={"application_name": APPLICATION_NAME},
+                server_settings={"application_name": application_name},
             )
         except Exception as exc:
             raise _map_error(exc, target) from exc
