@@ -64,6 +64,11 @@ def webhook_token(settings: Settings) -> str | None:
     """The configured token; or one generated once and kept in ``<state_dir>/token`` (mode 0600)."""
     if settings.server.token is not None:
         return settings.server.token.get_secret_value()
+    if settings.server.token_file is not None:
+        try:
+            return settings.server.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the token file {settings.server.token_file}: {exc}") from exc
     if settings.server.auth_disabled:
         return None
     path: Path = settings.state_dir / "token"

@@ -89,6 +89,9 @@ def build_app(
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in _PUBLIC and not auth.allows(request.headers.get("Authorization", "")):
+            metrics.webhook_rejected.labels(
+                "401"
+            ).inc()  # a misconfigured Alertmanager shows on the dashboard
             return web.json_response(
                 {"error": "missing or wrong credentials"}, status=401, headers={"WWW-Authenticate": "Bearer"}
             )

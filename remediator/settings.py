@@ -25,6 +25,8 @@ class ServerSettings(BaseModel):
     token: SecretStr | None = None
     """Bearer token every request must carry (string). Unset: one is generated at start and written to
     ``<state_dir>/token``."""
+    token_file: Path | None = None
+    """File holding the token (path), e.g. a Docker secret; used when ``token`` is unset."""
     basic_username: str | None = None
     """User name accepted with HTTP basic auth (string); the password is ``token``. Unset: any user name."""
     auth_disabled: bool = False
@@ -275,7 +277,11 @@ class Settings(BaseSettings):
     """The whole configuration; read once at start by the composition root."""
 
     model_config = SettingsConfigDict(
-        env_prefix="REMEDIATOR_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+        env_prefix="REMEDIATOR_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        env_ignore_empty=True,
     )
 
     replica_id: str = Field(default_factory=socket.gethostname, min_length=1)

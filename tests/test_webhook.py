@@ -173,6 +173,9 @@ async def test_health_and_metrics_need_no_token(daemon: App, http: aiohttp.Clien
     async with http.get(url(daemon, "/metrics")) as r:
         text = await r.text()
     assert 'remediator_webhook_rejected_total{code="400"} 1.0' in text
+    await post(http, daemon, b"{}", headers={})
+    async with http.get(url(daemon, "/metrics")) as r:
+        assert 'remediator_webhook_rejected_total{code="401"} 1.0' in await r.text()
     assert f"remediator_policies_loaded {len(daemon.policies)}.0" in text and len(daemon.policies) >= 2
 
 
@@ -219,5 +222,26 @@ async def test_auth_can_be_turned_off_explicitly(
     try:
         status, _ = await post(http, app, notification(alert(alertname="X")), headers={})
         assert status == 200
+    finally:
+        await app.stop()
+
+
+async def test_the_token_can_come_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-docker-secret\n")
+    for key, value in settings_env(tmp_path, REMEDIATOR_SERVER__TOKEN_FILE=str(secret)).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("REMEDIATOR_SERVER__TOKEN")
+    monkeypatch.setenv("REMEDIATOR_ESCALATION__TARGETS", "")  # empty means unset, not a JSON error
+    app = App(Settings())
+    await app.start()
+    try:
+        body = notification(alert(alertname="X"))
+        assert (await post(http, app, body, headers={"Authorization": f"Bearer {TOKEN}"}))[0] == 401
+        assert (await post(http, app, body, headers={"Authorization": "Bearer from-a-docker-secret"}))[
+            0
+        ] == 200
     finally:
         await app.stop()
