@@ -38,6 +38,8 @@ class DrillReport:
     acted_s: float | None = None
     recovered_s: float | None = None
     outcome: str = ""
+    intact: bool = False
+    """Nothing lost: the alert opened the incident, every step finished, the timeline ends resolved."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -47,6 +49,7 @@ class DrillReport:
             and self.detected_s <= self.detect_within_s
             and self.recovered_s is not None
             and self.recovered_s <= self.recover_within_s
+            and self.intact
         )
 
     def render(self) -> str:
@@ -62,6 +65,7 @@ class DrillReport:
             f"  acted      {cell(self.acted_s)}",
             f"  recovered  {cell(self.recovered_s, self.recover_within_s)}",
             f"  incident   {self.incident_id if self.incident_id is not None else '-'} {self.outcome}",
+            f"  lost       {'nothing' if self.intact else 'see notes'}",
             *(f"  note: {n}" for n in self.notes),
             f"  result     {'PASS' if self.passed else 'FAIL'}",
         ]
@@ -181,6 +185,16 @@ async def _hold_idle_transaction(
     return task
 
 
+def _accounted(incident: dict[str, Any], report: DrillReport) -> bool:
+    kinds = [entry["kind"] for entry in incident["timeline"]]
+    unfinished = [s for s in incident["steps"] if s["status"] in ("started", "interrupted")]
+    for step in unfinished:
+        report.notes.append(f"step {step['name']} #{step['attempt']} never finished")
+    if "opened" not in kinds or "resolved" not in kinds:
+        report.notes.append("the timeline lacks the opening alert or the resolution")
+    return not unfinished and "opened" in kinds and "resolved" in kinds
+
+
 async def _follow(
     report: DrillReport, api: DaemonAPI, started: float, timeout_s: float, poll_s: float
 ) -> None:
@@ -201,6 +215,7 @@ async def _follow(
             if incident["status"] == "resolved":
                 report.recovered_s = incident["updated_at"] - started
                 report.outcome = "resolved"
+                report.intact = _accounted(incident, report)
                 return
             if incident["status"] == "escalated":
                 report.outcome = f"escalated: {incident['reason']}"

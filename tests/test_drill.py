@@ -100,7 +100,12 @@ async def test_a_drill_stops_the_container_and_times_the_recovery(
         assert report.detected_s is not None and report.acted_s is not None and report.recovered_s is not None
         assert 0 <= report.detected_s <= report.acted_s <= report.recovered_s <= 60
         text = report.render()
-        assert "detected" in text and "recovered" in text and text.endswith("PASS")
+        assert (
+            "detected" in text
+            and "recovered" in text
+            and "lost       nothing" in text
+            and text.endswith("PASS")
+        )
     finally:
         await app.stop()
 
