@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from remediator.actions.base import Action, Probe, ProbeResult
+from remediator.actions.base import Action, Params, Probe, ProbeResult
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
 from remediator.domain.outcomes import Outcome
@@ -343,32 +343,17 @@ class Runner:
             step_id = await self.store.step_started(
                 incident.id, index, step.kind, step.name, attempt, self.clock()
             )
-        started = time.monotonic()
         self._busy.add(incident.id)
         try:
-            async for retry in AsyncRetrying(
-                stop=stop_after_attempt(self.retry.tries),
-                wait=wait_exponential(multiplier=self.retry.initial_s, max=self.retry.max_s),
-                retry=retry_if_exception_type(TemporaryActionError),
-                reraise=True,
-            ):
-                with retry:
-                    detail = await action.run(incident.target, params)
-            outcome = Outcome("ok", detail, time.monotonic() - started)
-        except TemporaryActionError as exc:
-            outcome = Outcome("temporary", str(exc), time.monotonic() - started)
-        except PermanentActionError as exc:
-            outcome = Outcome("permanent", str(exc), time.monotonic() - started)
-        except Exception as exc:  # unknown errors count as permanent (ARCHITECTURE decision 8)
-            logger.exception("action %s on %s raised an unmapped error", step.name, incident.target)
-            outcome = Outcome("permanent", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+            outcome = await self._run_action(incident, step, action, params)
+            # still busy: a shutdown must wait until the result is recorded, or the step looks interrupted
+            await self.store.step_finished(
+                step_id, "ok" if outcome.ok else "failed", outcome.detail, self.clock()
+            )
         finally:
             self._busy.discard(incident.id)
             if not self._busy:
                 self._idle.set()
-        await self.store.step_finished(
-            step_id, "ok" if outcome.ok else "failed", outcome.detail, self.clock()
-        )
         self.metrics.actions.labels(policy.name, step.name, outcome.kind).inc()
         self.metrics.action_duration.labels(step.name).observe(outcome.duration_s)
         logger.info(
@@ -381,6 +366,27 @@ class Runner:
             outcome.duration_s,
         )
         return outcome
+
+    async def _run_action(self, incident: Incident, step: Step, action: Action, params: Params) -> Outcome:
+        """The action itself, retried on temporary errors; every exception becomes an Outcome."""
+        started = time.monotonic()
+        try:
+            async for retry in AsyncRetrying(
+                stop=stop_after_attempt(self.retry.tries),
+                wait=wait_exponential(multiplier=self.retry.initial_s, max=self.retry.max_s),
+                retry=retry_if_exception_type(TemporaryActionError),
+                reraise=True,
+            ):
+                with retry:
+                    detail = await action.run(incident.target, params)
+            return Outcome("ok", detail, time.monotonic() - started)
+        except TemporaryActionError as exc:
+            return Outcome("temporary", str(exc), time.monotonic() - started)
+        except PermanentActionError as exc:
+            return Outcome("permanent", str(exc), time.monotonic() - started)
+        except Exception as exc:  # unknown errors count as permanent (ARCHITECTURE decision 8)
+            logger.exception("action %s on %s raised an unmapped error", step.name, incident.target)
+            return Outcome("permanent", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
 
     async def _skip_rest(self, incident: Incident, policy: Policy, index: int) -> None:
         skipped = [s.name for s in policy.steps[index:]]
@@ -413,6 +419,7 @@ class Runner:
     async def drain(self, grace_s: float) -> None:
         """Stop the ladders once no action is running (or ``grace_s`` passed): a running action is let finish,
         a waiting ladder (verification, backoff) is cancelled. The next start resumes them from the store."""
+        logger.info("draining: %d ladders, %d with an action running", len(self._tasks), len(self._busy))
         if self._busy:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
