@@ -267,6 +267,28 @@ def _report(verb: str, target: str, result: _Signalled, found: int) -> str:
 
 
 @dataclass(frozen=True)
+class _Sweep:
+    """What terminate_idle and cancel_long_queries share: find the candidates, signal each one again only if
+    it still qualifies, and report; finding none is a failure, so the ladder moves on at once instead of
+    waiting out a verification window for a change that was never made."""
+
+    candidates: str
+    signal: str
+    signal_args: Callable[[Any], list[Any]]
+    verb: str
+    nothing: str
+
+    async def run(self, connection: Any, target: str, params: SessionFilter, threshold_s: float) -> str:
+        rows = await connection.fetch(self.candidates, *_filters(params), threshold_s, params.max_sessions)
+        if not rows:
+            raise PermanentActionError(
+                f"{self.nothing} on {target}{_describe(params)}{await _hidden(connection)}"
+            )
+        result = await _signal_each(connection, rows, self.signal, self.signal_args)
+        return _report(self.verb, target, result, len(rows))
+
+
+@dataclass(frozen=True)
 class TerminateIdle:
     """``postgres.terminate_idle``: terminate sessions idle in transaction for longer than ``idle_s``."""
 
@@ -278,24 +300,14 @@ class TerminateIdle:
 
     async def run(self, target: str, params: Params) -> str:
         assert isinstance(params, TerminateIdleParams)
-
-        async def terminate(connection: Any) -> str:
-            rows = await connection.fetch(
-                _IDLE_CANDIDATES, *_filters(params), params.idle_s, params.max_sessions
-            )
-            if not rows:
-                # Nothing this action can do: say so as a failure, so the ladder moves on at once instead of
-                # waiting out a verification window for a change that was never made.
-                raise PermanentActionError(
-                    f"nothing to terminate: no session idle in transaction for over {params.idle_s:g}s "
-                    f"on {target}{_describe(params)}{await _hidden(connection)}"
-                )
-            result = await _signal_each(
-                connection, rows, _TERMINATE, lambda r: [r["pid"], r["backend_start"], params.idle_s]
-            )
-            return _report("terminated", target, result, len(rows))
-
-        return await self.backend_.call(target, terminate)
+        sweep = _Sweep(
+            candidates=_IDLE_CANDIDATES,
+            signal=_TERMINATE,
+            signal_args=lambda r: [r["pid"], r["backend_start"], params.idle_s],
+            verb="terminated",
+            nothing=f"nothing to terminate: no session idle in transaction for over {params.idle_s:g}s",
+        )
+        return await self.backend_.call(target, lambda c: sweep.run(c, target, params, params.idle_s))
 
 
 @dataclass(frozen=True)
@@ -310,22 +322,14 @@ class CancelLongQueries:
 
     async def run(self, target: str, params: Params) -> str:
         assert isinstance(params, CancelQueriesParams)
-
-        async def cancel(connection: Any) -> str:
-            rows = await connection.fetch(
-                _QUERY_CANDIDATES, *_filters(params), params.running_s, params.max_sessions
-            )
-            if not rows:
-                raise PermanentActionError(
-                    f"nothing to cancel: no query running for over {params.running_s:g}s "
-                    f"on {target}{_describe(params)}{await _hidden(connection)}"
-                )
-            result = await _signal_each(
-                connection, rows, _CANCEL, lambda r: [r["pid"], r["backend_start"], r["query_start"]]
-            )
-            return _report("cancelled", target, result, len(rows))
-
-        return await self.backend_.call(target, cancel)
+        sweep = _Sweep(
+            candidates=_QUERY_CANDIDATES,
+            signal=_CANCEL,
+            signal_args=lambda r: [r["pid"], r["backend_start"], r["query_start"]],
+            verb="cancelled",
+            nothing=f"nothing to cancel: no query running for over {params.running_s:g}s",
+        )
+        return await self.backend_.call(target, lambda c: sweep.run(c, target, params, params.running_s))
 
 
 _ACTIVITY_STATES = """
