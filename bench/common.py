@@ -38,16 +38,21 @@ PYTHON = sys.executable
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def realparts() -> ModuleType:
-    """tests/realparts.py, the same private dockerd, Prometheus and Alertmanager the tests use."""
-    if "realparts" in sys.modules:
-        return sys.modules["realparts"]
-    spec = importlib.util.spec_from_file_location("realparts", REPO / "tests" / "realparts.py")
+def _tests_module(name: str) -> ModuleType:
+    """A module of tests/ (loaded by path: bench/ is not a package of it), so both use one copy."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["realparts"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def realparts() -> ModuleType:
+    """tests/realparts.py, the same private dockerd, Prometheus and Alertmanager the tests use."""
+    return _tests_module("realparts")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -258,34 +263,16 @@ def alert_json(
     starts_at: str = "2026-11-23T10:00:00Z",
     **labels: str,
 ) -> dict[str, Any]:
-    return {
-        "status": status,
-        "labels": {"alertname": alertname, "severity": "critical", **labels},
-        "annotations": {
-            "summary": f"{alertname} fired",
-            "runbook_url": f"https://runbooks.example.com/{alertname}",
-        },
-        "startsAt": starts_at,
-        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-23T10:05:00Z",
-        "generatorURL": "http://prometheus:9090/graph?g0.expr=up%3D%3D0",
-        "fingerprint": fingerprint,
-    }
+    """One alert as Alertmanager sends it: the tests' own shape (tests/helpers.py), so both measure the same."""
+    alert: dict[str, Any] = _tests_module("helpers").alert(
+        alertname, status=status, fingerprint=fingerprint, starts_at=starts_at, **labels
+    )
+    return alert
 
 
 def notification_json(*alerts: dict[str, Any]) -> dict[str, Any]:
-    first = alerts[0]["labels"]
-    return {
-        "version": "4",
-        "groupKey": f'{{}}/{{}}:{{alertname="{first["alertname"]}", container="{first.get("container", "")}"}}',
-        "truncatedAlerts": 0,
-        "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
-        "receiver": "remediator",
-        "groupLabels": {"alertname": first["alertname"], "container": first.get("container", "")},
-        "commonLabels": dict(first),
-        "commonAnnotations": dict(alerts[0]["annotations"]),
-        "externalURL": "http://alertmanager:9093",
-        "alerts": list(alerts),
-    }
+    body: dict[str, Any] = _tests_module("helpers").notification(*alerts)
+    return body
 
 
 def post_request(port: int, body: dict[str, Any], path: str = "/alerts", token: str = TOKEN) -> bytes:
