@@ -24,7 +24,7 @@ from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.leases import LeaseKeeper
 from remediator.engine.runner import RetryPolicy, Runner
-from remediator.errors import ConfigError
+from remediator.errors import ConfigError, StoreError
 from remediator.escalation.base import Notifier
 from remediator.escalation.catalogue import build_notifiers
 from remediator.escalation.log import LogNotifier
@@ -223,7 +223,11 @@ class App:
         held = self.runner.incident_ids()
         await self.runner.drain(grace)
         if self.leases is not None:
-            await self.store.release_leases(self.settings.replica_id, held)
+            try:
+                await self.store.release_leases(self.settings.replica_id, held)
+            except StoreError as exc:
+                # Harmless: unreleased leases expire and another replica (or the next start) claims them.
+                logger.warning("could not release the leases of %d incidents: %s", len(held), exc)
         await self.escalator.drain(grace)
         for notifier in self.notifiers.values():
             await notifier.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -59,6 +61,23 @@ async def test_a_valid_notification_is_stored_before_the_200(
     # The row exists the moment the answer is out, whatever intake has done since.
     rows = await daemon.store._run(lambda db: db.execute("SELECT id, body FROM inbox").fetchall())
     assert [(r["id"], json.loads(r["body"])) for r in rows] == [(answer["inbox_id"], body)]
+
+
+async def test_a_store_that_cannot_persist_gets_503_so_alertmanager_retries(
+    daemon: App, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    status, answer = await post(http, daemon, notification(alert()))
+    assert status == 503 and "retry" in str(answer["error"])
+    monkeypatch.undo()
+    # Not acknowledged now either (the disk may have dropped pages), and an orchestrator sees it.
+    status, _ = await post(http, daemon, notification(alert()))
+    assert status == 503
+    async with http.get(url(daemon, "/readyz")) as r:
+        assert r.status == 503 and "disk failed" in (await r.json())["error"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from remediator.domain.alerts import Alert, Notification
@@ -43,6 +44,7 @@ class Intake:
         owner: str = "local",
         lease_s: float = 15.0,
         batch_max: int = 500,
+        batch_wait_s: float = 0.01,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -53,6 +55,10 @@ class Intake:
         self._queue: asyncio.Queue[tuple[int, Notification]] = asyncio.Queue()
         self._by_name = {p.name: p for p in policies}
         self.batch_max = batch_max
+        self.batch_wait_s = batch_wait_s
+        # labels() looks the child up under a lock on every call; intake counts every alert.
+        self._received: dict[tuple[str, str], Counter] = {}
+        self._decisions: dict[str, Counter] = {}
         self.owner = owner
         self.lease_s = lease_s
 
@@ -82,6 +88,9 @@ class Intake:
         """The worker loop; runs until cancelled. What queued up meanwhile is recorded in one transaction."""
         while True:
             batch = [await self._queue.get()]
+            if not self._queue.empty():
+                # A burst: let it gather, so it costs a few transactions rather than one per request.
+                await asyncio.sleep(self.batch_wait_s)
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -102,7 +111,11 @@ class Intake:
                 events.append(Note("truncated", detail))
                 policies.append(None)
             for alert in notification.alerts:
-                self.metrics.alerts_received.labels(alert.name, alert.status).inc()
+                key = (alert.name, alert.status)
+                received = self._received.get(key)
+                if received is None:
+                    received = self._received[key] = self.metrics.alerts_received.labels(*key)
+                received.inc()
                 event, policy = self._event(alert, inbox_id)
                 events.append(event)
                 policies.append(policy)
@@ -133,7 +146,10 @@ class Intake:
         return Firing(match.policy.name, target, ref, match.refused, inbox_id), match.policy
 
     def _decide(self, decision: str) -> None:
-        self.metrics.decisions.labels(decision).inc()
+        counter = self._decisions.get(decision)
+        if counter is None:
+            counter = self._decisions[decision] = self.metrics.decisions.labels(decision)
+        counter.inc()
 
     async def _firing(self, event: Firing, policy: Policy, result: FiringResult) -> None:
         if result.duplicate:

@@ -28,7 +28,7 @@ from remediator.domain.incidents import (
 )
 from remediator.errors import StoreError
 from remediator.store.base import Firing, FiringResult, History, IntakeEvent, IntakeResult, Resolved
-from remediator.store.rows import audit_of, incident_of, outbox_of, step_of
+from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of
 
 T = TypeVar("T")
 
@@ -92,7 +92,7 @@ async def _audit(
         now,
         incident_id,
         kind,
-        json.dumps(detail, sort_keys=True),
+        canonical_json(detail),
     )
 
 
@@ -114,8 +114,8 @@ async def _record_firing(
             event.target,
             alert.severity,
             now,
-            json.dumps(alert.labels, sort_keys=True),
-            json.dumps(alert.annotations, sort_keys=True),
+            canonical_json(alert.labels),
+            canonical_json(alert.annotations),
             event.reason,
             owner,
             lease_until,
@@ -513,7 +513,7 @@ class PostgresStore:
                 incident_id,
                 notifier,
                 dedup_key,
-                json.dumps(payload, sort_keys=True),
+                canonical_json(payload),
                 now,
             )
             row = await db.fetchrow("SELECT * FROM outbox WHERE dedup_key = $1", dedup_key)

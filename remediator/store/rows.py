@@ -8,6 +8,10 @@ from typing import Any, Protocol
 
 from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, StepRecord
 
+# One encoder for every JSON column: json.dumps(..., sort_keys=True) builds a new encoder per call, and intake
+# writes one audit row per alert.
+canonical_json = json.JSONEncoder(sort_keys=True).encode
+
 
 class Row(Protocol):
     def __getitem__(self, key: str) -> Any: ...
