@@ -66,7 +66,9 @@ async def test_intake_bookkeeping_does_not_wait_for_a_flush(store: SqliteStore, 
     assert await store.inbox_pending() == []
 
 
-async def test_a_failed_flush_stops_every_later_write(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_flush_stops_every_later_write(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def failing(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
