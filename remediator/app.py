@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -239,6 +240,9 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain."""
     app = App(settings)
     await app.start()
+    # Everything built so far lives as long as the process: keep it out of the collector's full passes, which
+    # otherwise took ~40 ms under load (a p99 spike in the webhook's answers).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
