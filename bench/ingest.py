@@ -1,9 +1,9 @@
 """Ingest: how many Alertmanager notifications remediator acknowledges per second, and how fast, against a
 bare aiohttp handler measured in the same run.
 
-remediator runs as `python -m remediator serve` with its durable SQLite store (WAL, synchronous=FULL) on the
-real disk and the shipped policies; the baseline is bench/bare_handler.py (parse the JSON, answer 200). Each
-notification carries one new alert that no policy takes, so what is measured is the webhook (auth,
+remediator runs as `python -m remediator serve` with its durable SQLite store (WAL, every acknowledgement
+flushed with fdatasync) on the real disk and the shipped policies; the baseline is bench/bare_handler.py
+(parse the JSON, answer 200). Each notification carries one new alert that no policy takes, so what is measured is the webhook (auth,
 validation, the inbox write that must commit before the 200) and intake's bookkeeping running beside it,
 not actions. Phases, alternating between the two servers, repeated for each round:
 

@@ -135,6 +135,7 @@ class App:
         self._keeper: asyncio.Task[None] | None = None
         self.leases: LeaseKeeper | None = None
         self._ready = False
+        self._stopped = False
         self.port = 0
 
     async def start(self) -> None:
@@ -209,7 +210,11 @@ class App:
         )
 
     async def stop(self) -> None:
-        """Stop taking alerts, let running steps finish within the grace period, then close everything."""
+        """Stop taking alerts, let running steps finish within the grace period, then close everything.
+        A second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._ready = False
         if self._web is not None:
             await self._web.cleanup()

@@ -8,7 +8,8 @@ test is broken or half-written.
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,6 +120,50 @@ async def rigs() -> AsyncIterator[list[Any]]:
         yield made
     finally:
         await close_all(made)
+
+
+@pytest_asyncio.fixture
+async def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
+    """``await start_app(**env)``: remediator in-process on a free port, with ``settings_env(tmp_path)`` plus
+    ``env``. ``policies={"db.yaml": TEXT}`` replaces the shipped policies, ``unset=[NAME]`` removes variables,
+    ``clock=`` and ``retry=`` go to App. Each call is a new daemon on the same state directory; whatever is
+    still running is stopped after the test."""
+    from helpers import settings_env  # imported here: the fixtures above must work without remediator
+
+    from remediator.app import App
+    from remediator.domain.clock import system_clock
+    from remediator.settings import Settings
+
+    started: list[App] = []
+
+    async def start(
+        *,
+        policies: dict[str, str] | None = None,
+        unset: Iterable[str] = (),
+        clock: Any = system_clock,
+        retry: Any = None,
+        **env: str,
+    ) -> App:
+        if policies is not None:
+            directory = tmp_path / "policies"
+            directory.mkdir(exist_ok=True)
+            for name, text in policies.items():
+                (directory / name).write_text(text)
+            env = {"REMEDIATOR_POLICIES_DIR": str(directory), **env}
+        for key, value in settings_env(tmp_path, **env).items():
+            monkeypatch.setenv(key, value)
+        for key in unset:
+            monkeypatch.delenv(key, raising=False)
+        app = App(Settings(), clock=clock, retry=retry)
+        await app.start()
+        started.append(app)
+        return app
+
+    try:
+        yield start
+    finally:
+        for app in started:
+            await app.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------

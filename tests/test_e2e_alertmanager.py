@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
-from helpers import TOKEN, eventually, settings_env
+from helpers import TOKEN, eventually
 from realparts import Alertmanager, CaptureServer, DockerDaemon
 
 from remediator.app import App
-from remediator.settings import Settings
 
 POLICY = """\
 name: database-down
@@ -43,36 +41,20 @@ def labels(container: str) -> dict[str, str]:
     return {"alertname": "DatabaseDown", "severity": "critical", "container": container}
 
 
-@pytest_asyncio.fixture
-async def daemon(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    docker_daemon: DockerDaemon,
-    capture_server: CaptureServer,
-) -> AsyncIterator[Callable[[float], Any]]:
+@pytest.fixture
+def daemon(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
+) -> Callable[[float], Any]:
     """A factory: start remediator in-process with a verify window of N seconds."""
-    started: list[App] = []
 
-    async def start(verify_s: float) -> App:
-        policies = tmp_path / "policies"
-        policies.mkdir()
-        (policies / "db.yaml").write_text(POLICY.replace("VERIFY", str(verify_s)))
-        env = settings_env(
-            tmp_path,
-            REMEDIATOR_POLICIES_DIR=str(policies),
+    def start(verify_s: float) -> Any:
+        return start_app(
+            policies={"db.yaml": POLICY.replace("VERIFY", str(verify_s))},
             REMEDIATOR_DOCKER__HOST=docker_daemon.host,
             REMEDIATOR_ESCALATION__TARGETS=json.dumps({"oncall": {"url": f"{capture_server.url}/hook"}}),
         )
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        app = App(Settings())
-        await app.start()
-        started.append(app)
-        return app
 
-    yield start
-    for app in started:
-        await app.stop()
+    return start
 
 
 async def started_at(docker_daemon: DockerDaemon, name: str) -> str:

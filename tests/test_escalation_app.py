@@ -4,18 +4,16 @@ and reaches every routed notifier exactly once per dedup key; the resolve follow
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
-from helpers import TOKEN, alert, eventually, notification, settings_env
+from helpers import TOKEN, alert, eventually, notification
 from realparts import CapturedRequest, CaptureServer
 
 from remediator.app import App
-from remediator.settings import Settings
 
 POLICY = """\
 name: database-down
@@ -30,38 +28,19 @@ steps:
 """
 
 
-@pytest_asyncio.fixture
-async def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
+@pytest.fixture
+def daemon(start_app: Callable[..., Any]) -> Callable[..., Any]:
     """start(**env) runs an App on the state dir of this test; each start is a new daemon on the same store."""
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "db.yaml").write_text(POLICY)
-    running: list[App] = []
 
-    async def start(**extra: str) -> App:
-        env = settings_env(
-            tmp_path,
-            REMEDIATOR_POLICIES_DIR=str(policies),
+    def start(**extra: str) -> Any:
+        return start_app(
+            policies={"db.yaml": POLICY},
             REMEDIATOR_DOCKER__HOST="unix:///nonexistent.sock",  # no action in these policies
             REMEDIATOR_SERVER__SHUTDOWN_GRACE_S="0",
             **extra,
         )
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        app = App(Settings())
-        await app.start()
-        running.append(app)
-        return app
 
-    yield start
-    for app in running:
-        if app._web is not None:
-            await app.stop()
-
-
-async def stop(app: App) -> None:
-    await app.stop()
-    app._web = None  # the fixture must not stop it twice
+    return start
 
 
 async def post(app: App, *alerts: dict[str, Any]) -> None:
@@ -95,7 +74,7 @@ async def test_down_for_3_attempts_with_a_restart_in_between_delivers_exactly_on
     await post(first, alert(container="db"))
     await capture_server.wait_for(1, timeout=10)
     await eventually(lambda: _attempted(first))  # the refusal is recorded: stop between two attempts
-    await stop(first)
+    await first.stop()
     tried_before_restart = len(capture_server.requests)
     (pending,) = await _pending(tmp_store := first.store.path)  # still in the outbox, across the restart
     assert pending["attempts"] == tried_before_restart and "503" in pending["error"]
@@ -127,7 +106,7 @@ async def test_every_routed_notifier_gets_it_once_across_a_restart_and_the_resol
     first = await daemon(**env, REMEDIATOR_ESCALATION__BACKOFF_MAX_S="5")
     await post(first, alert(container="db"))
     await capture_server.wait_for(3, timeout=10)  # each notifier's first attempt, all refused
-    await stop(first)
+    await first.stop()
 
     second = await daemon(**env, REMEDIATOR_ESCALATION__BACKOFF_MAX_S="0.1")
     await eventually(lambda: len(_ok(capture_server)) >= 3, timeout=15)

@@ -6,19 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import pytest_asyncio
 import yaml
 from aiohttp import web
-from helpers import TOKEN, alert, eventually, notification, settings_env
+from helpers import TOKEN, alert, eventually, notification
 from realparts import DockerDaemon, Prometheus, free_port
 
 from remediator.app import App
-from remediator.settings import Settings
 
 POLICY = """\
 name: web-floor
@@ -65,8 +62,7 @@ class Replicas:
 
 @pytest_asyncio.fixture
 async def rig(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    start_app: Callable[..., Any],
     docker_daemon: DockerDaemon,
     prometheus_factory: Callable[..., Prometheus],
     capture_server: Any,
@@ -81,20 +77,12 @@ async def rig(
     }
     prometheus = prometheus_factory(yaml.safe_dump(config))
     await asyncio.to_thread(docker_daemon.run_container, "floor-web")
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "floor.yaml").write_text(POLICY)
-    env = settings_env(
-        tmp_path,
-        REMEDIATOR_POLICIES_DIR=str(policies),
+    app = await start_app(
+        policies={"floor.yaml": POLICY},
         REMEDIATOR_DOCKER__HOST=docker_daemon.host,
         REMEDIATOR_PROMETHEUS__URL=prometheus.url,
         REMEDIATOR_ESCALATION__TARGETS=json.dumps({"oncall": {"url": f"{capture_server.url}/hook"}}),
     )
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    app = App(Settings())
-    await app.start()
     try:
         yield app, replicas, prometheus, capture_server
     finally:

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
-from helpers import TOKEN, FakeClock, alert, eventually, notification, settings_env
+from helpers import TOKEN, FakeClock, alert, eventually, notification
 from realparts import CaptureServer, DockerDaemon
 
 from remediator.app import App
 from remediator.engine.runner import RetryPolicy
-from remediator.settings import Settings
 
 POLICY = """\
 name: storm
@@ -37,38 +34,21 @@ limits:
 TARGETS = [f"storm-{n}" for n in range(10)]
 
 
-@pytest_asyncio.fixture
-async def daemon(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    docker_daemon: DockerDaemon,
-    capture_server: CaptureServer,
-) -> AsyncIterator[Callable[..., Any]]:
-    started: list[App] = []
-
-    async def start(clock: FakeClock | None = None, **env: str) -> App:
-        policies = tmp_path / "policies"
-        policies.mkdir(exist_ok=True)
-        (policies / "storm.yaml").write_text(POLICY)
-        values = settings_env(
-            tmp_path,
-            REMEDIATOR_POLICIES_DIR=str(policies),
+@pytest.fixture
+def daemon(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
+) -> Callable[..., Any]:
+    def start(clock: FakeClock | None = None, **env: str) -> Any:
+        return start_app(
+            policies={"storm.yaml": POLICY},
+            clock=clock or FakeClock(),
+            retry=RetryPolicy(tries=2, initial_s=0.05, max_s=0.1),
             REMEDIATOR_DOCKER__HOST=docker_daemon.host,
             REMEDIATOR_ESCALATION__TARGETS=json.dumps({"oncall": {"url": f"{capture_server.url}/hook"}}),
             **env,
         )
-        for key, value in values.items():
-            monkeypatch.setenv(key, value)
-        app = App(
-            Settings(), clock=clock or FakeClock(), retry=RetryPolicy(tries=2, initial_s=0.05, max_s=0.1)
-        )
-        await app.start()
-        started.append(app)
-        return app
 
-    yield start
-    for app in started:
-        await app.stop()
+    return start
 
 
 async def post_all(app: App, bodies: list[dict[str, Any]], concurrency: int = 32) -> list[int]:

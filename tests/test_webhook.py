@@ -6,28 +6,24 @@ import base64
 import errno
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from helpers import TOKEN, alert, notification, settings_env
+from helpers import TOKEN, alert, notification
 
 from remediator.app import App
-from remediator.settings import Settings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest_asyncio.fixture
-async def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
-    for key, value in settings_env(tmp_path, REMEDIATOR_DOCKER__HOST="unix:///nonexistent.sock").items():
-        monkeypatch.setenv(key, value)
-    app = App(Settings())
-    await app.start()
-    yield app
-    await app.stop()
+async def daemon(start_app: Callable[..., Any]) -> App:
+    app: App = await start_app(REMEDIATOR_DOCKER__HOST="unix:///nonexistent.sock")
+    return app
 
 
 @pytest_asyncio.fixture
@@ -208,59 +204,39 @@ async def test_the_incident_api_needs_the_token(daemon: App, http: aiohttp.Clien
 
 
 async def test_without_a_configured_token_one_is_generated_and_required(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
+    tmp_path: Path, start_app: Callable[..., Any], http: aiohttp.ClientSession
 ) -> None:
-    for key, value in settings_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("REMEDIATOR_SERVER__TOKEN")
-    app = App(Settings())
-    await app.start()
-    try:
-        token_file = tmp_path / "state" / "token"
-        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
-        token = token_file.read_text().strip()
-        assert len(token) >= 32
-        status, _ = await post(http, app, notification(alert(alertname="X")), headers={})
-        assert status == 401
-        status, _ = await post(
-            http, app, notification(alert(alertname="X")), headers={"Authorization": f"Bearer {token}"}
-        )
-        assert status == 200
-    finally:
-        await app.stop()
+    app = await start_app(unset=["REMEDIATOR_SERVER__TOKEN"])
+    token_file = tmp_path / "state" / "token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
+    status, _ = await post(http, app, notification(alert(alertname="X")), headers={})
+    assert status == 401
+    status, _ = await post(
+        http, app, notification(alert(alertname="X")), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert status == 200
 
 
 async def test_auth_can_be_turned_off_explicitly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
+    start_app: Callable[..., Any], http: aiohttp.ClientSession
 ) -> None:
-    for key, value in settings_env(tmp_path, REMEDIATOR_SERVER__AUTH_DISABLED="true").items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("REMEDIATOR_SERVER__TOKEN")
-    app = App(Settings())
-    await app.start()
-    try:
-        status, _ = await post(http, app, notification(alert(alertname="X")), headers={})
-        assert status == 200
-    finally:
-        await app.stop()
+    app = await start_app(REMEDIATOR_SERVER__AUTH_DISABLED="true", unset=["REMEDIATOR_SERVER__TOKEN"])
+    status, _ = await post(http, app, notification(alert(alertname="X")), headers={})
+    assert status == 200
 
 
 async def test_the_token_can_come_from_a_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
+    tmp_path: Path, start_app: Callable[..., Any], http: aiohttp.ClientSession
 ) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-a-docker-secret\n")
-    for key, value in settings_env(tmp_path, REMEDIATOR_SERVER__TOKEN_FILE=str(secret)).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("REMEDIATOR_SERVER__TOKEN")
-    monkeypatch.setenv("REMEDIATOR_ESCALATION__TARGETS", "")  # empty means unset, not a JSON error
-    app = App(Settings())
-    await app.start()
-    try:
-        body = notification(alert(alertname="X"))
-        assert (await post(http, app, body, headers={"Authorization": f"Bearer {TOKEN}"}))[0] == 401
-        assert (await post(http, app, body, headers={"Authorization": "Bearer from-a-docker-secret"}))[
-            0
-        ] == 200
-    finally:
-        await app.stop()
+    app = await start_app(
+        REMEDIATOR_SERVER__TOKEN_FILE=str(secret),
+        REMEDIATOR_ESCALATION__TARGETS="",  # empty means unset, not a JSON error
+        unset=["REMEDIATOR_SERVER__TOKEN"],
+    )
+    body = notification(alert(alertname="X"))
+    assert (await post(http, app, body, headers={"Authorization": f"Bearer {TOKEN}"}))[0] == 401
+    assert (await post(http, app, body, headers={"Authorization": "Bearer from-a-docker-secret"}))[0] == 200

@@ -6,39 +6,25 @@ import json
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
-from helpers import TOKEN, alert, notification, settings_env
+from helpers import TOKEN, alert, notification
 
-from remediator.app import App
-from remediator.settings import Settings
 from remediator.signing import sign
 
 SECRET = "hmac-secret-for-tests"
 
 
-@pytest_asyncio.fixture
-async def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
-    started: list[App] = []
+@pytest.fixture
+def daemon(start_app: Callable[..., Any]) -> Callable[..., Any]:
+    def start(**env: str) -> Any:
+        return start_app(REMEDIATOR_DOCKER__HOST="unix:///nonexistent.sock", **env)
 
-    async def start(**env: str) -> App:
-        for key, value in settings_env(
-            tmp_path, REMEDIATOR_DOCKER__HOST="unix:///nonexistent.sock", **env
-        ).items():
-            monkeypatch.setenv(key, value)
-        app = App(Settings())
-        await app.start()
-        started.append(app)
-        return app
-
-    yield start
-    for app in started:
-        await app.stop()
+    return start
 
 
 def signed_headers(body: bytes, timestamp: float | None = None, secret: str = SECRET) -> dict[str, str]:
