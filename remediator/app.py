@@ -123,6 +123,8 @@ class App:
             clock,
             settings.escalation.attempts,
             settings.escalation.backoff_max_s,
+            owner=settings.replica_id,
+            lease_s=settings.store.lease_s,
         )
         self.probes: dict[str, Probe] = build_probes(settings)
         self.runner = Runner(
@@ -171,8 +173,8 @@ class App:
             self.clock,
         )
         await self.intake.recover()
-        await self.leases.tick()  # resume what this replica held before a restart, and what nobody holds
-        await self.escalator.resume()
+        # Resume the ladders and deliveries this replica held before a restart, and what nobody holds.
+        await self.leases.tick()
         self._worker = asyncio.create_task(self.intake.run(), name="intake")
         self._keeper = asyncio.create_task(self.leases.run(), name="leases")
         server = self.settings.server

@@ -193,16 +193,51 @@ async def test_an_undelivered_escalation_is_resent_after_a_restart(tmp_path: Pat
     assert isinstance(result, FiringResult)
     incident = result.incident
     await first.store.outbox_put(
-        incident.id, "oncall", "remediator-1-2-oncall", {"policy": "database-down"}, 1000.0
+        incident.id, "oncall", "remediator-1-2-oncall", {"policy": "database-down"}, 1000.0, "local", 1015.0
     )
     await first.store.close()
 
     rig = await build(tmp_path, policy)
     rigs.append(rig)
-    await rig.escalator.resume()
+    await rig.escalator.claim()
     await eventually(lambda: rig.notifier.sent)
     assert rig.notifier.sent == [("remediator-1-2-oncall", {"policy": "database-down"})]
     await eventually(lambda: _no_pending(rig))
+
+
+async def test_one_replica_delivers_an_escalation_and_another_takes_it_over_when_it_stalls(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    class Stalled(RecordingNotifier):
+        async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+            self.attempts += 1
+            await asyncio.Event().wait()  # a replica hung mid-delivery (paused, partitioned)
+
+    policy = make_policy(attempts=1, within=0.05)
+    a = await build(tmp_path, policy, notifier=Stalled())
+    b = await build(tmp_path, policy)
+    rigs.extend([a, b])
+    a.escalator.owner, b.escalator.owner = "a", "b"
+    keepers = {
+        rig.escalator.owner: LeaseKeeper(
+            rig.store, rig.runner, rig.escalator, {}, rig.escalator.owner, 15, rig.clock
+        )
+        for rig in (a, b)
+    }
+    (result,) = await a.store.record_intake([Firing("database-down", "db", _ref())], [], a.clock(), "a", 0.0)
+    assert isinstance(result, FiringResult)
+    await a.escalator.escalate(result.incident, policy, "oncall", 2, "no recovery")
+    await eventually(lambda: a.notifier.attempts == 1)
+    await keepers["b"].tick()  # a holds the lease: b leaves the entry alone
+    await asyncio.sleep(0.1)
+    assert b.escalator.delivering() == [] and b.notifier.attempts == 0
+    b.clock.advance(16)  # a stays stalled past its lease, renewing nothing
+    await keepers["b"].tick()
+    await eventually(lambda: b.notifier.sent)
+    await keepers["a"].tick()  # a learns it lost the lease and stops
+    assert a.escalator.delivering() == []
+    assert [key for key, _ in b.notifier.sent] == ["remediator-1-2-oncall"] and a.notifier.sent == []
+    await eventually(lambda: _no_pending(b))
 
 
 async def _audit_of(rig: Rig, kind: str) -> Any:

@@ -159,8 +159,8 @@ async def test_admission_is_exclusive(stores: Callable[[], Any]) -> None:
 async def test_outbox_breakers_and_control(stores: Callable[[], Any]) -> None:
     store = await stores()
     (r,) = await firing(store, Firing("p", "db", ref()))
-    entry = await store.outbox_put(r.incident.id, "oncall", "k1", {"a": 1}, 100)
-    again = await store.outbox_put(r.incident.id, "oncall", "k1", {"a": 2}, 101)
+    entry = await store.outbox_put(r.incident.id, "oncall", "k1", {"a": 1}, 100, "a", 115)
+    again = await store.outbox_put(r.incident.id, "oncall", "k1", {"a": 2}, 101, "a", 116)
     assert again.id == entry.id and again.payload == {"a": 1}
     assert [e.dedup_key for e in await store.outbox_pending()] == ["k1"]
     await store.outbox_update(entry.id, "delivered", 3, "", 102)
@@ -173,6 +173,29 @@ async def test_outbox_breakers_and_control(stores: Callable[[], Any]) -> None:
     await store.control_set("paused", "1", 5)
     await store.control_set("paused", "0", 6)
     assert await store.control_get("paused") == "0"
+
+
+async def test_each_pending_escalation_is_delivered_by_one_replica(stores: Callable[[], Any]) -> None:
+    a, b = await stores(), await stores()
+    (r,) = await firing(a, Firing("p", "db", ref()))
+    entry = await a.outbox_put(r.incident.id, "oncall", "k1", {"n": 1}, 100, "a", 115)
+    assert entry.lease_owner == "a"
+    # The same escalation stored again by the other replica (a replayed step) stays with the first.
+    again = await b.outbox_put(r.incident.id, "oncall", "k1", {"n": 2}, 101, "b", 116)
+    assert (again.id, again.lease_owner, again.payload) == (entry.id, "a", {"n": 1})
+    assert await b.outbox_claim("b", 110, 125) == []
+    assert await a.outbox_renew("a", [entry.id], 130) == [entry.id]
+    assert await b.outbox_claim("b", 120, 135) == []  # renewed in time
+    # a stops renewing: once its lease ran out b takes the entry, and a learns it lost it.
+    (taken,) = await b.outbox_claim("b", 131, 146)
+    assert (taken.id, taken.lease_owner, taken.payload) == (entry.id, "b", {"n": 1})
+    assert await a.outbox_renew("a", [entry.id], 150) == []
+    assert await a.outbox_claim("a", 132, 147) == []
+    # Released at shutdown: claimable at once; delivered: nobody's any more.
+    await b.outbox_release("b", [entry.id])
+    assert [e.id for e in await a.outbox_claim("a", 133, 148)] == [entry.id]
+    await a.outbox_update(entry.id, "delivered", 1, "", 134)
+    assert await b.outbox_claim("b", 1000, 1015) == [] and await b.outbox_pending() == []
 
 
 async def test_steps_audit_and_listing(stores: Callable[[], Any]) -> None:

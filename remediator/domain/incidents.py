@@ -69,3 +69,5 @@ class OutboxEntry:
     payload: dict[str, Any]
     attempts: int
     status: Literal["pending", "delivered", "failed"]
+    lease_owner: str = ""
+    """The replica delivering it; with several replicas exactly one holds a pending entry's lease."""

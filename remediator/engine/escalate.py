@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from remediator.domain.clock import Clock
 from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, StepRecord
 from remediator.domain.policies import Policy
 from remediator.engine.gate import Gate
-from remediator.errors import NotifyError
+from remediator.errors import NotifyError, StoreError
 from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, pages
 from remediator.escalation.routing import priority_of, quiet, recipients
 from remediator.metrics import Metrics
@@ -140,6 +140,8 @@ class Escalator:
         backoff_initial_s: float = 0.5,
         routing: RoutingSettings | None = None,
         public_url: str = "",
+        owner: str = "local",
+        lease_s: float = 15.0,
     ) -> None:
         self.public_url = public_url
         """Base URL of this daemon's API, for the approve/deny links (set once the listener is up)."""
@@ -155,8 +157,11 @@ class Escalator:
         if routing is None:
             routing = notifiers.routing if isinstance(notifiers, Notifiers) else RoutingSettings()
         self.routing = routing
+        self.owner = owner
+        """This replica: it delivers only the outbox entries it holds the lease of."""
+        self.lease_s = lease_s
         self._tasks: set[asyncio.Task[None]] = set()
-        self._inflight: set[str] = set()  # dedup keys being delivered by this process
+        self._delivering: dict[int, asyncio.Task[None]] = {}  # outbox id -> its delivery in this process
         self._chains: dict[tuple[str, int], asyncio.Task[None]] = {}  # last delivery per (notifier, incident)
 
     def _notifier(self, name: str) -> Notifier:
@@ -196,7 +201,7 @@ class Escalator:
         entries: list[OutboxEntry] = []
         for wanted, notifier in chosen:
             dedup_key = f"remediator-{incident.id}-{step_index}-{wanted}"
-            entries.append(await self.store.outbox_put(incident.id, notifier.name, dedup_key, payload, now))
+            entries.append(await self._put(incident.id, notifier.name, dedup_key, payload, now))
             await self.store.audit(
                 incident.id,
                 "escalation_queued",
@@ -228,7 +233,7 @@ class Escalator:
             approve_command=f"remediator approve {incident.id}",
         )
         dedup_key = f"remediator-{incident.id}-{step_index}-approval-{wanted}"
-        entry = await self.store.outbox_put(incident.id, notifier.name, dedup_key, payload, now)
+        entry = await self._put(incident.id, notifier.name, dedup_key, payload, now)
         await self.store.audit(
             incident.id, "approval_queued", {"notifier": notifier.name, "dedup_key": dedup_key}, now
         )
@@ -271,7 +276,7 @@ class Escalator:
                 event="resolve", resolved_at=_iso(now), escalation_dedup_key=record.detail.get("dedup_key")
             )
             dedup_key = f"remediator-{incident.id}-resolved-{name}"
-            entries.append(await self.store.outbox_put(incident.id, name, dedup_key, payload, now))
+            entries.append(await self._put(incident.id, name, dedup_key, payload, now))
             await self.store.audit(
                 incident.id, "resolution_queued", {"notifier": name, "dedup_key": dedup_key}, now
             )
@@ -352,30 +357,50 @@ class Escalator:
                 "silence_id": silence_id,
             }
             dedup_key = f"remediator-{incident.id}-unsilence-{silence_id}"
-            entries.append(await self.store.outbox_put(incident.id, name, dedup_key, payload, now))
+            entries.append(await self._put(incident.id, name, dedup_key, payload, now))
         return entries
 
     # -- delivery -----------------------------------------------------------------------------------------
 
+    async def _put(
+        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
+    ) -> OutboxEntry:
+        return await self.store.outbox_put(
+            incident_id, notifier, dedup_key, payload, now, self.owner, now + self.lease_s
+        )
+
     def _spawn(self, entry: OutboxEntry) -> None:
         """Deliver a pending entry, after the earlier deliveries to the same notifier for the same incident."""
-        if entry.status != "pending" or entry.dedup_key in self._inflight:
-            return  # delivered already (a replayed step), or being delivered by this process
-        self._inflight.add(entry.dedup_key)
+        if entry.status != "pending" or entry.lease_owner != self.owner or entry.id in self._delivering:
+            return  # delivered already (a replayed step), another replica's, or being delivered here
         chain = (entry.notifier, entry.incident_id)
         task = asyncio.create_task(
             self._deliver_after(self._chains.get(chain), entry), name=f"deliver-{entry.dedup_key}"
         )
         self._chains[chain] = task
         self._tasks.add(task)
+        self._delivering[entry.id] = task
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
-            self._inflight.discard(entry.dedup_key)
+            if self._delivering.get(entry.id) is finished:
+                del self._delivering[entry.id]
             if self._chains.get(chain) is finished:
                 del self._chains[chain]
 
         task.add_done_callback(done)
+
+    def delivering(self) -> list[int]:
+        """The outbox entries this process is delivering (their leases must be renewed)."""
+        return list(self._delivering)
+
+    def abandon(self, entry_ids: Iterable[int]) -> None:
+        """Another replica took these entries over (this one missed renewing their leases): stop here."""
+        for entry_id in entry_ids:
+            task = self._delivering.pop(entry_id, None)
+            if task is not None:
+                logger.warning("outbox entry %d is delivered by another replica now; stopping here", entry_id)
+                task.cancel()
 
     async def _deliver_after(self, previous: asyncio.Task[None] | None, entry: OutboxEntry) -> None:
         if previous is not None:
@@ -456,14 +481,23 @@ class Escalator:
         if event == "escalate":
             self.metrics.escalations.labels(policy, notifier.name, "delivered").inc()
 
-    async def resume(self) -> None:
-        """Deliver what a previous run stored but did not deliver."""
-        for entry in await self.store.outbox_pending():
+    async def claim(self) -> None:
+        """Deliver what is pending and free: stored by a replica that died (its lease expired), or by this one
+        before a restart. Run at start and with every lease renewal."""
+        now = self.clock()
+        for entry in await self.store.outbox_claim(self.owner, now, now + self.lease_s):
             self._spawn(entry)
 
     async def drain(self, grace_s: float) -> None:
+        """Let deliveries finish within the grace period; hand what is left to the other replicas at once."""
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            unfinished = [i for i, task in self._delivering.items() if task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            if unfinished:
+                try:
+                    await self.store.outbox_release(self.owner, unfinished)
+                except StoreError as exc:  # they expire instead
+                    logger.warning("could not release %d outbox leases: %s", len(unfinished), exc)

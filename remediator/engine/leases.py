@@ -1,8 +1,11 @@
-"""Leases: exactly one replica runs an incident's ladder, and a replica that dies loses its incidents.
+"""Leases: exactly one replica runs an incident's ladder or delivers an escalation, and a replica that dies
+loses both.
 
 The replica that opens an incident holds its lease and renews it every third of ``lease_s``. A lease that was
 not renewed in time is claimed by another replica (or by this one after a restart), which resumes the
 ladder from the store: an interrupted action is reconciled by its verification, never repeated blindly.
+Outbox entries are leased the same way: the replica that stored one delivers it; if it dies, another takes
+the undelivered entry over (the receiver sees the same dedup key).
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ class LeaseKeeper:
                     "lost the lease of incident %d to another replica; stopping its ladder here", lost
                 )
                 self.runner.abandon(lost)
+        delivering = self.escalator.delivering()
+        if delivering:
+            kept = set(await self.store.outbox_renew(self.owner, delivering, now + self.lease_s))
+            self.escalator.abandon(set(delivering) - kept)
+        await self.escalator.claim()
         for incident in await self.store.claim_expired(self.owner, now, now + self.lease_s):
             if incident.id in held:
                 continue

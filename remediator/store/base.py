@@ -158,9 +158,32 @@ class Store(Protocol):
     async def control_set(self, key: str, value: str, now: float) -> None: ...
 
     async def outbox_put(
-        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
-    ) -> OutboxEntry: ...
-    async def outbox_pending(self) -> list[OutboxEntry]: ...
+        self,
+        incident_id: int,
+        notifier: str,
+        dedup_key: str,
+        payload: dict[str, Any],
+        now: float,
+        owner: str,
+        lease_until: float,
+    ) -> OutboxEntry:
+        """Store an entry leased to ``owner``; an entry already stored under ``dedup_key`` is returned as it
+        is, leased to ``owner`` only if its lease was free (so one replica delivers it)."""
+        ...
+
+    async def outbox_pending(self) -> list[OutboxEntry]:
+        """Every entry not delivered yet, whoever holds it, in id order."""
+        ...
+
+    async def outbox_claim(self, owner: str, now: float, lease_until: float) -> list[OutboxEntry]:
+        """Lease to ``owner`` every pending entry whose lease expired or is already its own, in id order."""
+        ...
+
+    async def outbox_renew(self, owner: str, entry_ids: Sequence[int], lease_until: float) -> list[int]:
+        """Extend ``owner``'s leases; returns the ids it still holds."""
+        ...
+
+    async def outbox_release(self, owner: str, entry_ids: Sequence[int]) -> None: ...
     async def outbox_update(
         self, entry_id: int, status: str, attempts: int, error: str, now: float
     ) -> None: ...

@@ -67,6 +67,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE breakers (name TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
     CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
     """,
+    """
+    ALTER TABLE outbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0;
+    CREATE INDEX outbox_pending_lease ON outbox(lease_until) WHERE status = 'pending';
+    """,
 )
 
 # Fixed advisory-lock keys (arbitrary 64-bit numbers, spelled out so they are greppable in pg_locks).
@@ -504,17 +509,29 @@ class PostgresStore:
     # -- escalation outbox --------------------------------------------------------------------------------
 
     async def outbox_put(
-        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
+        self,
+        incident_id: int,
+        notifier: str,
+        dedup_key: str,
+        payload: dict[str, Any],
+        now: float,
+        owner: str,
+        lease_until: float,
     ) -> OutboxEntry:
         async def put(db: asyncpg.Connection) -> OutboxEntry:
             await db.execute(
-                "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at)"
-                " VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (dedup_key) DO NOTHING",
+                "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at, lease_owner,"
+                " lease_until) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7) ON CONFLICT (dedup_key) DO UPDATE"
+                " SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
+                " WHERE outbox.status = 'pending'"
+                " AND (outbox.lease_owner = excluded.lease_owner OR outbox.lease_until < $5)",
                 incident_id,
                 notifier,
                 dedup_key,
                 canonical_json(payload),
                 now,
+                owner,
+                lease_until,
             )
             row = await db.fetchrow("SELECT * FROM outbox WHERE dedup_key = $1", dedup_key)
             assert row is not None
@@ -530,6 +547,42 @@ class PostgresStore:
             ]
 
         return await self._tx(pending)
+
+    async def outbox_claim(self, owner: str, now: float, lease_until: float) -> list[OutboxEntry]:
+        async def claim(db: asyncpg.Connection) -> list[OutboxEntry]:
+            rows = await db.fetch(
+                "UPDATE outbox SET lease_owner = $1, lease_until = $3 WHERE id IN (SELECT id FROM outbox"
+                " WHERE status = 'pending' AND (lease_owner = $1 OR lease_until < $2) FOR UPDATE SKIP LOCKED)"
+                " RETURNING *",
+                owner,
+                now,
+                lease_until,
+            )
+            return sorted((outbox_of(r) for r in rows), key=lambda e: e.id)
+
+        return await self._tx(claim)
+
+    async def outbox_renew(self, owner: str, entry_ids: Sequence[int], lease_until: float) -> list[int]:
+        async def renew(db: asyncpg.Connection) -> list[int]:
+            rows = await db.fetch(
+                "UPDATE outbox SET lease_until = $1 WHERE id = ANY($2::bigint[]) AND lease_owner = $3 RETURNING id",
+                lease_until,
+                list(entry_ids),
+                owner,
+            )
+            return [r["id"] for r in rows]
+
+        return await self._tx(renew)
+
+    async def outbox_release(self, owner: str, entry_ids: Sequence[int]) -> None:
+        async def release(db: asyncpg.Connection) -> None:
+            await db.execute(
+                "UPDATE outbox SET lease_until = 0 WHERE id = ANY($1::bigint[]) AND lease_owner = $2",
+                list(entry_ids),
+                owner,
+            )
+
+        await self._tx(release)
 
     async def outbox_update(self, entry_id: int, status: str, attempts: int, error: str, now: float) -> None:
         async def update(db: asyncpg.Connection) -> None:

@@ -41,6 +41,7 @@ def outbox_of(row: Row) -> OutboxEntry:
         payload=json.loads(row["payload"]),
         attempts=row["attempts"],
         status=row["status"],
+        lease_owner=row["lease_owner"],
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -68,6 +69,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE incidents ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
     ALTER TABLE incidents ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
     CREATE INDEX incidents_active_lease ON incidents(lease_until) WHERE status = 'active';
+    """,
+    """
+    ALTER TABLE outbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    CREATE INDEX outbox_pending_lease ON outbox(lease_until) WHERE status = 'pending';
     """,
 )
 
@@ -516,13 +522,22 @@ class SqliteStore:
     # -- escalation outbox --------------------------------------------------------------------------------
 
     async def outbox_put(
-        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
+        self,
+        incident_id: int,
+        notifier: str,
+        dedup_key: str,
+        payload: dict[str, Any],
+        now: float,
+        owner: str,
+        lease_until: float,
     ) -> OutboxEntry:
         def put(db: sqlite3.Connection) -> OutboxEntry:
             db.execute(
-                "INSERT OR IGNORE INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at)"
-                " VALUES (?, ?, ?, ?, 'pending', ?)",
-                (incident_id, notifier, dedup_key, canonical_json(payload), now),
+                "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at, lease_owner,"
+                " lease_until) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (dedup_key) DO UPDATE SET"
+                " lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
+                " WHERE status = 'pending' AND (lease_owner = excluded.lease_owner OR lease_until < ?)",
+                (incident_id, notifier, dedup_key, canonical_json(payload), now, owner, lease_until, now),
             )
             return outbox_of(db.execute("SELECT * FROM outbox WHERE dedup_key = ?", (dedup_key,)).fetchone())
 
@@ -534,7 +549,41 @@ class SqliteStore:
                 outbox_of(r) for r in db.execute("SELECT * FROM outbox WHERE status = 'pending' ORDER BY id")
             ]
 
-        return await self._run(pending)
+        return await self._run(pending, synced=False)
+
+    async def outbox_claim(self, owner: str, now: float, lease_until: float) -> list[OutboxEntry]:
+        def claim_entries(db: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = db.execute(
+                "SELECT * FROM outbox WHERE status = 'pending' AND (lease_owner = ? OR lease_until < ?) ORDER BY id",
+                (owner, now),
+            ).fetchall()
+            db.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN (SELECT value FROM json_each(?))",
+                (owner, lease_until, json.dumps([r["id"] for r in rows])),
+            )
+            return [dataclasses.replace(outbox_of(r), lease_owner=owner) for r in rows]
+
+        return await self._run(claim_entries)
+
+    async def outbox_renew(self, owner: str, entry_ids: Sequence[int], lease_until: float) -> list[int]:
+        def renew_entries(db: sqlite3.Connection) -> list[int]:
+            ids = json.dumps(list(entry_ids))
+            db.execute(
+                "UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
+                (lease_until, owner, ids),
+            )
+            held = "SELECT id FROM outbox WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
+            return [r["id"] for r in db.execute(held, (owner, ids))]
+
+        return await self._run(renew_entries, synced=False)
+
+    async def outbox_release(self, owner: str, entry_ids: Sequence[int]) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE outbox SET lease_until = 0 WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
+                (owner, json.dumps(list(entry_ids))),
+            )
+        )
 
     async def outbox_update(self, entry_id: int, status: str, attempts: int, error: str, now: float) -> None:
         await self._run(
