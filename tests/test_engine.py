@@ -14,8 +14,9 @@ import pytest
 from engine_rig import RecordingNotifier, Rig, build, make_policy, start
 from helpers import alert, eventually
 
+from remediator.engine import intake as intake_module
 from remediator.engine.leases import LeaseKeeper
-from remediator.errors import PermanentActionError, TemporaryActionError
+from remediator.errors import PermanentActionError, StoreError, TemporaryActionError
 from remediator.store.base import Firing, FiringResult
 from remediator.store.sqlite import SqliteStore
 
@@ -37,6 +38,25 @@ async def test_recovery_within_verify_closes_the_incident_without_escalating(
     assert rig.restart.calls == ["db"] and rig.logs.calls == ["db"]
     assert rig.notifier.sent == []
     assert await kinds(rig.store) == ["opened", "admitted", "alert_resolved", "resolved", "verified"]
+
+
+async def test_intake_retries_what_the_store_failed_to_record(
+    tmp_path: Path, rigs: list[Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intake_module, "_RETRY_INITIAL_S", 0.01)
+    rig = await start(rigs, tmp_path, make_policy(within=5))
+    real = rig.store.record_intake
+    failures = [StoreError("connection lost"), StoreError("deadlock detected")]
+
+    async def flaky(*args: Any) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return await real(*args)
+
+    monkeypatch.setattr(rig.store, "record_intake", flaky)
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.restart.calls)  # no restart of remediator needed
+    assert failures == [] and await kinds(rig.store) == ["opened", "admitted"]
 
 
 async def test_resends_attach_and_never_act_again(tmp_path: Path, rigs: list[Rig]) -> None:

@@ -178,8 +178,14 @@ async def test_three_replicas_same_500_alerts_each_incident_restarts_once(
     assert counts == dict.fromkeys(names, 1)
     incidents = await db_rows(fresh_pg_url, "SELECT policy, target FROM incidents")
     assert sorted(r["target"] for r in incidents) == sorted(names)
-    unprocessed = await db_rows(fresh_pg_url, "SELECT count(*) AS n FROM inbox WHERE processed_at IS NULL")
-    assert unprocessed[0]["n"] == 0
+
+    async def inbox_processed() -> bool:
+        rows = await db_rows(fresh_pg_url, "SELECT count(*) AS n FROM inbox WHERE processed_at IS NULL")
+        return rows[0]["n"] == 0
+
+    # Every acknowledged notification is processed; how soon depends on the machine's load (three replicas'
+    # intakes queue on the same per-target locks), so this waits rather than asserting at once.
+    await eventually(inbox_processed, timeout=60)
     received = await db_rows(fresh_pg_url, "SELECT count(*) AS n FROM inbox")
     assert received[0]["n"] == 1500
 

@@ -28,6 +28,8 @@ from remediator.store.base import AlertRef, Firing, FiringResult, IntakeEvent, N
 logger = logging.getLogger("remediator.intake")
 
 _MAX_TARGET_CHARS = 200
+_RETRY_INITIAL_S = 0.5
+_RETRY_MAX_S = 10.0
 
 
 class Intake:
@@ -94,13 +96,31 @@ class Intake:
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._process(batch)
-            except StoreError:
-                # Left unprocessed in the inbox: the next start picks them up again.
-                logger.exception("store failed while processing inbox rows %s", [i for i, _ in batch])
+                await self._process_with_retries(batch)
+            except Exception:
+                # A bug, not an outage: keep taking alerts. The rows stay unprocessed in the inbox, and the next
+                # start processes them again.
+                logger.exception(
+                    "intake failed on inbox rows %s; left for the next start", [i for i, _ in batch]
+                )
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _process_with_retries(self, batch: list[tuple[int, Notification]]) -> None:
+        """A store error (a dropped connection, a deadlock, a full disk) is retried until the store answers:
+        the batch is one transaction, so a retry never records half of it twice."""
+        delay = _RETRY_INITIAL_S
+        while True:
+            try:
+                await self._process(batch)
+                return
+            except StoreError:
+                logger.exception(
+                    "store failed on inbox rows %s; retrying in %.1fs", [i for i, _ in batch], delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
 
     async def _process(self, batch: list[tuple[int, Notification]]) -> None:
         events: list[IntakeEvent] = []
