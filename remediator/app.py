@@ -178,7 +178,9 @@ class App:
         self._worker = asyncio.create_task(self.intake.run(), name="intake")
         self._keeper = asyncio.create_task(self.leases.run(), name="leases")
         server = self.settings.server
-        auth = Auth(webhook_token(self.settings), server.basic_username, server.auth_disabled)
+        token = webhook_token(self.settings)
+        auth = Auth(token, server.basic_username, server.auth_disabled)
+        self.escalator.link_key = token
         signatures = None
         if server.hmac_secret is not None:
             signatures = SignatureChecker(server.hmac_secret.get_secret_value(), server.replay_window_s)
@@ -193,6 +195,7 @@ class App:
             self.clock,
             lambda: self._ready,
             signatures,
+            token,
         )
         self._web = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._web.setup()

@@ -10,6 +10,7 @@ import base64
 import binascii
 import dataclasses
 import hmac
+import html
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -26,13 +27,24 @@ from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
-from remediator.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureChecker
+from remediator.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureChecker, approval_link_valid
 from remediator.store.base import Store
 
 logger = logging.getLogger("remediator.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PUBLIC = frozenset({"/metrics", "/healthz", "/readyz"})
+_APPROVAL_LINKS = "/approval/"
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>remediator: {title}</title><style>body{{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}
+button{{font-size:1.1em;padding:.5em 1.5em;margin-right:1em}}</style></head><body><h1>{title}</h1>{body}</body></html>"""
+
+
+def _page(title: str, body: str, status: int = 200) -> web.Response:
+    """A small HTML page for a person who clicked a link in an escalation; every value in it is escaped."""
+    return web.Response(
+        text=_PAGE.format(title=html.escape(title), body=body), status=status, content_type="text/html"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +95,16 @@ def build_app(
     clock: Clock,
     ready: Callable[[], bool],
     signatures: SignatureChecker | None = None,
+    link_key: str | None = None,
 ) -> web.Application:
     """The aiohttp application; the composition root runs it."""
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in _PUBLIC and not auth.allows(request.headers.get("Authorization", "")):
+        public = request.path in _PUBLIC or request.path.startswith(
+            _APPROVAL_LINKS
+        )  # links carry a signature
+        if not public and not auth.allows(request.headers.get("Authorization", "")):
             metrics.webhook_rejected.labels(
                 "401"
             ).inc()  # a misconfigured Alertmanager shows on the dashboard
@@ -229,6 +245,45 @@ def build_app(
             return _error(409, f"incident {incident_id} has no pending approval")
         return web.json_response({"incident_id": incident_id, "approved": approve})
 
+    async def approval_link(request: web.Request) -> web.Response:
+        """GET shows what would be approved, with Approve and Deny buttons; only the POST of that form decides.
+        Link previews (chat unfurlers, mail scanners) fetch a link with GET, so a GET must never act."""
+        try:
+            incident_id = int(request.match_info["id"])
+        except ValueError:
+            return _page("Not found", "<p>No such incident.</p>", 404)
+        pending = await gate.approval(incident_id)
+        signature = request.query.get("sig", "")
+        if (
+            pending is None
+            or pending["state"] != "pending"
+            or float(pending["expires_at"]) <= clock()
+            or not approval_link_valid(link_key, incident_id, float(pending["requested_at"]), signature)
+        ):
+            message = "This approval link is not valid (any more): the request was answered, it expired, or the link is wrong."
+            return _page("Nothing to approve", f"<p>{message}</p>", 404)
+        incident = await store.get_incident(incident_id)
+        what = (
+            f"<p>Incident {incident_id}: policy <b>{html.escape(incident.policy if incident else '?')}</b> wants to run "
+            f"<b>{html.escape(str(pending['step']))}</b> on <b>{html.escape(incident.target if incident else '?')}</b>.</p>"
+        )
+        if request.method == "GET":
+            left = max(0.0, float(pending["expires_at"]) - clock())
+            form = (
+                f'{what}<p>Unanswered, the request is denied in {left:.0f} s.</p><form method="post">'
+                '<button name="decision" value="approve">Approve</button>'
+                '<button name="decision" value="deny">Deny</button></form>'
+            )
+            return _page("Approval needed", form)
+        decision = (await request.post()).get("decision")
+        if decision not in ("approve", "deny"):
+            return _page("Bad request", "<p>Choose Approve or Deny.</p>", 400)
+        approve = decision == "approve"
+        if not await gate.decide_approval(incident_id, approve, by=f"approval link from {request.remote}"):
+            return _page("Nothing to approve", "<p>The request was answered meanwhile.</p>", 409)
+        outcome = "Approved: remediator runs the step now (its limits still apply)." if approve else "Denied."
+        return _page("Approved" if approve else "Denied", f"{what}<p>{outcome}</p>")
+
     app = web.Application(middlewares=[authenticate], client_max_size=max_body_bytes)
     app.router.add_post("/alerts", alerts)
     app.router.add_get("/metrics", metrics_route)
@@ -242,4 +297,6 @@ def build_app(
     app.router.add_get("/api/policies", policies_route)
     app.router.add_post("/api/policies/{name}/{action:promote|shadow}", set_mode)
     app.router.add_post("/api/incidents/{id}/{action:approve|deny}", decide)
+    app.router.add_route("GET", _APPROVAL_LINKS + "{id}", approval_link)
+    app.router.add_route("POST", _APPROVAL_LINKS + "{id}", approval_link)
     return app

@@ -1,7 +1,10 @@
-"""Optional HMAC signatures on the webhook, with replay protection.
+"""HMAC signatures: optional ones on the webhook, with replay protection, and the ones in approval links.
 
 For senders that can sign (a relay in front of Alertmanager, a CI job): the signature covers the timestamp
 and the body, a request outside the replay window is refused, and a signature is accepted once.
+
+An approval link carries a signature of one incident's one approval request, so whoever got the escalation can
+answer it with a click and no token, and the link is worthless once that request is answered or expired.
 """
 
 from __future__ import annotations
@@ -16,6 +19,18 @@ SIGNATURE_HEADER = "X-Remediator-Signature"
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
+
+
+def approval_signature(key: str, incident_id: int, requested_at: float) -> str:
+    message = f"remediator-approval:{incident_id}:{requested_at!r}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def approval_link_valid(key: str | None, incident_id: int, requested_at: float, signature: str) -> bool:
+    if not key or not signature:
+        return False
+    expected = approval_signature(key, incident_id, requested_at)
+    return hmac.compare_digest(signature.encode(), expected.encode())
 
 
 class SignatureChecker:

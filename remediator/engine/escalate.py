@@ -28,6 +28,7 @@ from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, 
 from remediator.escalation.routing import priority_of, quiet, recipients
 from remediator.metrics import Metrics
 from remediator.settings import RoutingSettings
+from remediator.signing import approval_signature
 from remediator.store.base import Store
 
 logger = logging.getLogger("remediator.escalation")
@@ -145,6 +146,8 @@ class Escalator:
     ) -> None:
         self.public_url = public_url
         """Base URL of this daemon's API, for the approve/deny links (set once the listener is up)."""
+        self.link_key: str | None = None
+        """Signs one-click approval links (the webhook token); None: the links need the API token."""
         self.store = store
         self.notifiers = notifiers
         self.fallback = fallback
@@ -232,6 +235,10 @@ class Escalator:
             deny_url=f"{base}/deny",
             approve_command=f"remediator approve {incident.id}",
         )
+        requested = await self.gate.approval(incident.id)
+        if self.link_key and requested is not None:
+            signature = approval_signature(self.link_key, incident.id, requested["requested_at"])
+            payload["approval_url"] = f"{self.public_url.rstrip('/')}/approval/{incident.id}?sig={signature}"
         dedup_key = f"remediator-{incident.id}-{step_index}-approval-{wanted}"
         entry = await self._put(incident.id, notifier.name, dedup_key, payload, now)
         await self.store.audit(

@@ -86,8 +86,10 @@ def incident_key(payload: dict[str, Any]) -> str:
 
 
 def links(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """(text, url) for the runbook and the dashboard, when the alert's annotations name them."""
+    """(text, url) for the approval page of a step waiting for a human, and for the runbook and the dashboard
+    when the alert's annotations name them."""
     found = [
+        ("Approve or deny", str(payload.get("approval_url") or "")),
         ("Runbook", str(payload.get("runbook_url") or "")),
         ("Dashboard", str(payload.get("dashboard_url") or "")),
     ]
