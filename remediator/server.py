@@ -35,9 +35,12 @@ logger = logging.getLogger("remediator.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PUBLIC = frozenset({"/metrics", "/healthz", "/readyz"})
 _APPROVAL_LINKS = "/approval/"
-_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>remediator: {title}</title><style>body{{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}
-button{{font-size:1.1em;padding:.5em 1.5em;margin-right:1em}}</style></head><body><h1>{title}</h1>{body}</body></html>"""
+_PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width"><title>remediator: {title}</title>
+<style>body{{font-family:sans-serif;max-width:40em;margin:2em auto;padding:0 1em}}
+button{{font-size:1.1em;padding:.5em 1.5em;margin-right:1em}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>"""
+_STALE_LINK = "<p>This approval link is not valid (any more): answered, expired, or not a link we made.</p>"
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
@@ -260,12 +263,12 @@ def build_app(
             or float(pending["expires_at"]) <= clock()
             or not approval_link_valid(link_key, incident_id, float(pending["requested_at"]), signature)
         ):
-            message = "This approval link is not valid (any more): the request was answered, it expired, or the link is wrong."
-            return _page("Nothing to approve", f"<p>{message}</p>", 404)
+            return _page("Nothing to approve", _STALE_LINK, 404)
         incident = await store.get_incident(incident_id)
+        policy, target = (incident.policy, incident.target) if incident else ("?", "?")
         what = (
-            f"<p>Incident {incident_id}: policy <b>{html.escape(incident.policy if incident else '?')}</b> wants to run "
-            f"<b>{html.escape(str(pending['step']))}</b> on <b>{html.escape(incident.target if incident else '?')}</b>.</p>"
+            f"<p>Incident {incident_id}: policy <b>{html.escape(policy)}</b> wants to run"
+            f" <b>{html.escape(str(pending['step']))}</b> on <b>{html.escape(target)}</b>.</p>"
         )
         if request.method == "GET":
             left = max(0.0, float(pending["expires_at"]) - clock())
