@@ -227,10 +227,12 @@ class App:
         if self.intake is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.intake.join(), grace)
-        for task in (self._worker, self._keeper):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        if self.leases is not None:
+            # Keep renewing what is held while it drains (a drain may outlast a lease), but take nothing new.
+            self.leases.claiming = False
         held = self.runner.incident_ids()
         await self.runner.drain(grace)
         if self.leases is not None:
@@ -240,6 +242,9 @@ class App:
                 # Harmless: unreleased leases expire and another replica (or the next start) claims them.
                 logger.warning("could not release the leases of %d incidents: %s", len(held), exc)
         await self.escalator.drain(grace)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         for notifier in self.notifiers.values():
             await notifier.close()
         self.docker.close()

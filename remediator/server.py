@@ -45,8 +45,13 @@ _STALE_LINK = "<p>This approval link is not valid (any more): answered, expired,
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
     """A small HTML page for a person who clicked a link in an escalation; every value in it is escaped."""
+    # The page's URL is a capability: never cached, never sent on as a Referer, never framed.
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
     return web.Response(
-        text=_PAGE.format(title=html.escape(title), body=body), status=status, content_type="text/html"
+        headers=headers,
+        text=_PAGE.format(title=html.escape(title), body=body),
+        status=status,
+        content_type="text/html",
     )
 
 

@@ -9,8 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 from helpers import alert, eventually, notification
 from realparts import CaptureServer, DockerDaemon
+
+from remediator.escalation.log import LogNotifier
 
 POLICY = """\
 name: database-down
@@ -55,6 +58,7 @@ async def test_an_approval_link_shows_the_step_and_only_its_form_decides(
         async with http.get(link) as r:  # what a link preview or a click does
             page = await r.text()
             assert r.status == 200 and "container.restart" in page and "approve-db" in page
+            assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
         assert (await app.gate.approval(1))["state"] == "pending"  # type: ignore[index]
 
         for wrong in (
@@ -83,3 +87,10 @@ async def test_an_approval_link_shows_the_step_and_only_its_form_decides(
 
 async def _restarted(docker_daemon: DockerDaemon, before: str) -> bool:
     return await asyncio.to_thread(docker_daemon.started_at, "approve-db") != before
+
+
+async def test_the_log_notifier_withholds_the_link(caplog: pytest.LogCaptureFixture) -> None:
+    await LogNotifier().send(
+        {"approval_url": "http://h/approval/1?sig=s3cret", "reason": "approval needed"}, "k"
+    )
+    assert "s3cret" not in caplog.text and "withheld" in caplog.text and "approval needed" in caplog.text

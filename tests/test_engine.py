@@ -59,6 +59,32 @@ async def test_intake_retries_what_the_store_failed_to_record(
     assert failures == [] and await kinds(rig.store) == ["opened", "admitted"]
 
 
+async def test_a_notification_the_store_never_takes_does_not_stop_the_others(
+    tmp_path: Path, rigs: list[Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intake_module, "_RETRY_INITIAL_S", 0.001)
+    rig = await build(tmp_path, make_policy(within=5))
+    rigs.append(rig)
+    real = rig.store.record_intake
+
+    async def refuses_poison(events: Any, *args: Any) -> Any:
+        if any(isinstance(e, Firing) and e.target == "poison" for e in events):
+            raise StoreError("invalid byte sequence")  # never passes, however often it is tried
+        return await real(events, *args)
+
+    monkeypatch.setattr(rig.store, "record_intake", refuses_poison)
+    rig.send(alert(container="poison", fingerprint="p"))
+    rig.send(alert(container="db", fingerprint="d"))
+    worker = asyncio.create_task(rig.intake.run())
+    try:
+        await asyncio.wait_for(rig.intake.join(), 10)  # the worker moves on instead of retrying forever
+        await eventually(lambda: rig.restart.calls)
+        assert rig.restart.calls == ["db"]
+        assert [i.target for i in await rig.store.list_incidents()] == ["db"]
+    finally:
+        worker.cancel()
+
+
 async def test_resends_attach_and_never_act_again(tmp_path: Path, rigs: list[Rig]) -> None:
     rig = await start(rigs, tmp_path, make_policy(attempts=1, within=5))
     for _ in range(5):
@@ -183,7 +209,7 @@ async def test_a_step_interrupted_by_a_crash_is_verified_not_repeated(
     policy = make_policy(attempts=2, within=0.1)
     first = await build(tmp_path, policy)
     first.send(alert(container="db"))
-    await first.intake._process([first.intake._queue.get_nowait()])
+    await first.intake._process([first.intake._queue.get_nowait()], 1)
     await first.runner.drain(0)  # the "crash": the ladder is gone; fake a restart that was mid-flight
     await first.store._run(lambda db: db.execute("DELETE FROM steps"))
     step_id = await first.store.step_started(1, 1, "act", "container.restart", 1, 1000.0)

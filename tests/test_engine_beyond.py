@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -68,7 +69,9 @@ async def test_an_approval_that_times_out_denies_and_escalates(tmp_path: Path, r
     await eventually(lambda: len(rig.notifier.sent) == 2)
     assert rig.restart.calls == []
     (ask_key, ask), (_, escalation) = rig.notifier.sent
-    assert ask_key == "remediator-1-1-approval-oncall" and ask["event"] == "approval_requested"
+    assert (
+        re.fullmatch(r"remediator-1-1-approval-\d+-oncall", ask_key) and ask["event"] == "approval_requested"
+    )
     assert ask["approve_url"].endswith("/api/incidents/1/approve") and ask["deny_url"].endswith("/deny")
     assert ask["approve_command"] == "remediator approve 1" and "approval needed" in ask["reason"]
     assert "refused (approval_denied)" in escalation["reason"]

@@ -239,7 +239,10 @@ class Escalator:
         if self.link_key and requested is not None:
             signature = approval_signature(self.link_key, incident.id, requested["requested_at"])
             payload["approval_url"] = f"{self.public_url.rstrip('/')}/approval/{incident.id}?sig={signature}"
-        dedup_key = f"remediator-{incident.id}-{step_index}-approval-{wanted}"
+        # Each request is its own message: a request asked again (another attempt, another replica) has a new
+        # link, and must not be taken for a repeat of the first one.
+        asked = f"-{round(float(requested['requested_at']) * 1000)}" if requested is not None else ""
+        dedup_key = f"remediator-{incident.id}-{step_index}-approval{asked}-{wanted}"
         entry = await self._put(incident.id, notifier.name, dedup_key, payload, now)
         await self.store.audit(
             incident.id, "approval_queued", {"notifier": notifier.name, "dedup_key": dedup_key}, now

@@ -23,11 +23,21 @@ from remediator.engine.runner import Runner
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
 from remediator.policy.matching import match_alert
-from remediator.store.base import AlertRef, Firing, FiringResult, IntakeEvent, Note, Resolved, Store
+from remediator.store.base import (
+    AlertRef,
+    Firing,
+    FiringResult,
+    IntakeEvent,
+    IntakeResult,
+    Note,
+    Resolved,
+    Store,
+)
 
 logger = logging.getLogger("remediator.intake")
 
 _MAX_TARGET_CHARS = 200
+_RETRIES = 6  # about 25 s of backoff: a dropped connection or a failover, not a long outage
 _RETRY_INITIAL_S = 0.5
 _RETRY_MAX_S = 10.0
 
@@ -96,10 +106,21 @@ class Intake:
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._process_with_retries(batch)
+                try:
+                    await self._process(batch, _RETRIES)
+                except StoreError:
+                    if len(batch) == 1:
+                        raise
+                    # Still failing: maybe one notification the store can never take (the rest must not
+                    # wait behind it forever). One at a time, each tried once.
+                    for one in batch:
+                        try:
+                            await self._process([one], 1)
+                        except StoreError:
+                            logger.exception("inbox row %d left unprocessed, for the next start", one[0])
             except Exception:
-                # A bug, not an outage: keep taking alerts. The rows stay unprocessed in the inbox, and the next
-                # start processes them again.
+                # A bug, or a store down for longer than the retries: keep taking alerts. The rows stay
+                # unprocessed in the inbox, and the next start processes them again.
                 logger.exception(
                     "intake failed on inbox rows %s; left for the next start", [i for i, _ in batch]
                 )
@@ -107,22 +128,7 @@ class Intake:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _process_with_retries(self, batch: list[tuple[int, Notification]]) -> None:
-        """A store error (a dropped connection, a deadlock, a full disk) is retried until the store answers:
-        the batch is one transaction, so a retry never records half of it twice."""
-        delay = _RETRY_INITIAL_S
-        while True:
-            try:
-                await self._process(batch)
-                return
-            except StoreError:
-                logger.exception(
-                    "store failed on inbox rows %s; retrying in %.1fs", [i for i, _ in batch], delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-
-    async def _process(self, batch: list[tuple[int, Notification]]) -> None:
+    async def _process(self, batch: list[tuple[int, Notification]], tries: int) -> None:
         events: list[IntakeEvent] = []
         policies: list[Policy | None] = []
         for inbox_id, notification in batch:
@@ -131,17 +137,18 @@ class Intake:
                 events.append(Note("truncated", detail))
                 policies.append(None)
             for alert in notification.alerts:
+                event, policy = self._event(alert, inbox_id)
+                events.append(event)
+                policies.append(policy)
+        results = await self._record(events, [inbox_id for inbox_id, _ in batch], tries)
+        for _, notification in batch:
+            for alert in notification.alerts:
                 key = (alert.name, alert.status)
                 received = self._received.get(key)
                 if received is None:
                     received = self._received[key] = self.metrics.alerts_received.labels(*key)
                 received.inc()
-                event, policy = self._event(alert, inbox_id)
-                events.append(event)
-                policies.append(policy)
-        now = self.clock()
-        inbox_ids = [inbox_id for inbox_id, _ in batch]
-        results = await self.store.record_intake(events, inbox_ids, now, self.owner, now + self.lease_s)
+        # What follows the commit is not retried: a retry would record the batch a second time.
         for event, policy, result in zip(events, policies, results, strict=True):
             if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
                 await self._firing(event, policy, result)
@@ -149,6 +156,24 @@ class Intake:
                 await self._resolved(result)
             elif isinstance(event, Note) and event.kind == "unmatched":
                 self._decide("unmatched")
+
+    async def _record(
+        self, events: list[IntakeEvent], inbox_ids: list[int], tries: int
+    ) -> list[IntakeResult]:
+        """One transaction, retried with capped backoff on a store error (a dropped connection, a deadlock):
+        all or nothing, so a retry never records half of it twice."""
+        delay = _RETRY_INITIAL_S
+        for attempt in range(1, tries + 1):
+            try:
+                now = self.clock()
+                return await self.store.record_intake(events, inbox_ids, now, self.owner, now + self.lease_s)
+            except StoreError:
+                if attempt == tries:
+                    raise
+                logger.exception("store failed on inbox rows %s; retrying in %.1fs", inbox_ids, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+        raise AssertionError("unreachable")
 
     def _event(self, alert: Alert, inbox_id: int) -> tuple[IntakeEvent, Policy | None]:
         if alert.status == "resolved":

@@ -41,6 +41,8 @@ class LeaseKeeper:
         self.owner = owner
         self.lease_s = lease_s
         self.clock = clock
+        self.claiming = True
+        """False while this replica shuts down: it renews what it holds and takes nothing new."""
 
     async def run(self) -> None:
         """Renew and claim every third of the lease, until cancelled."""
@@ -65,6 +67,8 @@ class LeaseKeeper:
         if delivering:
             kept = set(await self.store.outbox_renew(self.owner, delivering, now + self.lease_s))
             self.escalator.abandon(set(delivering) - kept)
+        if not self.claiming:
+            return
         await self.escalator.claim()
         for incident in await self.store.claim_expired(self.owner, now, now + self.lease_s):
             if incident.id in held:

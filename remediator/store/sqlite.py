@@ -28,7 +28,7 @@ from remediator.domain.incidents import (
 from remediator.errors import StoreError
 from remediator.store.base import Firing, FiringResult, History, IntakeEvent, IntakeResult, Resolved
 from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of
-from remediator.store.wal import WalSync
+from remediator.store.wal import WalSync, is_io_error
 
 T = TypeVar("T")
 
@@ -203,13 +203,15 @@ class SqliteStore:
         the commit is on disk; ``synced=False`` once it is written (it survives a crash of the process, and the
         next sync makes it durable): only for what can be rebuilt from synced rows after a power loss."""
         db = self._db
-        if db is None:
+        if db is None or self._closed:
             raise StoreError("store is not open")
         self._wal.check()
         try:
             with db:  # one transaction: commit on success, roll back on error
                 result = fn(db)
         except sqlite3.Error as exc:
+            if is_io_error(exc):  # SQLite's own writes and syncs (a WAL restart, a checkpoint) count too
+                self._wal.fail(f"sqlite: {exc}")
             raise StoreError(f"sqlite: {exc}") from exc
         self._wal.commits += 1
         if synced:
@@ -241,10 +243,10 @@ class SqliteStore:
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         if self._inbox_flusher is not None:
             with contextlib.suppress(StoreError):
                 await self._inbox_flusher
+        self._closed = True  # from here on no commit could be synced any more
         await self._wal.close()
         if self._db is not None:
             self._db.close()  # the last connection: SQLite checkpoints and removes the WAL

@@ -28,6 +28,11 @@ CHECKPOINT_EVERY_S = 1.0
 """How often written WAL frames are copied into the database file (a passive checkpoint)."""
 
 
+def is_io_error(exc: sqlite3.Error) -> bool:
+    """SQLite's I/O errors (a failed read, write or fsync), as opposed to busy, locked or a constraint."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_IOERR
+
+
 class WalSync:
     """Group fsync of ``<db>-wal`` and periodic passive checkpoints for one SQLite file in WAL mode."""
 
@@ -62,6 +67,12 @@ class WalSync:
         if self._failed is not None:
             raise StoreError(f"the store's disk failed ({self._failed}); restart remediator once it is fixed")
 
+    def fail(self, reason: str) -> None:
+        """The disk lost writes (or may have): refuse every write from now on (see check)."""
+        if self._failed is None:
+            self._failed = reason
+            logger.critical("%s; the store refuses every write from now on", reason)
+
     async def sync(self) -> None:
         """Return once every commit made before this call is on disk."""
         self.check()
@@ -82,8 +93,11 @@ class WalSync:
                 if self._failed is None and self._fd is not None:
                     await loop.run_in_executor(self._fsync_thread, os.fdatasync, self._fd)
             except OSError as exc:
-                self._failed = f"fsync of {self.path}-wal: {exc}"
-                logger.critical("%s; the store refuses every write from now on", self._failed)
+                self.fail(f"fsync of {self.path}-wal: {exc}")
+            except BaseException as exc:  # cancelled, or the executor shut down: nobody may wait forever
+                waiting.set_exception(StoreError(f"the store is closing ({exc!r})"))
+                waiting.exception()
+                raise
             if self._failed is not None:
                 waiting.set_exception(StoreError(self._failed))
                 waiting.exception()  # retrieved: a caller that was cancelled meanwhile must not warn
@@ -94,17 +108,23 @@ class WalSync:
         if self._checkpoint_db is None:
             self._checkpoint_db = sqlite3.connect(self.path, isolation_level=None)
             self._checkpoint_db.execute("PRAGMA busy_timeout=5000")
+            # The WAL is synced before it is copied, and the database file after (before the WAL is reused).
+            self._checkpoint_db.execute("PRAGMA synchronous=FULL")
         # PASSIVE: copies what no reader still needs, never waits for the loop's connection.
         self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database file now (also run every CHECKPOINT_EVERY_S while commits happen)."""
+        if self._failed is not None:
+            return  # never copy frames written after a lost write into the database file
         self.commits = 0
         try:
             await asyncio.get_running_loop().run_in_executor(self._checkpoint_thread, self._checkpoint)
         except sqlite3.Error as exc:
-            # Not fatal: the WAL only grows until a later checkpoint (or the connection's own) succeeds.
-            logger.warning("checkpoint of %s failed: %s", self.path, exc)
+            if is_io_error(exc):
+                self.fail(f"checkpoint of {self.path}: {exc}")
+            else:  # busy, locked: the WAL only grows until a later checkpoint succeeds
+                logger.warning("checkpoint of %s failed: %s", self.path, exc)
 
     async def _checkpoint_loop(self) -> None:
         while True:
