@@ -12,9 +12,11 @@ not actions. Phases, alternating between the two servers, repeated for each roun
   answer, so falling behind shows as latency.
 
 After each remediator phase the bench waits for intake's backlog to drain (reported, not part of the
-figures). Targets: >= 2,000 alerts/s; >= 0.5x the bare handler's throughput; p99 < 25 ms at 500 alerts/s.
+figures). The throughput ratio is the median over rounds of each round's ratio (remediator's max phase
+against the bare handler's just before it), so the machine's drift between rounds cancels.
+Targets: >= 2,000 alerts/s; >= 0.5x the bare handler's throughput; p99 < 25 ms at 500 alerts/s.
 
-    .venv/bin/python bench/ingest.py [--rounds 3] [--seconds 3]
+    .venv/bin/python bench/ingest.py [--rounds 5] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def requests(port: int, count: int) -> list[bytes]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each phase")
     args = parser.parse_args()
     audit = common.CpuAudit.quiet_start()
@@ -68,6 +70,8 @@ def main() -> int:
                 if server is rem:
                     figures["drain after max"].append(common.wait_drained(rem))
                 figures[f"{name} max"].append(result.throughput)
+                if server is rem:  # paired with the bare phase just before it: drift between rounds cancels
+                    figures["max ratio"].append(result.throughput / figures["bare max"][-1])
                 # Intake's share (the drain) is part of what an alert costs.
                 figures[f"{name} cpu"].append((server.cpu_s() - cpu_before) / max(result.ok, 1) * 1e6)
                 for code, n in result.statuses.items():
@@ -107,12 +111,12 @@ def main() -> int:
             0,
         ),
         Row(
-            "  ratio to the bare handler",
-            m["remediator max"] / m["bare max"],
+            "  ratio to the bare handler (median of rounds)",
+            m["max ratio"],
             None,
             "x",
             ">= 0.50",
-            m["remediator max"] / m["bare max"] >= 0.5,
+            m["max ratio"] >= 0.5,
             2,
         ),
     ]

@@ -6,7 +6,7 @@ import pytest
 
 from remediator.domain.policies import Matcher, Policy
 from remediator.errors import TargetRefused
-from remediator.policy.matching import first_policy, match_alert, target_of
+from remediator.policy.matching import PolicyIndex, first_policy, match_alert, target_of
 
 
 def policy(name: str, match: list[str], allow: list[str] | None = None) -> Policy:
@@ -62,6 +62,29 @@ def test_every_matcher_must_hold_and_the_first_policy_wins() -> None:
     assert first_policy([a, b], {"alertname": "DatabaseDown", "severity": "critical"}) is a
     assert first_policy([a, b], {"alertname": "DatabaseDown", "severity": "warning"}) is b
     assert first_policy([a, b], {"alertname": "Other"}) is None
+
+
+def test_the_index_finds_what_trying_every_policy_finds() -> None:
+    policies = [
+        policy("named", ["alertname = DatabaseDown", "severity = critical"]),
+        policy("by-regex", ['alertname =~ "Database.*"']),
+        policy("also-named", ["alertname = DatabaseDown"]),
+        policy("any-critical", ["severity = critical"]),
+        policy("other", ["alertname = HighQueueDepth", "alertname != x"]),
+    ]
+    index = PolicyIndex(policies)
+    for name in ("DatabaseDown", "DatabaseSlow", "HighQueueDepth", "Unknown", ""):
+        for severity in ("critical", "warning"):
+            labels = {"alertname": name, "severity": severity} if name else {"severity": severity}
+            assert first_policy(index.candidates(labels), labels) is first_policy(policies, labels), labels
+    # the order of the files still decides: "named" comes before the regex and the unpinned policy
+    assert (
+        first_policy(
+            index.candidates({"alertname": "DatabaseDown", "severity": "critical"}),
+            {"alertname": "DatabaseDown", "severity": "critical"},
+        )
+        is policies[0]
+    )
 
 
 @pytest.mark.parametrize("value", ["db", "web-1", "web-42"])

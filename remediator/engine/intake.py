@@ -22,7 +22,7 @@ from remediator.engine.escalate import Escalator
 from remediator.engine.runner import Runner
 from remediator.errors import StoreError
 from remediator.metrics import Metrics
-from remediator.policy.matching import match_alert
+from remediator.policy.matching import PolicyIndex, match_alert
 from remediator.store.base import (
     AlertRef,
     Firing,
@@ -66,6 +66,7 @@ class Intake:
         self.clock = clock
         self._queue: asyncio.Queue[tuple[int, Notification]] = asyncio.Queue()
         self._by_name = {p.name: p for p in policies}
+        self._index = PolicyIndex(policies)
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_s
         # labels() looks the child up under a lock on every call; intake counts every alert.
@@ -178,7 +179,7 @@ class Intake:
     def _event(self, alert: Alert, inbox_id: int) -> tuple[IntakeEvent, Policy | None]:
         if alert.status == "resolved":
             return Resolved(alert.fingerprint), None
-        match = match_alert(self.policies, alert.labels)
+        match = match_alert(self._index.candidates(alert.labels), alert.labels)
         if match is None:
             return Note("unmatched", {"fingerprint": alert.fingerprint, "labels": alert.labels}), None
         ref = AlertRef(

@@ -18,6 +18,29 @@ class Match:
     refused: str = ""
 
 
+class PolicyIndex:
+    """The policies that could take an alert, looked up by its alertname. A policy with an ``alertname = X``
+    matcher can only take alerts named X; most alerts are no policy's business, and intake tries every alert.
+    ``candidates`` keeps the file-name order, so the first policy still wins."""
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        pinned: dict[str, list[int]] = {}
+        anywhere: list[int] = []
+        for i, policy in enumerate(policies):
+            names = [m.value for m in policy.match if m.label == "alertname" and m.op == "="]
+            if names:
+                pinned.setdefault(names[0], []).append(i)
+            else:
+                anywhere.append(i)
+        self._anywhere = tuple(policies[i] for i in anywhere)
+        self._by_name = {
+            name: tuple(policies[i] for i in sorted(ids + anywhere)) for name, ids in pinned.items()
+        }
+
+    def candidates(self, labels: dict[str, str]) -> Sequence[Policy]:
+        return self._by_name.get(labels.get("alertname", ""), self._anywhere)
+
+
 def first_policy(policies: Sequence[Policy], labels: dict[str, str]) -> Policy | None:
     """The first policy (file-name order) whose every matcher holds; None when no policy takes the alert."""
     return next((p for p in policies if p.matches(labels)), None)
