@@ -109,9 +109,8 @@ def build_app(
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        public = request.path in _PUBLIC or request.path.startswith(
-            _APPROVAL_LINKS
-        )  # links carry a signature
+        # Approval links are public: each carries its own signature, checked by its route.
+        public = request.path in _PUBLIC or request.path.startswith(_APPROVAL_LINKS)
         if not public and not auth.allows(request.headers.get("Authorization", "")):
             metrics.webhook_rejected.labels(
                 "401"

@@ -217,10 +217,17 @@ class Escalator:
             self._spawn(entry)
 
     async def request_approval(
-        self, incident: Incident, policy: Policy, step_index: int, step_name: str, timeout_s: float
+        self,
+        incident: Incident,
+        policy: Policy,
+        step_index: int,
+        step_name: str,
+        timeout_s: float,
+        requested_at: float,
     ) -> None:
         """Ask a human to approve a step: the policy's escalation target gets the story with approve and deny
-        links (and the CLI command); the incident stays active while it waits."""
+        links (and the CLI command); the incident stays active while it waits. ``requested_at`` (from the gate)
+        names this request: its link and its dedup key."""
         now = self.clock()
         wanted = next((s.name for s in policy.steps if s.kind == "escalate"), self.fallback.name)
         notifier = self._notifier(wanted)
@@ -235,14 +242,12 @@ class Escalator:
             deny_url=f"{base}/deny",
             approve_command=f"remediator approve {incident.id}",
         )
-        requested = await self.gate.approval(incident.id)
-        if self.link_key and requested is not None:
-            signature = approval_signature(self.link_key, incident.id, requested["requested_at"])
+        if self.link_key:
+            signature = approval_signature(self.link_key, incident.id, requested_at)
             payload["approval_url"] = f"{self.public_url.rstrip('/')}/approval/{incident.id}?sig={signature}"
         # Each request is its own message: a request asked again (another attempt, another replica) has a new
         # link, and must not be taken for a repeat of the first one.
-        asked = f"-{round(float(requested['requested_at']) * 1000)}" if requested is not None else ""
-        dedup_key = f"remediator-{incident.id}-{step_index}-approval{asked}-{wanted}"
+        dedup_key = f"remediator-{incident.id}-{step_index}-approval-{round(requested_at * 1000)}-{wanted}"
         entry = await self._put(incident.id, notifier.name, dedup_key, payload, now)
         await self.store.audit(
             incident.id, "approval_queued", {"notifier": notifier.name, "dedup_key": dedup_key}, now

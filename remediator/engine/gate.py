@@ -88,13 +88,15 @@ class Gate:
 
     # -- human approval -----------------------------------------------------------------------------------
 
-    async def request_approval(self, incident: Incident, step: Step, timeout_s: float) -> None:
+    async def request_approval(self, incident: Incident, step: Step, timeout_s: float) -> float:
+        """Record a pending approval; returns when it was requested, which names this request."""
         now = self.clock()
         state = {"state": "pending", "step": step.name, "requested_at": now, "expires_at": now + timeout_s}
         await self.store.control_set(f"approval:{incident.id}", json.dumps(state), now)
         await self.store.audit(
             incident.id, "approval_requested", {"step": step.name, "timeout_s": timeout_s}, now
         )
+        return now
 
     async def approval(self, incident_id: int) -> dict[str, Any] | None:
         raw = await self.store.control_get(f"approval:{incident_id}")

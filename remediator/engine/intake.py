@@ -70,8 +70,7 @@ class Intake:
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_s
         # labels() looks the child up under a lock on every call; intake counts every alert.
-        self._received: dict[tuple[str, str], Counter] = {}
-        self._decisions: dict[str, Counter] = {}
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self.owner = owner
         self.lease_s = lease_s
 
@@ -144,11 +143,7 @@ class Intake:
         results = await self._record(events, [inbox_id for inbox_id, _ in batch], tries)
         for _, notification in batch:
             for alert in notification.alerts:
-                key = (alert.name, alert.status)
-                received = self._received.get(key)
-                if received is None:
-                    received = self._received[key] = self.metrics.alerts_received.labels(*key)
-                received.inc()
+                self._count(self.metrics.alerts_received, alert.name, alert.status)
         # What follows the commit is not retried: a retry would record the batch a second time.
         for event, policy, result in zip(events, policies, results, strict=True):
             if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
@@ -191,11 +186,14 @@ class Intake:
         target = match.target[:_MAX_TARGET_CHARS]
         return Firing(match.policy.name, target, ref, match.refused, inbox_id), match.policy
 
+    def _count(self, metric: Counter, *labels: str) -> None:
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[(metric, labels)] = metric.labels(*labels)
+        child.inc()
+
     def _decide(self, decision: str) -> None:
-        counter = self._decisions.get(decision)
-        if counter is None:
-            counter = self._decisions[decision] = self.metrics.decisions.labels(decision)
-        counter.inc()
+        self._count(self.metrics.decisions, decision)
 
     async def _firing(self, event: Firing, policy: Policy, result: FiringResult) -> None:
         if result.duplicate:

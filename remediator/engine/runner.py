@@ -266,9 +266,9 @@ class Runner:
     async def _approved(self, incident: Incident, policy: Policy, step: Step) -> bool:
         approval = step.approval
         assert approval is not None
-        await self.gate.request_approval(incident, step, approval.timeout_s)
+        requested_at = await self.gate.request_approval(incident, step, approval.timeout_s)
         await self.escalator.request_approval(
-            incident, policy, policy.steps.index(step), step.name, approval.timeout_s
+            incident, policy, policy.steps.index(step), step.name, approval.timeout_s, requested_at
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + approval.timeout_s

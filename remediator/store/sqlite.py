@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -82,7 +81,7 @@ MIGRATIONS: tuple[str, ...] = (
 _ADMISSION: dict[Path, asyncio.Lock] = {}
 
 
-_INSERT_AUDIT = "INSERT INTO audit (at, incident_id, kind, detail) VALUES (?, ?, ?, ?)"
+_INSERT_AUDIT = "INSERT INTO audit (at, incident_id, kind, detail) VALUES"
 AuditRow = tuple[float, int | None, str, str]
 
 
@@ -103,7 +102,7 @@ def _insert_many(db: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, 
 def _audit(
     db: sqlite3.Connection, incident_id: int | None, kind: str, detail: dict[str, Any], now: float
 ) -> None:
-    db.execute(_INSERT_AUDIT, (now, incident_id, kind, canonical_json(detail)))
+    db.execute(f"{_INSERT_AUDIT} (?, ?, ?, ?)", (now, incident_id, kind, canonical_json(detail)))
 
 
 def _record_firing(
@@ -322,7 +321,7 @@ class SqliteStore:
                 else:
                     audits.append((now, None, event.kind, canonical_json(event.detail)))
                     results.append(None)
-            _insert_many(db, "INSERT INTO audit (at, incident_id, kind, detail) VALUES", audits)
+            _insert_many(db, _INSERT_AUDIT, audits)
             db.execute(
                 "UPDATE inbox SET processed_at = ? WHERE id IN (SELECT value FROM json_each(?))",
                 (now, json.dumps(list(inbox_ids))),
@@ -556,26 +555,22 @@ class SqliteStore:
     async def outbox_claim(self, owner: str, now: float, lease_until: float) -> list[OutboxEntry]:
         def claim_entries(db: sqlite3.Connection) -> list[OutboxEntry]:
             rows = db.execute(
-                "SELECT * FROM outbox WHERE status = 'pending' AND (lease_owner = ? OR lease_until < ?) ORDER BY id",
-                (owner, now),
+                "UPDATE outbox SET lease_owner = ?, lease_until = ?"
+                " WHERE status = 'pending' AND (lease_owner = ? OR lease_until < ?) RETURNING *",
+                (owner, lease_until, owner, now),
             ).fetchall()
-            db.execute(
-                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id IN (SELECT value FROM json_each(?))",
-                (owner, lease_until, json.dumps([r["id"] for r in rows])),
-            )
-            return [dataclasses.replace(outbox_of(r), lease_owner=owner) for r in rows]
+            return sorted((outbox_of(r) for r in rows), key=lambda e: e.id)
 
         return await self._run(claim_entries)
 
     async def outbox_renew(self, owner: str, entry_ids: Sequence[int], lease_until: float) -> list[int]:
         def renew_entries(db: sqlite3.Connection) -> list[int]:
-            ids = json.dumps(list(entry_ids))
-            db.execute(
-                "UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
-                (lease_until, owner, ids),
-            )
-            held = "SELECT id FROM outbox WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
-            return [r["id"] for r in db.execute(held, (owner, ids))]
+            rows = db.execute(
+                "UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
+                " RETURNING id",
+                (lease_until, owner, json.dumps(list(entry_ids))),
+            ).fetchall()
+            return [r["id"] for r in rows]
 
         return await self._run(renew_entries, synced=False)
 
