@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import docker.errors
 import pytest
 from realparts import DockerDaemon
 
@@ -115,3 +116,38 @@ async def test_what_cannot_be_scaled_or_rolled_back_is_a_permanent_error(
             await SwarmScale(plain).run("workers", SwarmScaleParams(max=3))
     finally:
         plain.close()
+
+
+async def test_a_service_is_found_by_its_whole_name_never_by_an_id_or_id_prefix(
+    swarm: DockerDaemon, backend: DockerBackend
+) -> None:
+    """``services.get`` (GET /services/{id}) takes a name, an ID or an ID prefix; the actions never use it with
+    a target, so neither an ID prefix nor a full ID nor a name prefix reaches another service."""
+    await asyncio.to_thread(create_service, swarm, "tr-billing", mode={"Replicated": {"Replicas": 1}})
+    before = await asyncio.to_thread(spec, swarm, "tr-billing")
+    service_id = str(before["ID"])
+
+    def unique_prefix() -> str:
+        # The shortest prefix the daemon's own lookup takes to this service, and no service's name.
+        for n in range(2, 20):
+            prefix = service_id[:n]
+            if swarm.client.services.list(filters={"name": prefix}):
+                continue
+            try:
+                if swarm.client.services.get(prefix).id == service_id:
+                    return prefix
+            except docker.errors.APIError:
+                continue  # ambiguous: another service's ID starts the same way
+        raise AssertionError(f"no unique prefix for {service_id}")
+
+    prefix = await asyncio.to_thread(unique_prefix)
+    for loose in (prefix, service_id, "tr-bill"):
+        with pytest.raises(PermanentActionError, match=f"no such swarm service: {loose}"):
+            await SwarmScale(backend).run(loose, SwarmScaleParams(max=3))
+        with pytest.raises(PermanentActionError, match=f"no such swarm service: {loose}"):
+            await SwarmRollback(backend).run(loose, NoParams())
+        with pytest.raises(PermanentActionError, match=f"no such swarm service: {loose}"):
+            await SwarmStatus(backend).run(loose, NoParams())
+    after = await asyncio.to_thread(spec, swarm, "tr-billing")
+    assert after["Version"] == before["Version"]
+    assert after["Spec"]["Mode"] == {"Replicated": {"Replicas": 1}}

@@ -9,21 +9,22 @@ a shell, and the project always comes from the policy, never from an alert label
 
 The target is the service name (a ``compose-service`` policy) or a container of the service (a ``container``
 policy, e.g. "restart the web container, then add a web replica"): a name that is a service of the project
-is a service, otherwise it must be a container that belongs to the project.
+is a service, otherwise it must be a container that belongs to the project. Both lookups are exact: the
+service by its label's whole value, the container by its whole name (never an ID prefix, see actions.docker);
+every call after that names containers by their full IDs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import re
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
 from remediator.actions.base import Params
-from remediator.actions.docker import DockerBackend
+from remediator.actions.docker import DockerBackend, container_named
 from remediator.errors import PermanentActionError
 
 PROJECT = "com.docker.compose.project"
@@ -114,13 +115,12 @@ def _resolve(client: Any, target: str, project: str) -> tuple[str, list[_Replica
     replicas = _replicas(client, project, target)
     if replicas:
         return target, replicas
-    found = client.api.containers(
-        all=True, filters={"name": f"^/{re.escape(target)}$", "label": f"{PROJECT}={project}"}
-    )
-    for container in found:
-        service = (container.get("Labels") or {}).get(SERVICE)
-        if service and f"/{target}" in (container.get("Names") or []):
-            return service, _replicas(client, project, service)
+    # Exactly the container with this name (never an ID or an ID prefix, as Docker's own lookup would take).
+    container = container_named(client, target)
+    labels = (container.get("Labels") or {}) if container is not None else {}
+    service = labels.get(SERVICE)
+    if service and labels.get(PROJECT) == project:
+        return service, _replicas(client, project, service)
     raise PermanentActionError(f"no compose service or container {target} in project {project}")
 
 

@@ -2,11 +2,20 @@
 
 The SDK is synchronous, so every call runs in a small bounded thread pool with a timeout; the event loop never
 blocks on Docker. Docker's errors are mapped here, at the boundary, to Temporary/PermanentActionError.
+
+A target is a container *name*, and it resolves to exactly the container with that name or to nothing. Docker's
+own lookup (``GET /containers/{id}/json``, ``containers.get``) also accepts a full ID and any unique ID prefix,
+so an allowed name such as ``db`` would, on a host without a ``db`` container, silently pick whichever other
+container's ID starts with "db" and restart it, exec in it or read its logs. Remediator's targets come from an
+alert label checked against an allow list of names, so an ID (full or prefix) is never what a policy meant:
+``exact_container`` looks the name up exactly, and every later call uses the container's full ID, so the name is
+resolved once and cannot resolve to another container between the lookup and the action.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +78,62 @@ def _map_error(exc: Exception, target: str) -> Exception:
     if isinstance(exc, requests.exceptions.RequestException | docker.errors.DockerException | OSError):
         return TemporaryActionError(f"docker unreachable: {exc}")
     return PermanentActionError(f"unexpected docker error: {type(exc).__name__}: {exc}")
+
+
+# What Docker accepts as a container name (and, for the hex ones, what looks like an ID or an ID prefix).
+_DOCKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def container_named(client: Any, name: str) -> dict[str, Any] | None:
+    """The listing entry (``Id``, ``Names``, ``Labels``, ...) of the container named exactly ``name``, or None.
+
+    Never an ID or an ID prefix: the list API's ``name`` filter only looks at names. That filter is a regular
+    expression over every name a container has (legacy link aliases such as ``/web/db`` included), so it is
+    anchored and escaped to narrow the listing, and the exact name is then checked here: correctness never
+    depends on how the daemon reads the pattern."""
+    found = client.api.containers(all=True, filters={"name": f"^/{re.escape(name)}$"})
+    exact = [c for c in found if f"/{name}" in (c.get("Names") or [])]
+    if len(exact) > 1:  # Docker keeps names unique; never guess between two
+        ids = ", ".join(str(c["Id"])[:12] for c in exact)
+        raise PermanentActionError(f"{len(exact)} containers are named {name} ({ids})")
+    return exact[0] if exact else None
+
+
+def _loose_match(client: Any, target: str) -> str:
+    """What Docker's own lookup would have picked for ``target``, to explain a refusal; "" when nothing."""
+    # The SDK puts the value in the URL path with "/" unescaped: only a plain name may go there.
+    if _DOCKER_NAME.fullmatch(target) is None:
+        return ""
+    try:
+        other = client.api.inspect_container(target)
+    except Exception:
+        return ""  # nothing, or an ambiguous prefix: the refusal is reason enough
+    how = "by its full ID" if other.get("Id") == target else "by ID prefix"
+    other_name = str(other.get("Name", "")).lstrip("/")
+    if other_name == target:
+        return ""  # created under this name a moment ago: the next attempt will find it
+    return (
+        f" (docker would match container {str(other.get('Id', ''))[:12]} named '{other_name}' {how}; "
+        "remediator only acts on the container with exactly this name)"
+    )
+
+
+def exact_container(client: Any, target: str) -> Any:
+    """The container named exactly ``target`` (a docker-py Container, fetched by its full ID), or a
+    PermanentActionError saying so, and which other container Docker's looser lookup would have taken.
+
+    Every call made through the returned object (restart, logs, exec_run, reload) names the full ID, so the
+    name is resolved once: a container renamed or replaced afterwards cannot be acted on instead."""
+    entry = container_named(client, target)
+    if entry is None:
+        raise PermanentActionError(f"no such container: {target}{_loose_match(client, target)}")
+    container = client.containers.get(str(entry["Id"]))  # a full ID matches itself before any name or prefix
+    if container.name != target:
+        # Renamed between the listing and the inspection: the next attempt resolves the name afresh.
+        raise TemporaryActionError(
+            f"container {target} was renamed to {container.name} while being looked up"
+        )
+    return container
 
 
 class DockerBackend:
@@ -142,7 +207,7 @@ class ContainerRestart:
         assert isinstance(params, RestartParams)
 
         def restart(client: Any) -> str:
-            container = client.containers.get(target)
+            container = exact_container(client, target)
             container.restart(timeout=params.timeout_s)
             container.reload()
             state = container.attrs["State"]
@@ -170,7 +235,7 @@ class ContainerLogs:
         assert isinstance(params, LogsParams)
 
         def logs(client: Any) -> str:
-            container = client.containers.get(target)
+            container = exact_container(client, target)
             state = container.attrs["State"]
             text = container.logs(tail=params.tail, timestamps=True).decode("utf-8", "replace")
             head = (
@@ -206,7 +271,7 @@ class ContainerExec:
         shown = " ".join(params.argv)
 
         def execute(client: Any) -> str:
-            container = client.containers.get(target)
+            container = exact_container(client, target)
             status = container.attrs["State"].get("Status")
             if status != "running":
                 # Docker would answer 409, which reads as "try again"; a stopped container will not exec.

@@ -3,6 +3,10 @@
 Swarm keeps a service's desired state itself, so these actions only change the spec through the Engine API
 of a manager node and leave the convergence to Swarm; the step's verification says whether it worked. A
 rollback is Swarm's own (``docker service rollback``): the service's PreviousSpec becomes its spec again.
+
+A target names a service exactly. ``services.get`` (``GET /services/{id}``) also takes an ID or any unique ID
+prefix, so it is never called with a target: the service is found in the listing by its whole name, and every
+call after that (update, rollback, tasks) names it by its full ID.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class NoParams(Params):
 
 
 def _service(client: Any, target: str) -> Any:
-    # The name filter matches by prefix: keep only the service with exactly this name.
+    # The name filter matches name prefixes (never IDs): keep only the service with exactly this name.
     for service in client.services.list(filters={"name": target}):
         if service.name == target:
             return service
