@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from remediator.actions.docker import DockerBackend
+from remediator.actions.docker import DockerBackend, exact_container
 from remediator.actions.postgres import PostgresBackend
 from remediator.domain.policies import Policy
 from remediator.errors import ActionError, RemediatorError
@@ -141,7 +141,7 @@ async def run_drill(
     if injected == "stop_container":
         docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, 1)
         try:
-            await docker.call(target, lambda client: client.containers.get(target).stop(timeout=10))
+            await docker.call(target, lambda client: exact_container(client, target).stop(timeout=10))
         finally:
             docker.close()
     elif injected == "alert":

@@ -5,6 +5,8 @@
     ├── PolicyError                  a policy file refused at load (file, line, reason)
     ├── TargetRefused                a label value that the policy's allow list does not admit
     ├── StoreError                   the store cannot persist or read
+    │   └── StoreDataError           this one value cannot be stored (retrying cannot help)
+    ├── LeaseLost                    this replica no longer holds an incident's or entry's lease
     ├── ActionError                  a backend action that did not succeed
     │   ├── TemporaryActionError     worth retrying (backend down, timeout, 5xx)
     │   └── PermanentActionError     retrying cannot help (no such container, bad request)
@@ -42,6 +44,16 @@ class TargetRefused(RemediatorError):
 
 class StoreError(RemediatorError):
     """The store could not persist or read."""
+
+
+class StoreDataError(StoreError):
+    """The store refused a value (out of range, not representable): the same call would fail again, so the
+    caller must not retry it, nor let it hold up other work."""
+
+
+class LeaseLost(RemediatorError):
+    """A write or an action for an incident (or an outbox entry) whose lease this replica no longer holds with
+    the fencing token it was granted: another replica took it over. The writer stops working on it at once."""
 
 
 class ActionError(RemediatorError):

@@ -17,7 +17,8 @@ class Metrics:
         r = self.registry
         self.alerts_received = Counter(
             "remediator_alerts_received_total",
-            "Alerts received from Alertmanager, by alert name and status.",
+            "Alerts received from Alertmanager, by status and alert name (a name no policy pins with"
+            " alertname = X counts as 'other', so outside input cannot grow the series).",
             ["alertname", "status"],
             registry=r,
         )
@@ -29,7 +30,8 @@ class Metrics:
         )
         self.decisions = Counter(
             "remediator_decisions_total",
-            "Engine decisions on alerts (matched, unmatched, attached, duplicate, resolved, target_refused).",
+            "Engine decisions on alerts (opened, unmatched, attached, duplicate, stale, resolved, resolved_other,"
+            " target_refused, unrecordable, store_retry).",
             ["decision"],
             registry=r,
         )
@@ -61,7 +63,7 @@ class Metrics:
         )
         self.incidents_open = Gauge(
             "remediator_incidents_open",
-            "Incidents not yet resolved (active or escalated).",
+            "Incidents not yet resolved (active, waiting or escalated).",
             registry=r,
         )
         self.time_to_recovery = Histogram(
@@ -82,6 +84,12 @@ class Metrics:
             "remediator_breaker_state",
             "Circuit breaker state by breaker name: 0 closed, 1 half-open, 2 open.",
             ["breaker"],
+            registry=r,
+        )
+        self.lease_lost = Counter(
+            "remediator_lease_lost_total",
+            "Work stopped because another replica took its lease over (incident: a ladder; outbox: a delivery).",
+            ["what"],
             registry=r,
         )
         self.policies_loaded = Gauge(

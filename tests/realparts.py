@@ -541,8 +541,10 @@ class DockerDaemon:
         """Run a busybox container that sleeps; a leftover container of the same name is replaced,
         so tests sharing the session daemon may reuse names. Extra kwargs go to containers.run
         (e.g. restart_policy={"Name": "unless-stopped"}); ``command`` replaces the sleep."""
-        with contextlib.suppress(docker.errors.NotFound):
-            self.client.containers.get(name).remove(force=True)
+        # By exact name: containers.get() also takes an ID prefix, and would remove another test's container.
+        for leftover in self.client.containers.list(all=True, filters={"name": f"^/{name}$"}):
+            with contextlib.suppress(docker.errors.NotFound):
+                leftover.remove(force=True)
         options: dict[str, Any] = {
             "name": name,
             "labels": dict(labels or {}),

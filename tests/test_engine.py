@@ -16,7 +16,7 @@ from helpers import alert, eventually
 
 from remediator.engine import intake as intake_module
 from remediator.engine.leases import LeaseKeeper
-from remediator.errors import PermanentActionError, StoreError, TemporaryActionError
+from remediator.errors import PermanentActionError, StoreDataError, StoreError, TemporaryActionError
 from remediator.store.base import Firing, FiringResult
 from remediator.store.sqlite import SqliteStore
 
@@ -69,7 +69,7 @@ async def test_a_notification_the_store_never_takes_does_not_stop_the_others(
 
     async def refuses_poison(events: Any, *args: Any) -> Any:
         if any(isinstance(e, Firing) and e.target == "poison" for e in events):
-            raise StoreError("invalid byte sequence")  # never passes, however often it is tried
+            raise StoreDataError("invalid byte sequence")  # never passes, however often it is tried
         return await real(events, *args)
 
     monkeypatch.setattr(rig.store, "record_intake", refuses_poison)
@@ -209,7 +209,7 @@ async def test_a_step_interrupted_by_a_crash_is_verified_not_repeated(
     policy = make_policy(attempts=2, within=0.1)
     first = await build(tmp_path, policy)
     first.send(alert(container="db"))
-    await first.intake._process([first.intake._queue.get_nowait()], 1)
+    await first.intake._process([first.intake._queue.get_nowait()])
     await first.runner.drain(0)  # the "crash": the ladder is gone; fake a restart that was mid-flight
     await first.store._run(lambda db: db.execute("DELETE FROM steps"))
     step_id = await first.store.step_started(1, 1, "act", "container.restart", 1, 1000.0)
@@ -303,6 +303,11 @@ def _ref() -> Any:
 @pytest.mark.parametrize("status", ["firing", "resolved"])
 async def test_alert_counts_by_name_and_status(tmp_path: Path, rigs: list[Rig], status: str) -> None:
     rig = await start(rigs, tmp_path, make_policy())
-    rig.send(alert(alertname="Other", status=status))
+    rig.send(alert(alertname="Other", status=status), alert(status=status))
     await rig.settle()
-    assert rig.metrics.alerts_received.labels("Other", status)._value.get() == 1
+    # A name no policy pins counts as "other": outside input cannot grow the metric's series.
+    assert rig.metrics.alerts_received.labels("other", status)._value.get() == 1
+    assert rig.metrics.alerts_received.labels("DatabaseDown", status)._value.get() == 1
+    assert not any(
+        s.labels.get("alertname") == "Other" for m in rig.metrics.registry.collect() for s in m.samples
+    )

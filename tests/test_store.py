@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,28 @@ async def stores(store_url: str) -> AsyncIterator[Callable[[], Any]]:
         await store.close()
 
 
-def ref(fp: str = "f1", container: str = "db", starts: str = "2026-11-23T10:00:00+00:00") -> AlertRef:
+STARTS = "2026-11-23T10:00:00+00:00"
+
+
+def ref(fp: str = "f1", container: str = "db", starts: str = STARTS) -> AlertRef:
     return AlertRef(
         fp,
         starts,
         {"alertname": "DatabaseDown", "severity": "critical", "container": container},
         {"summary": "s"},
+        _ts(starts),
     )
+
+
+def _ts(starts: str) -> float:
+    try:
+        return datetime.fromisoformat(starts).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def resolved(fp: str, starts: str = STARTS) -> Resolved:
+    return Resolved(fp, starts, _ts(starts))
 
 
 async def firing(store: Store, *events: Firing, owner: str = "a", now: float = 100.0) -> list[FiringResult]:
@@ -88,11 +104,11 @@ async def test_one_incident_per_policy_and_target(stores: Callable[[], Any]) -> 
 async def test_an_incident_resolves_when_all_its_alerts_have(stores: Callable[[], Any]) -> None:
     store = await stores()
     (first, _) = await firing(store, Firing("db-down", "db", ref("f1")), Firing("db-down", "db", ref("f2")))
-    assert await store.record_intake([Resolved("f1")], [], 101, "a", 0) == [[]]
-    (closed,) = await store.record_intake([Resolved("f2")], [], 102, "a", 0)
+    assert await store.record_intake([resolved("f1")], [], 101, "a", 0) == [[]]
+    (closed,) = await store.record_intake([resolved("f2")], [], 102, "a", 0)
     assert isinstance(closed, list) and [i.id for i in closed] == [first.incident.id]
     assert closed[0].status == "resolved"
-    assert await store.record_intake([Resolved("f2")], [], 103, "a", 0) == [[]]  # a re-sent resolution
+    assert await store.record_intake([resolved("f2")], [], 103, "a", 0) == [[]]  # a re-sent resolution
     (again,) = await firing(store, Firing("db-down", "db", ref("f1", starts="2026-11-23T11:00:00+00:00")))
     assert again.created and again.incident.id != first.incident.id
 
@@ -105,8 +121,8 @@ async def test_history_counts_what_the_guards_read(stores: Callable[[], Any]) ->
     step = await store.step_started(a.incident.id, 0, "act", "container.restart", 2, 200)
     await store.step_finished(step, "ok", "done", 210)
     await store.step_started(a.incident.id, 0, "diagnose", "container.logs", 1, 220)
-    await store.record_intake([Resolved("f1")], [], 230, "a", 0)
-    (c,) = await firing(store, Firing("p", "db", ref("f1", starts="x")), now=240)
+    await store.record_intake([resolved("f1")], [], 230, "a", 0)
+    (c,) = await firing(store, Firing("p", "db", ref("f1", starts="2026-11-23T11:00:00+00:00")), now=240)
     h = await store.history("p", "db", c.incident.id, since_target=150, since_budget=0, since_flap=0)
     assert (h.target_actions, h.all_actions, h.last_other_action_at, h.incidents_opened) == (1, 2, 210, 2)
     h = await store.history("q", "db", b.incident.id, since_target=0, since_budget=150, since_flap=150)
@@ -119,12 +135,14 @@ async def test_each_expired_lease_goes_to_exactly_one_replica(stores: Callable[[
         a, *(Firing("p", f"t{n}", ref(f"f{n}", f"t{n}")) for n in range(30)), owner="a", now=100
     )
     ids = sorted(r.incident.id for r in results)
+    held = [(i, 1) for i in ids]  # the first grant's fencing token
     assert await b.claim_expired("b", now=110, lease_until=125) == []  # a's leases still run
-    assert await a.renew_leases("a", ids, 130) == ids
+    assert await a.renew_leases("a", held, 130) == ids
     claims = await asyncio.gather(b.claim_expired("b", 131, 150), c.claim_expired("c", 131, 150))
     got_b, got_c = ({i.id for i in claimed} for claimed in claims)
     assert got_b | got_c == set(ids) and not got_b & got_c
-    assert await a.renew_leases("a", ids, 160) == []  # a lost them all
+    assert {i.lease_epoch for claimed in claims for i in claimed} == {2}  # each grant a new token
+    assert await a.renew_leases("a", held, 160) == []  # a lost them all
     winner, owner = (b, "b") if got_b else (c, "c")
     await winner.release_leases(owner, sorted(got_b or got_c))
     assert {i.id for i in await a.claim_expired("a", 132, 150)} == (got_b or got_c)
@@ -184,12 +202,13 @@ async def test_each_pending_escalation_is_delivered_by_one_replica(stores: Calla
     again = await b.outbox_put(r.incident.id, "oncall", "k1", {"n": 2}, 101, "b", 116)
     assert (again.id, again.lease_owner, again.payload) == (entry.id, "a", {"n": 1})
     assert await b.outbox_claim("b", 110, 125) == []
-    assert await a.outbox_renew("a", [entry.id], 130) == [entry.id]
+    assert await a.outbox_renew("a", [(entry.id, entry.lease_epoch)], 130) == [entry.id]
     assert await b.outbox_claim("b", 120, 135) == []  # renewed in time
     # a stops renewing: once its lease ran out b takes the entry, and a learns it lost it.
     (taken,) = await b.outbox_claim("b", 131, 146)
     assert (taken.id, taken.lease_owner, taken.payload) == (entry.id, "b", {"n": 1})
-    assert await a.outbox_renew("a", [entry.id], 150) == []
+    assert taken.lease_epoch == entry.lease_epoch + 1
+    assert await a.outbox_renew("a", [(entry.id, entry.lease_epoch)], 150) == []
     assert await a.outbox_claim("a", 132, 147) == []
     # Released at shutdown: claimable at once; delivered: nobody's any more.
     await b.outbox_release("b", [entry.id])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ import requests.exceptions
 from pydantic import Field
 
 from remediator.actions.base import Params
-from remediator.errors import ActionError, PermanentActionError, TemporaryActionError
+from remediator.domain.fencing import call_deadline, call_guard
+from remediator.errors import ActionError, LeaseLost, PermanentActionError, TemporaryActionError
 
 T = TypeVar("T")
 
@@ -136,6 +138,19 @@ def exact_container(client: Any, target: str) -> Any:
     return container
 
 
+_thread_deadline = threading.local()
+
+
+def before_mutation() -> None:
+    """In a pool thread, right before a request that changes something: raise LeaseLost when the deadline the
+    runner set for this call has passed (the thread waited in the pool, or the process was frozen)."""
+    deadline: float | None = getattr(_thread_deadline, "value", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise LeaseLost(
+            f"the lease-safe moment to send this call passed {time.monotonic() - deadline:.1f}s ago"
+        )
+
+
 class DockerBackend:
     """One Docker Engine: a lazily created client and the thread pool its calls run in."""
 
@@ -145,6 +160,7 @@ class DockerBackend:
         self.host = host
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
+        self._slots = asyncio.Semaphore(threads)
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -165,11 +181,17 @@ class DockerBackend:
             client.close()
 
     async def call(self, target: str, fn: Callable[[Any], T], extra_timeout_s: float = 0) -> T:
-        """Run ``fn(client)`` in the pool; map every failure to a typed ActionError."""
+        """Run ``fn(client)`` in the pool; map every failure to a typed ActionError. A call that reaches its
+        thread after the runner's ``call_deadline`` (queued, or the process frozen past its lease) is dropped
+        with LeaseLost instead of sent late (docs/safety.md, F3)."""
 
-        def work() -> T:
+        def work(deadline: float | None) -> T:
+            _thread_deadline.value = deadline
             try:
+                before_mutation()
                 return fn(self._get_client())
+            except LeaseLost:
+                raise
             except Exception as exc:
                 mapped = _map_error(exc, target)
                 if isinstance(mapped, TemporaryActionError):
@@ -180,9 +202,16 @@ class DockerBackend:
 
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(self._pool, work), self.timeout_s + extra_timeout_s
-            )
+            # A free thread first, then the deadline: a call that waited for one behind a burst confirms its
+            # lease again rather than being sent late or dropped.
+            async with self._slots:
+                deadline = call_deadline.get()
+                guard = call_guard.get()
+                if deadline is not None and guard is not None and time.monotonic() > deadline:
+                    deadline = await guard()
+                return await asyncio.wait_for(
+                    loop.run_in_executor(self._pool, work, deadline), self.timeout_s + extra_timeout_s
+                )
         except TimeoutError as exc:
             raise TemporaryActionError(
                 f"docker call on {target} took over {self.timeout_s + extra_timeout_s:.0f}s"
@@ -208,6 +237,7 @@ class ContainerRestart:
 
         def restart(client: Any) -> str:
             container = exact_container(client, target)
+            before_mutation()
             container.restart(timeout=params.timeout_s)
             container.reload()
             state = container.attrs["State"]
@@ -276,6 +306,7 @@ class ContainerExec:
             if status != "running":
                 # Docker would answer 409, which reads as "try again"; a stopped container will not exec.
                 raise PermanentActionError(f"{target} is {status}: cannot run `{shown}` in it")
+            before_mutation()
             result = container.exec_run(
                 list(params.argv), user=params.user or "", workdir=params.workdir, demux=False
             )

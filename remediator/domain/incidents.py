@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-IncidentStatus = Literal["active", "escalated", "resolved"]
-OPEN_STATUSES: tuple[IncidentStatus, ...] = ("active", "escalated")
+IncidentStatus = Literal["active", "waiting", "escalated", "resolved"]
+"""``active``: a ladder runs for it (only these are leased and claimed); ``waiting``: the ladder ended without
+escalating (the system recovered, or shadow mode) and the incident stays open until its alerts resolve, with
+no ladder; ``escalated``: a human owns it (this includes a target the allow list refused, which is created
+escalated and never runnable); ``resolved``: closed."""
+INCIDENT_STATUSES: tuple[IncidentStatus, ...] = ("active", "waiting", "escalated", "resolved")
+OPEN_STATUSES: tuple[IncidentStatus, ...] = ("active", "waiting", "escalated")
 
 StepStatus = Literal["started", "ok", "failed", "skipped", "interrupted"]
 
@@ -25,10 +30,9 @@ class Incident:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     reason: str = ""
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
+    lease_owner: str = ""
+    lease_epoch: int = 0
+    """Incremented by every lease grant: the fencing token of the replica that holds it (domain/fencing.py)."""
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,5 @@ class OutboxEntry:
     status: Literal["pending", "delivered", "failed"]
     lease_owner: str = ""
     """The replica delivering it; with several replicas exactly one holds a pending entry's lease."""
+    lease_epoch: int = 0
+    """Incremented by every lease grant: a delivery's writes are fenced by it, like an incident's."""

@@ -12,7 +12,9 @@ created when the incident opens and expired through the outbox when remediation 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +25,7 @@ from remediator.domain.clock import Clock
 from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, StepRecord
 from remediator.domain.policies import Policy
 from remediator.engine.gate import Gate
-from remediator.errors import NotifyError, StoreError
+from remediator.errors import LeaseLost, NotifyError, StoreError
 from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, pages
 from remediator.escalation.routing import priority_of, quiet, recipients
 from remediator.metrics import Metrics
@@ -35,6 +37,14 @@ logger = logging.getLogger("remediator.escalation")
 
 TRAIL_LIMIT = 20_000
 """Audit records read to find an incident's escalations and silences (re-sends of a long incident add many)."""
+
+_DELIVERED = {
+    "escalate": "escalation_delivered",
+    "approval_requested": "approval_delivered",
+    "resolve": "resolution_delivered",
+    "expire_silence": "silence_expired",
+}
+"""The audit kind of each delivered outbox event (an unknown one is named after itself, never mislabelled)."""
 
 SILENCE_MARGIN_S = 300.0
 """Added to a policy's verification windows for the silence's end: actions, retries and lock waits take time."""
@@ -165,6 +175,7 @@ class Escalator:
         self.lease_s = lease_s
         self._tasks: set[asyncio.Task[None]] = set()
         self._delivering: dict[int, asyncio.Task[None]] = {}  # outbox id -> its delivery in this process
+        self._epochs: dict[int, int] = {}  # outbox id -> the lease epoch its delivery holds
         self._chains: dict[tuple[str, int], asyncio.Task[None]] = {}  # last delivery per (notifier, incident)
 
     def _notifier(self, name: str) -> Notifier:
@@ -389,30 +400,36 @@ class Escalator:
         if entry.status != "pending" or entry.lease_owner != self.owner or entry.id in self._delivering:
             return  # delivered already (a replayed step), another replica's, or being delivered here
         chain = (entry.notifier, entry.incident_id)
+        # A context of its own: a delivery is fenced by its entry's lease, never by the ladder that stored it.
         task = asyncio.create_task(
-            self._deliver_after(self._chains.get(chain), entry), name=f"deliver-{entry.dedup_key}"
+            self._deliver_after(self._chains.get(chain), entry),
+            name=f"deliver-{entry.dedup_key}",
+            context=contextvars.Context(),
         )
         self._chains[chain] = task
         self._tasks.add(task)
         self._delivering[entry.id] = task
+        self._epochs[entry.id] = entry.lease_epoch
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
             if self._delivering.get(entry.id) is finished:
                 del self._delivering[entry.id]
+                self._epochs.pop(entry.id, None)
             if self._chains.get(chain) is finished:
                 del self._chains[chain]
 
         task.add_done_callback(done)
 
-    def delivering(self) -> list[int]:
-        """The outbox entries this process is delivering (their leases must be renewed)."""
-        return list(self._delivering)
+    def delivering(self) -> list[tuple[int, int]]:
+        """(entry id, lease epoch) of the outbox entries this process is delivering (renewed by the keeper)."""
+        return [(i, self._epochs[i]) for i in self._delivering]
 
     def abandon(self, entry_ids: Iterable[int]) -> None:
         """Another replica took these entries over (this one missed renewing their leases): stop here."""
         for entry_id in entry_ids:
             task = self._delivering.pop(entry_id, None)
+            self._epochs.pop(entry_id, None)
             if task is not None:
                 logger.warning("outbox entry %d is delivered by another replica now; stopping here", entry_id)
                 task.cancel()
@@ -420,7 +437,22 @@ class Escalator:
     async def _deliver_after(self, previous: asyncio.Task[None] | None, entry: OutboxEntry) -> None:
         if previous is not None:
             await asyncio.wait({previous})
-        await self._deliver(entry)
+        try:
+            await self._deliver(entry)
+        except LeaseLost as exc:
+            self.metrics.lease_lost.labels("outbox").inc()
+            logger.warning("%s: %s; another replica delivers it now", entry.dedup_key, exc)
+
+    async def _send_fenced(self, notifier: Notifier, entry: OutboxEntry) -> None:
+        """Send, having just confirmed in the store that this replica still holds the entry's lease for long
+        enough; a send whose task was frozen past that is dropped (docs/safety.md, F4)."""
+        asked, now = time.monotonic(), self.clock()
+        # A notifier's request times out well within a lease (and the keeper renews it meanwhile).
+        await self.store.outbox_confirm(entry, now, now + self.lease_s)
+        if time.monotonic() - asked > self.lease_s / 2:
+            # Frozen while confirming (a GC pause, a stopped VM): the lease may have passed meanwhile.
+            raise LeaseLost(f"outbox entry {entry.id}: too long since the lease was confirmed to send now")
+        await self._send(notifier, entry)
 
     async def _send(self, notifier: Notifier, entry: OutboxEntry) -> None:
         event = entry.payload.get("event", "escalate")
@@ -443,6 +475,7 @@ class Escalator:
         logged as overdue (and stays in the outbox, resumed after a restart).
         """
         notifier = self._notifier(entry.notifier)
+        lease = (entry.lease_owner, entry.lease_epoch)
         breaker = f"notify:{notifier.name}"
         policy = str(entry.payload.get("policy", ""))
         event = str(entry.payload.get("event", "escalate"))
@@ -457,10 +490,12 @@ class Escalator:
                     raise NotifyError(f"circuit breaker {breaker} is open; not tried")
                 attempts += 1
                 try:
-                    await self._send(notifier, entry)
+                    await self._send_fenced(notifier, entry)
                 except NotifyError as exc:
                     await self.gate.record(False, breaker)
-                    await self.store.outbox_update(entry.id, "pending", attempts, str(exc), self.clock())
+                    await self.store.outbox_update(
+                        entry.id, "pending", attempts, str(exc), self.clock(), lease
+                    )
                     if attempts == self.attempts:
                         self.metrics.escalations.labels(policy, notifier.name, "overdue").inc()
                         await self.store.audit(
@@ -483,10 +518,8 @@ class Escalator:
                     raise
                 await self.gate.record(True, breaker)
         now = self.clock()
-        await self.store.outbox_update(entry.id, "delivered", attempts, "", now)
-        kind = {"escalate": "escalation_delivered", "resolve": "resolution_delivered"}.get(
-            event, "silence_expired"
-        )
+        await self.store.outbox_update(entry.id, "delivered", attempts, "", now, lease)
+        kind = _DELIVERED.get(event, f"{event}_delivered")
         await self.store.audit(
             entry.incident_id,
             kind,
@@ -500,7 +533,8 @@ class Escalator:
         """Deliver what is pending and free: stored by a replica that died (its lease expired), or by this one
         before a restart. Run at start and with every lease renewal."""
         now = self.clock()
-        for entry in await self.store.outbox_claim(self.owner, now, now + self.lease_s):
+        running = list(self._delivering)
+        for entry in await self.store.outbox_claim(self.owner, now, now + self.lease_s, running):
             self._spawn(entry)
 
     async def drain(self, grace_s: float) -> None:

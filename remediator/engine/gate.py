@@ -6,9 +6,11 @@ guards in ``remediator.guards``, and records every refusal as an audit record an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -51,17 +53,34 @@ class Gate:
         the store makes it hold across replicas."""
         return self.store.admission()
 
-    async def load(self) -> None:
-        """Breaker states as the last run (or another replica) left them."""
-        for name, raw in (await self.store.breakers_load()).items():
-            breaker = Breaker(
-                status=raw["status"],
-                failures=tuple(raw["failures"]),
-                opened_at=raw["opened_at"],
-                probing_since=raw["probing_since"],
+    async def load(self, names: Sequence[str] | None = None) -> None:
+        """Breaker states as the last run (or another replica) left them: all of them at start, then only the
+        ones a decision needs. Only breakers that are not idle are kept, here and in the store, so the cache,
+        the store and the metric's series stay bounded by the breakers that matter now."""
+        stored = await self.store.breakers_load(names)
+        now = self.clock()
+        for name in stored.keys() | set(names or ()):
+            raw = stored.get(name)
+            breaker = (
+                Breaker()
+                if raw is None
+                else Breaker(
+                    status=raw["status"],
+                    failures=tuple(raw["failures"]),
+                    opened_at=raw["opened_at"],
+                    probing_since=raw["probing_since"],
+                )
             )
-            self._breakers[name] = breaker
-            self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
+            if breaker.idle(now, self.breaker_config):
+                self._forget_breaker(name)
+            else:
+                self._breakers[name] = breaker
+                self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
+
+    def _forget_breaker(self, name: str) -> None:
+        if self._breakers.pop(name, None) is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.breaker_state.remove(name)
 
     # -- kill switch --------------------------------------------------------------------------------------
 
@@ -92,10 +111,11 @@ class Gate:
         """Record a pending approval; returns when it was requested, which names this request."""
         now = self.clock()
         state = {"state": "pending", "step": step.name, "requested_at": now, "expires_at": now + timeout_s}
-        await self.store.control_set(f"approval:{incident.id}", json.dumps(state), now)
+        # The audit first: it is fenced by the incident's lease, so a replica that lost it stops here.
         await self.store.audit(
             incident.id, "approval_requested", {"step": step.name, "timeout_s": timeout_s}, now
         )
+        await self.store.control_set(f"approval:{incident.id}", json.dumps(state), now)
         return now
 
     async def approval(self, incident_id: int) -> dict[str, Any] | None:
@@ -165,7 +185,7 @@ class Gate:
     # -- breakers -----------------------------------------------------------------------------------------
 
     async def _breakers_admit(self, *names: str) -> Refusal | None:
-        await self.load()  # replicas share breakers: the store is the truth, this process only caches
+        await self.load(names)  # replicas share breakers: the store is the truth, this process only caches
         now = self.clock()
         staged: list[tuple[str, Breaker]] = []
         for name in names:
@@ -188,16 +208,21 @@ class Gate:
         return self._breakers.get(name, Breaker())
 
     async def record(self, ok: bool, *names: str) -> None:
-        await self.load()
+        await self.load(names)
         for name in names:
             await self._set(name, self.breaker(name).record(ok, self.clock(), self.breaker_config))
 
     async def _set(self, name: str, breaker: Breaker) -> None:
         before = self._breakers.get(name, Breaker())
-        self._breakers[name] = breaker
-        self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
+        idle = breaker.idle(self.clock(), self.breaker_config)
+        if idle:
+            self._forget_breaker(name)
+        else:
+            self._breakers[name] = breaker
+            self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
         if breaker != before:
-            await self.store.breaker_save(name, dataclasses.asdict(breaker), self.clock())
+            state = None if idle else dataclasses.asdict(breaker)
+            await self.store.breaker_save(name, state, self.clock())
         if breaker.status != before.status:
             await self.store.audit(None, f"breaker_{breaker.status}", {"breaker": name}, self.clock())
             log = logger.warning if breaker.status == "open" else logger.info

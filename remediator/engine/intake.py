@@ -1,8 +1,12 @@
 """Intake: turns stored notifications into incident decisions, one alert at a time, in arrival order.
 
 The webhook has already persisted the notification; intake runs it through policy matching, records the
-decision (opened, attached, duplicate, resolved, unmatched, target refused) and starts or stops ladders. One
-worker processes the queue, so two copies of one alert can never open two incidents.
+decision (opened, attached, duplicate, stale, resolved, unmatched, target refused) and starts or stops ladders.
+One worker processes the queue, so two copies of one alert can never open two incidents.
+
+Nothing acknowledged waits for a restart (docs/safety.md, L1): a store outage is retried for as long as it
+lasts, a notification the store can never take is recorded as such and set aside without holding up the
+others, and a sweep re-queues any stored notification that has waited unprocessed for too long.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from remediator.domain.incidents import Incident
 from remediator.domain.policies import Policy
 from remediator.engine.escalate import Escalator
 from remediator.engine.runner import Runner
-from remediator.errors import StoreError
+from remediator.errors import StoreDataError, StoreError
 from remediator.metrics import Metrics
 from remediator.policy.matching import PolicyIndex, match_alert
 from remediator.store.base import (
@@ -33,13 +37,16 @@ from remediator.store.base import (
     Resolved,
     Store,
 )
+from remediator.store.rows import storable
 
 logger = logging.getLogger("remediator.intake")
 
-_MAX_TARGET_CHARS = 200
-_RETRIES = 6  # about 25 s of backoff: a dropped connection or a failover, not a long outage
+_MAX_REFUSED_TARGET_CHARS = (
+    200  # a refused value is only shown; an admitted one is bounded by the safe-name fence
+)
 _RETRY_INITIAL_S = 0.5
 _RETRY_MAX_S = 10.0
+_OTHER = "other"  # the alertname label of every alert no policy names: the metric's series stay bounded
 
 
 class Intake:
@@ -57,6 +64,8 @@ class Intake:
         lease_s: float = 15.0,
         batch_max: int = 500,
         batch_wait_s: float = 0.01,
+        sweep_s: float = 10.0,
+        stuck_s: float = 30.0,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -65,8 +74,13 @@ class Intake:
         self.metrics = metrics
         self.clock = clock
         self._queue: asyncio.Queue[tuple[int, Notification]] = asyncio.Queue()
-        self._by_name = {p.name: p for p in policies}
         self._index = PolicyIndex(policies)
+        self._known_names = frozenset(
+            m.value for p in policies for m in p.match if m.label == "alertname" and m.op == "="
+        )
+        self._queued: set[int] = set()  # inbox ids submitted and not yet processed, for the sweep
+        self.sweep_s = sweep_s
+        self.stuck_s = stuck_s
         self.batch_max = batch_max
         self.batch_wait_s = batch_wait_s
         # labels() looks the child up under a lock on every call; intake counts every alert.
@@ -76,6 +90,7 @@ class Intake:
 
     def submit(self, inbox_id: int, notification: Notification) -> None:
         """Hand over a notification that is already stored."""
+        self._queued.add(inbox_id)
         self._queue.put_nowait((inbox_id, notification))
 
     @property
@@ -89,12 +104,32 @@ class Intake:
     async def recover(self) -> None:
         """At start: queue what the last run stored but never processed (ladders are claimed by the leases)."""
         self.metrics.incidents_open.set(len(await self.store.open_incidents()))
-        for inbox_id, body in await self.store.inbox_pending():
+        await self._requeue(await self.store.inbox_pending())
+
+    async def _requeue(self, pending: list[tuple[int, str]]) -> None:
+        for inbox_id, body in pending:
+            if inbox_id in self._queued:
+                continue
             try:
                 self.submit(inbox_id, Notification.model_validate_json(body))
             except ValidationError:
                 logger.error("inbox row %d no longer validates; marked processed", inbox_id)
-                await self.store.record_intake([], [inbox_id], self.clock(), self.owner, 0.0)
+                detail = {"inbox_id": inbox_id, "error": "stored body no longer validates"}
+                await self.store.record_intake(
+                    [Note("unrecordable", detail)], [inbox_id], self.clock(), self.owner, 0.0
+                )
+
+    async def sweep(self) -> None:
+        """Until cancelled: re-queue notifications stored over ``stuck_s`` ago and still unprocessed, that this
+        process does not hold (a batch a bug dropped, or another replica's that died between the 200 and its
+        intake). Processing one twice is harmless: its alerts come back as duplicates."""
+        while True:
+            await asyncio.sleep(self.sweep_s)
+            try:
+                cutoff = self.clock() - self.stuck_s
+                await self._requeue(await self.store.inbox_pending(received_before=cutoff))
+            except StoreError as exc:
+                logger.warning("inbox sweep failed: %s", exc)
 
     async def run(self) -> None:
         """The worker loop; runs until cancelled. What queued up meanwhile is recorded in one transaction."""
@@ -106,29 +141,44 @@ class Intake:
             while len(batch) < self.batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                try:
-                    await self._process(batch, _RETRIES)
-                except StoreError:
-                    if len(batch) == 1:
-                        raise
-                    # Still failing: maybe one notification the store can never take (the rest must not
-                    # wait behind it forever). One at a time, each tried once.
-                    for one in batch:
-                        try:
-                            await self._process([one], 1)
-                        except StoreError:
-                            logger.exception("inbox row %d left unprocessed, for the next start", one[0])
+                await self._process_all(batch)
             except Exception:
-                # A bug, or a store down for longer than the retries: keep taking alerts. The rows stay
-                # unprocessed in the inbox, and the next start processes them again.
-                logger.exception(
-                    "intake failed on inbox rows %s; left for the next start", [i for i, _ in batch]
-                )
+                # A bug: keep taking alerts. The rows stay unprocessed in the inbox; the sweep retries them.
+                logger.exception("intake failed on inbox rows %s", [i for i, _ in batch])
             finally:
-                for _ in batch:
+                for inbox_id, _ in batch:
+                    self._queued.discard(inbox_id)
                     self._queue.task_done()
 
-    async def _process(self, batch: list[tuple[int, Notification]], tries: int) -> None:
+    async def _process_all(self, batch: list[tuple[int, Notification]]) -> None:
+        """Record a batch; one notification the store can never take must not hold up the others."""
+        try:
+            await self._process(batch)
+            return
+        except StoreDataError:
+            if len(batch) > 1:
+                logger.warning(
+                    "the store refused a value in a batch of %d; recording them one by one", len(batch)
+                )
+        for one in batch if len(batch) > 1 else ():
+            try:
+                await self._process([one])
+            except StoreDataError as exc:
+                await self._set_aside(one[0], exc)
+        if len(batch) == 1:
+            await self._set_aside(batch[0][0], None)
+
+    async def _set_aside(self, inbox_id: int, exc: StoreDataError | None) -> None:
+        """A notification the store refused: its body stays in the inbox row (nothing is lost), marked processed
+        with a record that says why, so that it is seen and never retried forever."""
+        logger.error("inbox row %d cannot be recorded (%s); set aside with an audit record", inbox_id, exc)
+        self._decide("unrecordable")
+        note = Note(
+            "unrecordable", {"inbox_id": inbox_id, "error": str(exc) if exc else "store refused a value"}
+        )
+        await self._record([note], [inbox_id])
+
+    async def _process(self, batch: list[tuple[int, Notification]]) -> None:
         events: list[IntakeEvent] = []
         policies: list[Policy | None] = []
         for inbox_id, notification in batch:
@@ -140,10 +190,11 @@ class Intake:
                 event, policy = self._event(alert, inbox_id)
                 events.append(event)
                 policies.append(policy)
-        results = await self._record(events, [inbox_id for inbox_id, _ in batch], tries)
+        results = await self._record(events, [inbox_id for inbox_id, _ in batch])
         for _, notification in batch:
             for alert in notification.alerts:
-                self._count(self.metrics.alerts_received, alert.name, alert.status)
+                name = alert.name if alert.name in self._known_names else _OTHER
+                self._count(self.metrics.alerts_received, name, alert.status)
         # What follows the commit is not retried: a retry would record the batch a second time.
         for event, policy, result in zip(events, policies, results, strict=True):
             if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
@@ -153,37 +204,44 @@ class Intake:
             elif isinstance(event, Note) and event.kind == "unmatched":
                 self._decide("unmatched")
 
-    async def _record(
-        self, events: list[IntakeEvent], inbox_ids: list[int], tries: int
-    ) -> list[IntakeResult]:
-        """One transaction, retried with capped backoff on a store error (a dropped connection, a deadlock):
-        all or nothing, so a retry never records half of it twice."""
+    async def _record(self, events: list[IntakeEvent], inbox_ids: list[int]) -> list[IntakeResult]:
+        """One transaction, retried with capped backoff for as long as the store fails (a dropped connection,
+        a failover, a full disk): all or nothing, so a retry never records half of it twice. A value the store
+        refuses (StoreDataError) is not retried: the caller sets it aside."""
         delay = _RETRY_INITIAL_S
-        for attempt in range(1, tries + 1):
+        while True:
             try:
                 now = self.clock()
                 return await self.store.record_intake(events, inbox_ids, now, self.owner, now + self.lease_s)
-            except StoreError:
-                if attempt == tries:
-                    raise
-                logger.exception("store failed on inbox rows %s; retrying in %.1fs", inbox_ids, delay)
+            except StoreDataError:
+                raise
+            except StoreError as exc:
+                logger.warning(
+                    "store failed on %d inbox rows (%s); retrying in %.1fs", len(inbox_ids), exc, delay
+                )
+                self._decide("store_retry")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
-        raise AssertionError("unreachable")
 
     def _event(self, alert: Alert, inbox_id: int) -> tuple[IntakeEvent, Policy | None]:
+        fingerprint = storable(alert.fingerprint)
+        starts_at = alert.starts_at.isoformat()
+        starts_ts = alert.starts_at.timestamp()
         if alert.status == "resolved":
-            return Resolved(alert.fingerprint), None
+            return Resolved(fingerprint, starts_at, starts_ts), None
         match = match_alert(self._index.candidates(alert.labels), alert.labels)
         if match is None:
             return Note("unmatched", {"fingerprint": alert.fingerprint, "labels": alert.labels}), None
         ref = AlertRef(
-            fingerprint=alert.fingerprint,
-            starts_at=alert.starts_at.isoformat(),
+            fingerprint=fingerprint,
+            starts_at=starts_at,
             labels=alert.labels,
             annotations=alert.annotations,
+            starts_ts=starts_ts,
         )
-        target = match.target[:_MAX_TARGET_CHARS]
+        # An admitted target is used exactly as the allow list saw it (the safe-name fence bounds its length);
+        # cutting it could name something else. A refused one is only shown, so it is cut and made storable.
+        target = match.target if not match.refused else storable(match.target[:_MAX_REFUSED_TARGET_CHARS])
         return Firing(match.policy.name, target, ref, match.refused, inbox_id), match.policy
 
     def _count(self, metric: Counter, *labels: str) -> None:
@@ -196,7 +254,13 @@ class Intake:
         self._count(self.metrics.decisions, decision)
 
     async def _firing(self, event: Firing, policy: Policy, result: FiringResult) -> None:
-        if result.duplicate:
+        if result.superseded:
+            await self._resolved(list(result.superseded))
+        if result.stale or result.incident is None:
+            # A copy of an episode that already ended (a clustered Alertmanager's late peer, a retry): it is
+            # never a new problem (docs/safety.md, E1).
+            self._decide("stale")
+        elif result.duplicate:
             self._decide("duplicate")
         elif not result.created:
             self._decide("attached")

@@ -4,6 +4,8 @@ loses both.
 The replica that opens an incident holds its lease and renews it every third of ``lease_s``. A lease that was
 not renewed in time is claimed by another replica (or by this one after a restart), which resumes the
 ladder from the store: an interrupted action is reconciled by its verification, never repeated blindly.
+Every grant comes with a new fencing token (``lease_epoch``); renewals name the token they hold, so a
+replica renews only what it was granted, and the writes of one that lost a lease are refused (fencing.py).
 Outbox entries are leased the same way: the replica that stored one delivers it; if it dies, another takes
 the undelivered entry over (the receiver sees the same dedup key).
 """
@@ -55,24 +57,28 @@ class LeaseKeeper:
 
     async def tick(self) -> None:
         now = self.clock()
-        held = self.runner.incident_ids()
+        held = self.runner.fences()
         if held:
-            kept = set(await self.store.renew_leases(self.owner, held, now + self.lease_s))
-            for lost in set(held) - kept:
+            pairs = [(f.incident_id, f.epoch) for f in held]
+            kept = set(await self.store.renew_leases(self.owner, pairs, now + self.lease_s))
+            for lost in sorted({f.incident_id for f in held} - kept):
                 logger.warning(
                     "lost the lease of incident %d to another replica; stopping its ladder here", lost
                 )
+                self.metrics_lost("incident")
                 self.runner.abandon(lost)
         delivering = self.escalator.delivering()
         if delivering:
             kept = set(await self.store.outbox_renew(self.owner, delivering, now + self.lease_s))
-            self.escalator.abandon(set(delivering) - kept)
+            lost_entries = {i for i, _ in delivering} - kept
+            for _ in lost_entries:
+                self.metrics_lost("outbox")
+            self.escalator.abandon(lost_entries)
         if not self.claiming:
             return
         await self.escalator.claim()
-        for incident in await self.store.claim_expired(self.owner, now, now + self.lease_s):
-            if incident.id in held:
-                continue
+        running = self.runner.incident_ids()
+        for incident in await self.store.claim_expired(self.owner, now, now + self.lease_s, running=running):
             policy = self.policies.get(incident.policy)
             if policy is None:
                 reason = f"policy {incident.policy!r} is no longer loaded"
@@ -80,3 +86,6 @@ class LeaseKeeper:
                 continue
             logger.info("took over incident %d (%s on %s)", incident.id, incident.policy, incident.target)
             await self.runner.resume(incident, policy)
+
+    def metrics_lost(self, what: str) -> None:
+        self.runner.metrics.lease_lost.labels(what).inc()

@@ -3,12 +3,18 @@
 One asyncio task per open incident. Every attempt is recorded as started before it runs and finished after,
 so a crash leaves a visible "started" row that ``resume`` reconciles by verification, never by acting again.
 A resolved alert never interrupts an action mid-flight; it cancels the steps that have not started.
+
+Each ladder task carries the fencing token of its lease (domain/fencing.py): every write it makes is refused
+once another replica took the incident over, and immediately before every backend call it checks, in the
+store, that it still holds the lease for long enough, and that the policy still admits the target
+(docs/safety.md, invariants A1 and F1-F3).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Mapping
@@ -18,12 +24,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from remediator.actions.base import Action, Params, Probe, ProbeResult
 from remediator.domain.clock import Clock
+from remediator.domain.fencing import Fence, call_deadline, call_guard, current_fence
 from remediator.domain.incidents import Incident
 from remediator.domain.outcomes import Outcome
 from remediator.domain.policies import Policy, Step
 from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate, target_key
-from remediator.errors import PermanentActionError, TemporaryActionError
+from remediator.errors import LeaseLost, PermanentActionError, TemporaryActionError
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
 from remediator.store.base import Store
@@ -72,6 +79,8 @@ class Runner:
         clock: Clock,
         retry: RetryPolicy | None = None,
         poll_s: float = 1.0,
+        lease_s: float = 15.0,
+        call_timeout_s: float = 30.0,
     ) -> None:
         self.store = store
         self.actions = actions
@@ -82,7 +91,11 @@ class Runner:
         self.clock = clock
         self.retry = retry or RetryPolicy()
         self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.call_timeout_s = call_timeout_s
+        """The longest a backend call may take besides its own ``timeout_s`` (the Docker client's timeout)."""
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._fences: dict[int, Fence] = {}
         self._busy: set[int] = set()  # incidents whose action is running right now
         self._idle = asyncio.Event()  # set whenever _busy empties, for drain
         self._resolved: dict[int, asyncio.Event] = {}
@@ -94,18 +107,33 @@ class Runner:
     def incident_ids(self) -> list[int]:
         return sorted(self._tasks)
 
+    def fences(self) -> list[Fence]:
+        """The leases the running ladders hold (the keeper renews exactly these)."""
+        return [self._fences[i] for i in sorted(self._tasks) if i in self._fences]
+
     def abandon(self, incident_id: int) -> None:
         """Another replica holds the lease now: stop here without touching the incident."""
         task = self._tasks.get(incident_id)
         if task is not None:
             task.cancel()
 
-    def start(self, incident: Incident, policy: Policy, resume: ResumePoint | None = None) -> None:
+    def start(self, incident: Incident, policy: Policy, *, reconcile: bool = False) -> None:
+        """Run the incident's ladder in its own task, under the lease ``incident`` was granted with;
+        ``reconcile``: taken over (or resumed after a restart), so first settle what the store says ran."""
         if incident.id in self._tasks:
             return
+        if incident.status != "active":
+            # Only an active incident has a ladder: an escalated one (a refused target among them) belongs
+            # to a human, a waiting one already ran its ladder (docs/safety.md, A2).
+            logger.error("incident %d is %s: no ladder runs for it", incident.id, incident.status)
+            return
         self._resolved[incident.id] = asyncio.Event()
+        self._fences[incident.id] = Fence(incident.id, incident.lease_owner, incident.lease_epoch)
+        # A context of its own: the fence set in it is seen by this ladder's writes and by nothing else.
         task = asyncio.create_task(
-            self._guarded(incident, policy, resume or ResumePoint()), name=f"incident-{incident.id}"
+            self._guarded(incident, policy, reconcile),
+            name=f"incident-{incident.id}",
+            context=contextvars.Context(),
         )
         self._tasks[incident.id] = task
         task.add_done_callback(self._forget)
@@ -115,6 +143,7 @@ class Runner:
         if incident_id is not None:
             del self._tasks[incident_id]
             self._resolved.pop(incident_id, None)
+            self._fences.pop(incident_id, None)
 
     def resolved(self, incident_id: int) -> None:
         """The incident's alerts resolved: verifications succeed, steps not yet started are skipped."""
@@ -122,11 +151,17 @@ class Runner:
         if event is not None:
             event.set()
 
-    async def _guarded(self, incident: Incident, policy: Policy, resume: ResumePoint) -> None:
+    async def _guarded(self, incident: Incident, policy: Policy, reconcile: bool) -> None:
+        current_fence.set(self._fences[incident.id])
         try:
+            resume = await self._reconcile(incident) if reconcile else ResumePoint()
             await self._ladder(incident, policy, resume)
         except asyncio.CancelledError:
             raise
+        except LeaseLost as exc:
+            # Another replica holds the incident now: it reconciles whatever this one left half done.
+            self.metrics.lease_lost.labels("incident").inc()
+            logger.warning("incident %d: %s; this replica stops working on it", incident.id, exc)
         except Exception:
             # A bug or a store outage must not kill the daemon; the incident stays open and is resumed at start.
             logger.exception("ladder of incident %d stopped by an unexpected error", incident.id)
@@ -156,15 +191,24 @@ class Runner:
                 verify_first = resume.verify_first and index == resume.index
                 result = await self._act(incident, policy, step, index, first, verify_first)
                 if result.recovered:
+                    if not resolved.is_set():
+                        # Recovered, but its alerts have not resolved yet: open, with no ladder to claim.
+                        how = f"recovered after {step.name}; waiting for the alerts to resolve"
+                        await self.store.set_status(incident.id, "waiting", how, self.clock())
                     return
                 last_failure = result.failure
                 if result.refusal is not None and result.refusal.reason not in ("dry_run", "shadow"):
                     # A guard said no: a human decides now, rather than the ladder waiting or trying harder.
                     await self._escalate_now(incident, policy, index, str(result.refusal))
                     return
-        if not resolved.is_set() and not escalated and await self.gate.mode(policy) != "shadow":
-            reason = last_failure or "the policy's ladder ran out without recovery"
-            await self.escalator.escalate(incident, policy, "log", len(policy.steps), reason)
+        if resolved.is_set() or escalated:
+            return
+        if await self.gate.mode(policy) == "shadow":
+            how = "shadow mode: the ladder ran without acting; waiting for the alerts to resolve"
+            await self.store.set_status(incident.id, "waiting", how, self.clock())
+            return
+        reason = last_failure or "the policy's ladder ran out without recovery"
+        await self.escalator.escalate(incident, policy, "log", len(policy.steps), reason)
 
     async def _escalate_now(self, incident: Incident, policy: Policy, index: int, reason: str) -> None:
         notifier = next((s.name for s in policy.steps[index:] if s.kind == "escalate"), None)
@@ -322,11 +366,6 @@ class Runner:
         )
         return recovered
 
-    async def _resolved_elsewhere(self, incident_id: int) -> bool:
-        """Another replica may have processed the resolution; the store is the shared truth."""
-        current = await self.store.get_incident(incident_id)
-        return current is not None and current.status == "resolved"
-
     async def _attempt(
         self,
         incident: Incident,
@@ -345,11 +384,23 @@ class Runner:
             )
         self._busy.add(incident.id)
         try:
-            outcome = await self._run_action(incident, step, action, params)
+            outcome = await self._run_action(incident, policy, step, action, params)
             # still busy: a shutdown must wait until the result is recorded, or the step looks interrupted
-            await self.store.step_finished(
-                step_id, "ok" if outcome.ok else "failed", outcome.detail, self.clock()
-            )
+            try:
+                await self.store.step_finished(
+                    step_id, "ok" if outcome.ok else "failed", outcome.detail, self.clock()
+                )
+            except LeaseLost:
+                # Never recorded as the step's result: the new holder has marked the step interrupted and
+                # reconciles it by verification. Said here, so the late result is not silently lost.
+                logger.warning(
+                    "incident %d: %s on %s finished (%s) after this replica lost the lease; not recorded",
+                    incident.id,
+                    step.name,
+                    incident.target,
+                    outcome.kind,
+                )
+                raise
         finally:
             self._busy.discard(incident.id)
             if not self._busy:
@@ -367,8 +418,10 @@ class Runner:
         )
         return outcome
 
-    async def _run_action(self, incident: Incident, step: Step, action: Action, params: Params) -> Outcome:
-        """The action itself, retried on temporary errors; every exception becomes an Outcome."""
+    async def _run_action(
+        self, incident: Incident, policy: Policy, step: Step, action: Action, params: Params
+    ) -> Outcome:
+        """The action itself, retried on temporary errors; every exception but LeaseLost becomes an Outcome."""
         started = time.monotonic()
         try:
             async for retry in AsyncRetrying(
@@ -378,8 +431,11 @@ class Runner:
                 reraise=True,
             ):
                 with retry:
+                    await self._last_moment(incident, policy, params)
                     detail = await action.run(incident.target, params)
             return Outcome("ok", detail, time.monotonic() - started)
+        except LeaseLost:
+            raise
         except TemporaryActionError as exc:
             return Outcome("temporary", str(exc), time.monotonic() - started)
         except PermanentActionError as exc:
@@ -388,6 +444,34 @@ class Runner:
             logger.exception("action %s on %s raised an unmapped error", step.name, incident.target)
             return Outcome("permanent", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
 
+    async def _last_moment(self, incident: Incident, policy: Policy, params: Params) -> None:
+        """Immediately before a backend call, whatever path led here (a new incident, a takeover, a resume, an
+        approval): the policy admits the target (A1), and this replica holds the incident's lease with its
+        token for at least as long as the call may take (F2). ``call_deadline`` lets a backend that sends from
+        a thread drop a call whose thread was frozen past the lease (F3)."""
+        if not policy.target.admits(incident.target):
+            raise PermanentActionError(
+                f"target {incident.target!r} is not admitted by policy {policy.name!r} (allow list or safe-name"
+                " fence): no backend call names it"
+            )
+        fence = current_fence.get()
+        if fence is None:
+            return  # a test rig driving _attempt directly; every ladder task has a fence
+        timeout_s = float(getattr(params, "timeout_s", 0) or 0) + self.call_timeout_s
+
+        async def confirm() -> float:
+            asked, now = time.monotonic(), self.clock()
+            await self.store.lease_confirm(fence, now, now + timeout_s + self.lease_s)
+            # The call must go out well inside the lease just confirmed (measured from before the confirmation,
+            # in case this process was frozen during it); once it is out, it may take its timeout.
+            deadline = asked + self.lease_s / 2
+            if time.monotonic() > deadline:
+                raise LeaseLost(f"incident {incident.id}: too long since the lease was confirmed to act now")
+            return deadline
+
+        call_deadline.set(await confirm())
+        call_guard.set(confirm)
+
     async def _skip_rest(self, incident: Incident, policy: Policy, index: int) -> None:
         skipped = [s.name for s in policy.steps[index:]]
         await self.store.audit(
@@ -395,11 +479,14 @@ class Runner:
         )
 
     async def resume(self, incident: Incident, policy: Policy) -> None:
-        """Pick up an active incident after a restart; an interrupted act is reconciled by its verification."""
+        """Pick up an active incident after a restart or a takeover; an interrupted act is reconciled by its
+        verification. The reconciliation runs in the ladder's task, under the new lease's fence."""
+        self.start(incident, policy, reconcile=True)
+
+    async def _reconcile(self, incident: Incident) -> ResumePoint:
         steps = await self.store.steps(incident.id)
         if not steps:
-            self.start(incident, policy)
-            return
+            return ResumePoint()
         last = steps[-1]
         for record in steps:
             if record.status == "started":
@@ -414,7 +501,7 @@ class Runner:
         await self.store.audit(
             incident.id, "resumed", {"index": resume.index, "verify_first": resume.verify_first}, self.clock()
         )
-        self.start(incident, policy, resume)
+        return resume
 
     async def drain(self, grace_s: float) -> None:
         """Stop the ladders once no action is running (or ``grace_s`` passed): a running action is let finish,

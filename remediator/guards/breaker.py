@@ -28,6 +28,11 @@ class Breaker:
     opened_at: float | None = None
     probing_since: float | None = None
 
+    def idle(self, now: float, config: BreakerConfig) -> bool:
+        """Closed with no failure inside the window: the same as a breaker never seen, so it need not be kept
+        (one per target would otherwise pile up forever)."""
+        return self.status == "closed" and all(now - t >= config.window_s for t in self.failures)
+
     def admit(self, now: float, config: BreakerConfig) -> tuple[bool, Breaker]:
         """Whether one action may run now, and the state after admitting it."""
         if self.status == "closed":

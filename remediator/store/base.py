@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from remediator.domain.fencing import Fence
 from remediator.domain.incidents import (
     AuditRecord,
     Incident,
@@ -15,6 +16,7 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
+from remediator.store.rows import storable
 
 
 @dataclass(frozen=True)
@@ -25,19 +27,43 @@ class AlertRef:
     starts_at: str
     labels: dict[str, str]
     annotations: dict[str, str]
+    starts_ts: float = 0.0
+    """``starts_at`` as a Unix time: which of two episodes of one alert is the later."""
 
     @property
     def severity(self) -> str:
-        return self.labels.get("severity", "")
+        return storable(self.labels.get("severity", ""))
 
 
 @dataclass(frozen=True)
 class FiringResult:
-    """What recording one firing alert did: opened an incident, attached to one, or saw a re-send."""
+    """What recording one firing alert did: opened an incident, attached to one, saw a re-send, or saw a stale
+    copy of an episode that already ended (then ``incident`` is None: nothing is opened for it)."""
 
-    incident: Incident
+    incident: Incident | None
     created: bool
     duplicate: bool
+    stale: bool = False
+    superseded: tuple[Incident, ...] = ()
+    """Incidents closed because this alert began a new episode while they waited on its earlier one."""
+
+
+EpisodeStatus = Literal["firing", "resolved", "superseded", "stale"]
+"""What the store remembers of one (fingerprint, startsAt): an episode of an alert (docs/safety.md, E1-E3)."""
+
+
+def firing_decision(seen: str | None, newer_seen: bool) -> Literal["duplicate", "stale", "new"]:
+    """What a firing (fingerprint, startsAt) is, given what the store remembers of that episode (``seen``, its
+    status, or None) and whether a later episode of the same alert was seen. Both stores decide with this.
+
+    A seen episode is never a new problem: a re-send while it fires is a duplicate; a copy that arrives after
+    it resolved (a clustered Alertmanager's late peer, a retry) is stale. An unseen episode older than one we
+    know is stale too: an alert has one episode at a time, so it ended."""
+    if seen == "firing":
+        return "duplicate"
+    if seen is not None or newer_seen:
+        return "stale"
+    return "new"
 
 
 @dataclass(frozen=True)
@@ -53,9 +79,11 @@ class Firing:
 
 @dataclass(frozen=True)
 class Resolved:
-    """An alert that resolved."""
+    """One episode (fingerprint, startsAt) of an alert that resolved: it resolves that episode and no other."""
 
     fingerprint: str
+    starts_at: str = ""
+    starts_ts: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +120,9 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def inbox_put(self, body: str, now: float) -> int: ...
-    async def inbox_pending(self) -> list[tuple[int, str]]: ...
+    async def inbox_pending(self, received_before: float | None = None) -> list[tuple[int, str]]:
+        """Unprocessed notifications (id, body) in id order; only those stored before ``received_before``."""
+        ...
 
     async def record_intake(
         self,
@@ -109,14 +139,23 @@ class Store(Protocol):
         ...
 
     async def claim_expired(
-        self, owner: str, now: float, lease_until: float, limit: int = 100
+        self, owner: str, now: float, lease_until: float, limit: int = 100, running: Sequence[int] = ()
     ) -> list[Incident]:
         """Take the lease of active incidents whose holder stopped renewing it (or that ``owner`` held in a
-        previous life); each incident goes to exactly one claimant."""
+        previous life, except the ``running`` ones whose ladders run here); each incident goes to exactly one
+        claimant, with a new fencing token (``lease_epoch`` + 1)."""
         ...
 
-    async def renew_leases(self, owner: str, incident_ids: Sequence[int], lease_until: float) -> list[int]:
-        """Extend ``owner``'s leases; returns the ids it still holds (a missing one was lost)."""
+    async def renew_leases(
+        self, owner: str, held: Sequence[tuple[int, int]], lease_until: float
+    ) -> list[int]:
+        """Extend ``owner``'s leases of (incident id, epoch) (never shortening one that a long action extended);
+        returns the ids it still holds with that epoch (a missing one was lost)."""
+        ...
+
+    async def lease_confirm(self, fence: Fence, now: float, until: float) -> None:
+        """Just before a backend call: the incident is still active and leased with ``fence``, and its lease now
+        lasts at least ``until`` (extended if needed). Raises LeaseLost otherwise."""
         ...
 
     async def release_leases(self, owner: str, incident_ids: Sequence[int]) -> None: ...
@@ -152,8 +191,14 @@ class Store(Protocol):
         since_flap: float,
     ) -> History: ...
 
-    async def breakers_load(self) -> dict[str, dict[str, Any]]: ...
-    async def breaker_save(self, name: str, state: dict[str, Any], now: float) -> None: ...
+    async def breakers_load(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """The stored breakers (only ``names``, when given): a gate check reads the two that concern it."""
+        ...
+
+    async def breaker_save(self, name: str, state: dict[str, Any] | None, now: float) -> None:
+        """Store a breaker's state; None deletes it (an idle breaker is the same as none)."""
+        ...
+
     async def control_get(self, key: str) -> str | None: ...
     async def control_set(self, key: str, value: str, now: float) -> None: ...
 
@@ -175,15 +220,33 @@ class Store(Protocol):
         """Every entry not delivered yet, whoever holds it, in id order."""
         ...
 
-    async def outbox_claim(self, owner: str, now: float, lease_until: float) -> list[OutboxEntry]:
-        """Lease to ``owner`` every pending entry whose lease expired or is already its own, in id order."""
+    async def outbox_claim(
+        self, owner: str, now: float, lease_until: float, running: Sequence[int] = ()
+    ) -> list[OutboxEntry]:
+        """Lease to ``owner`` every pending entry whose lease expired or is already its own (except the
+        ``running`` deliveries of this process), in id order, each with a new epoch."""
         ...
 
-    async def outbox_renew(self, owner: str, entry_ids: Sequence[int], lease_until: float) -> list[int]:
-        """Extend ``owner``'s leases; returns the ids it still holds."""
+    async def outbox_renew(
+        self, owner: str, held: Sequence[tuple[int, int]], lease_until: float
+    ) -> list[int]:
+        """Extend ``owner``'s leases of (entry id, epoch); returns the ids it still holds."""
+        ...
+
+    async def outbox_confirm(self, entry: OutboxEntry, now: float, until: float) -> None:
+        """Just before a delivery: the entry is still pending and leased to its holder with its epoch, for at
+        least ``until``. Raises LeaseLost otherwise."""
         ...
 
     async def outbox_release(self, owner: str, entry_ids: Sequence[int]) -> None: ...
     async def outbox_update(
-        self, entry_id: int, status: str, attempts: int, error: str, now: float
-    ) -> None: ...
+        self,
+        entry_id: int,
+        status: str,
+        attempts: int,
+        error: str,
+        now: float,
+        lease: tuple[str, int] | None = None,
+    ) -> None:
+        """Record a delivery attempt; with ``lease`` (owner, epoch), only while that lease holds (LeaseLost)."""
+        ...

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from remediator.domain.fencing import Fence, current_fence
 from remediator.domain.incidents import (
     AuditRecord,
     Incident,
@@ -26,9 +27,17 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
-from remediator.errors import StoreError
-from remediator.store.base import Firing, FiringResult, History, IntakeEvent, IntakeResult, Resolved
-from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of
+from remediator.errors import LeaseLost, StoreDataError, StoreError
+from remediator.store.base import (
+    Firing,
+    FiringResult,
+    History,
+    IntakeEvent,
+    IntakeResult,
+    Resolved,
+    firing_decision,
+)
+from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
 
 T = TypeVar("T")
 
@@ -72,6 +81,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0;
     CREATE INDEX outbox_pending_lease ON outbox(lease_until) WHERE status = 'pending';
     """,
+    """
+    ALTER TABLE incidents ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE episodes (
+        fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, starts_ts DOUBLE PRECISION NOT NULL,
+        status TEXT NOT NULL, incident_id BIGINT, seen_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (fingerprint, starts_at));
+    CREATE INDEX episodes_by_start ON episodes(fingerprint, starts_ts);
+    INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)
+        SELECT fingerprint, starts_at, 0, status, incident_id, 0 FROM incident_alerts ON CONFLICT DO NOTHING;
+    DROP INDEX IF EXISTS incident_alerts_firing;
+    CREATE INDEX incident_alerts_episode ON incident_alerts(fingerprint, starts_at) WHERE status = 'firing';
+    """,
+)
+
+# Everything a dropped connection, a restarting server or a full disk raises through asyncpg: asyncpg's own
+# errors (InternalClientError covers "cannot switch to state" on a connection the server closed), the socket's.
+_FAILURES = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
 )
 
 # Fixed advisory-lock keys (arbitrary 64-bit numbers, spelled out so they are greppable in pg_locks).
@@ -101,10 +133,113 @@ async def _audit(
     )
 
 
+async def _fenced(db: asyncpg.Connection, incident_id: int | None) -> None:
+    """In the transaction of a write concerning ``incident_id``: refuse it when the ladder task making it holds a
+    stale fencing token (docs/safety.md, F1). FOR SHARE holds the row until the write commits, so a claim that
+    would change the token waits for it (or skips the row) rather than slipping in between."""
+    fence = current_fence.get()
+    if fence is None or incident_id != fence.incident_id:
+        return
+    held = await db.fetchval(
+        "SELECT 1 FROM incidents WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3 FOR SHARE",
+        fence.incident_id,
+        fence.owner,
+        fence.epoch,
+    )
+    if held is None:
+        raise LeaseLost(f"incident {fence.incident_id}: {fence.owner} no longer holds lease {fence.epoch}")
+
+
+async def _close_if_quiet(
+    db: asyncpg.Connection, incident_id: int, reason: str, now: float
+) -> Incident | None:
+    """Resolve the incident when none of its alerts fires any more; the closed incident, or None."""
+    if await db.fetchval(
+        "SELECT 1 FROM incident_alerts WHERE incident_id = $1 AND status = 'firing' LIMIT 1", incident_id
+    ):
+        return None
+    row = await db.fetchrow(
+        "UPDATE incidents SET status = 'resolved', updated_at = $1 WHERE id = $2 AND status <> 'resolved'"
+        " RETURNING *",
+        now,
+        incident_id,
+    )
+    if row is None:
+        return None
+    await _audit(db, incident_id, "resolved", {"reason": reason}, now)
+    return incident_of(row)
+
+
+async def _supersede(db: asyncpg.Connection, fingerprint: str, now: float) -> list[Incident]:
+    """A new episode of ``fingerprint`` began: its earlier episodes that still fire have ended; their incidents
+    close if nothing else fires (see the SQLite store)."""
+    rows = await db.fetch(
+        "UPDATE episodes SET status = 'superseded' WHERE fingerprint = $1 AND status = 'firing'"
+        " RETURNING starts_at, incident_id",
+        fingerprint,
+    )
+    closed: list[Incident] = []
+    for row in sorted(rows, key=lambda r: (r["incident_id"] or 0, r["starts_at"])):
+        incident_id = row["incident_id"]
+        if incident_id is None:
+            continue
+        await db.execute(
+            "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = $1 AND fingerprint = $2"
+            " AND starts_at = $3",
+            incident_id,
+            fingerprint,
+            row["starts_at"],
+        )
+        detail = {"fingerprint": fingerprint, "starts_at": row["starts_at"]}
+        await _audit(db, incident_id, "alert_superseded", detail, now)
+        incident = await _close_if_quiet(db, incident_id, "a new episode of its alert began", now)
+        if incident is not None:
+            closed.append(incident)
+    return closed
+
+
 async def _record_firing(
     db: asyncpg.Connection, event: Firing, now: float, owner: str, lease_until: float
 ) -> FiringResult:
     alert = event.alert
+    detail = {
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "alertname": alert.labels.get("alertname", ""),
+        "policy": event.policy,
+        "inbox_id": event.inbox_id,
+    }
+    seen = await db.fetchrow(
+        "SELECT status, incident_id FROM episodes WHERE fingerprint = $1 AND starts_at = $2",
+        alert.fingerprint,
+        alert.starts_at,
+    )
+    newer = seen is None and bool(
+        await db.fetchval(
+            "SELECT 1 FROM episodes WHERE fingerprint = $1 AND starts_ts > $2 LIMIT 1",
+            alert.fingerprint,
+            alert.starts_ts,
+        )
+    )
+    decision = firing_decision(None if seen is None else seen["status"], newer)
+    if decision == "stale":
+        if seen is None:
+            await db.execute(
+                "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+                " VALUES ($1, $2, $3, 'stale', NULL, $4)",
+                alert.fingerprint,
+                alert.starts_at,
+                alert.starts_ts,
+                now,
+            )
+        await _audit(db, None if seen is None else seen["incident_id"], "stale_firing", detail, now)
+        return FiringResult(incident=None, created=False, duplicate=False, stale=True)
+    if decision == "duplicate":
+        row = await db.fetchrow("SELECT * FROM incidents WHERE id = $1", seen["incident_id"])
+        assert row is not None
+        await _audit(db, row["id"], "duplicate", detail, now)
+        return FiringResult(incident=incident_of(row), created=False, duplicate=True)
+    superseded = await _supersede(db, alert.fingerprint, now)
     row = await db.fetchrow(
         "SELECT * FROM incidents WHERE policy = $1 AND target = $2 AND status <> 'resolved'",
         event.policy,
@@ -112,11 +247,14 @@ async def _record_firing(
     )
     created = row is None
     if row is None:
+        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it.
         row = await db.fetchrow(
             "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels, annotations,"
-            " reason, lease_owner, lease_until) VALUES ($1, $2, 'active', $3, $4, $4, $5, $6, $7, $8, $9) RETURNING *",
+            " reason, lease_owner, lease_until, lease_epoch)"
+            " VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, 1) RETURNING *",
             event.policy,
             event.target,
+            "escalated" if event.reason else "active",
             alert.severity,
             now,
             canonical_json(alert.labels),
@@ -126,53 +264,71 @@ async def _record_firing(
             lease_until,
         )
         assert row is not None
-    inserted = _count(
+    await db.execute(
+        "INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES ($1, $2, $3, 'firing')"
+        " ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = 'firing'",
+        row["id"],
+        alert.fingerprint,
+        alert.starts_at,
+    )
+    await db.execute(
+        "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+        " VALUES ($1, $2, $3, 'firing', $4, $5)",
+        alert.fingerprint,
+        alert.starts_at,
+        alert.starts_ts,
+        row["id"],
+        now,
+    )
+    await _audit(db, row["id"], "opened" if created else "attached", detail, now)
+    return FiringResult(
+        incident=incident_of(row), created=created, duplicate=False, superseded=tuple(superseded)
+    )
+
+
+async def _record_resolved(db: asyncpg.Connection, event: Resolved, now: float) -> list[Incident]:
+    """Resolve exactly the episode that resolved; remember an unseen one (see the SQLite store)."""
+    row = await db.fetchrow(
+        "SELECT status, incident_id FROM episodes WHERE fingerprint = $1 AND starts_at = $2",
+        event.fingerprint,
+        event.starts_at,
+    )
+    if row is None:
         await db.execute(
-            "INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES ($1, $2, $3, 'firing')"
-            " ON CONFLICT DO NOTHING",
-            row["id"],
-            alert.fingerprint,
-            alert.starts_at,
+            "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+            " VALUES ($1, $2, $3, 'resolved', NULL, $4)",
+            event.fingerprint,
+            event.starts_at,
+            event.starts_ts,
+            now,
         )
+        return []
+    if row["status"] != "firing":
+        return []
+    await db.execute(
+        "UPDATE episodes SET status = 'resolved' WHERE fingerprint = $1 AND starts_at = $2",
+        event.fingerprint,
+        event.starts_at,
     )
-    duplicate = not created and inserted == 0
-    kind = "opened" if created else ("duplicate" if duplicate else "attached")
-    detail = {
-        "fingerprint": alert.fingerprint,
-        "starts_at": alert.starts_at,
-        "alertname": alert.labels.get("alertname", ""),
-        "policy": event.policy,
-        "inbox_id": event.inbox_id,
-    }
-    await _audit(db, row["id"], kind, detail, now)
-    return FiringResult(incident=incident_of(row), created=created, duplicate=duplicate)
-
-
-async def _record_resolved(db: asyncpg.Connection, fingerprint: str, now: float) -> list[Incident]:
-    closed: list[Incident] = []
-    rows = await db.fetch(
-        "UPDATE incident_alerts SET status = 'resolved' WHERE fingerprint = $1 AND status = 'firing'"
-        " RETURNING incident_id",
-        fingerprint,
+    incident_id = row["incident_id"]
+    if incident_id is None:
+        return []
+    await db.execute(
+        "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = $1 AND fingerprint = $2"
+        " AND starts_at = $3",
+        incident_id,
+        event.fingerprint,
+        event.starts_at,
     )
-    for incident_id in sorted({r["incident_id"] for r in rows}):
-        await _audit(db, incident_id, "alert_resolved", {"fingerprint": fingerprint}, now)
-        still_firing = await db.fetchval(
-            "SELECT 1 FROM incident_alerts WHERE incident_id = $1 AND status = 'firing' LIMIT 1", incident_id
-        )
-        if still_firing is None:
-            row = await db.fetchrow(
-                "UPDATE incidents SET status = 'resolved', updated_at = $1 WHERE id = $2 AND status <> 'resolved'"
-                " RETURNING *",
-                now,
-                incident_id,
-            )
-            if row is not None:
-                await _audit(
-                    db, incident_id, "resolved", {"reason": "every alert of the incident resolved"}, now
-                )
-                closed.append(incident_of(row))
-    return closed
+    await _audit(
+        db,
+        incident_id,
+        "alert_resolved",
+        {"fingerprint": event.fingerprint, "starts_at": event.starts_at},
+        now,
+    )
+    closed = await _close_if_quiet(db, incident_id, "every alert of the incident resolved", now)
+    return [] if closed is None else [closed]
 
 
 class PostgresStore:
@@ -197,13 +353,16 @@ class PostgresStore:
         try:
             async with self.pool.acquire() as db, db.transaction():
                 return await fn(db)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except (asyncpg.DataError, OverflowError, UnicodeError) as exc:
+            # This value cannot be stored; the same call would fail again (not an outage to retry).
+            raise StoreDataError(f"postgres cannot store a value: {exc}") from exc
+        except _FAILURES as exc:
             raise StoreError(f"postgres: {exc}") from exc
 
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(self.url, min_size=self.min_size, max_size=self.max_size)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except _FAILURES as exc:
             raise StoreError(f"cannot connect to postgres: {exc}") from exc
 
         async def migrate(db: asyncpg.Connection) -> None:
@@ -236,9 +395,13 @@ class PostgresStore:
 
         return await self._tx(put)
 
-    async def inbox_pending(self) -> list[tuple[int, str]]:
+    async def inbox_pending(self, received_before: float | None = None) -> list[tuple[int, str]]:
         async def pending(db: asyncpg.Connection) -> list[tuple[int, str]]:
-            rows = await db.fetch("SELECT id, body FROM inbox WHERE processed_at IS NULL ORDER BY id")
+            rows = await db.fetch(
+                "SELECT id, body FROM inbox WHERE processed_at IS NULL"
+                " AND ($1::double precision IS NULL OR received_at < $1) ORDER BY id LIMIT 10000",
+                received_before,
+            )
             return [(r["id"], r["body"]) for r in rows]
 
         return await self._tx(pending)
@@ -255,7 +418,13 @@ class PostgresStore:
     ) -> list[IntakeResult]:
         async def record(db: asyncpg.Connection) -> list[IntakeResult]:
             # Every key of the batch is locked up front, in one order, so two replicas never deadlock.
-            keys = sorted({_key_lock(e.policy, e.target) for e in events if isinstance(e, Firing)})
+            # The episodes of one alert (fingerprint) are decided under its own lock too, since a resolved
+            # carries no (policy, target).
+            keys = sorted(
+                {_key_lock(e.policy, e.target) for e in events if isinstance(e, Firing)}
+                | {_key_lock("", e.alert.fingerprint) for e in events if isinstance(e, Firing)}
+                | {_key_lock("", e.fingerprint) for e in events if isinstance(e, Resolved)}
+            )
             for key in keys:
                 await db.execute("SELECT pg_advisory_xact_lock($1)", key)
             results: list[IntakeResult] = []
@@ -263,7 +432,7 @@ class PostgresStore:
                 if isinstance(event, Firing):
                     results.append(await _record_firing(db, event, now, owner, lease_until))
                 elif isinstance(event, Resolved):
-                    results.append(await _record_resolved(db, event.fingerprint, now))
+                    results.append(await _record_resolved(db, event, now))
                 else:
                     await _audit(db, None, event.kind, event.detail, now)
                     results.append(None)
@@ -276,7 +445,10 @@ class PostgresStore:
         return await self._tx(record)
 
     async def set_status(self, incident_id: int, status: IncidentStatus, reason: str, now: float) -> None:
+        reason = storable(reason)
+
         async def update(db: asyncpg.Connection) -> None:
+            await _fenced(db, incident_id)
             await db.execute(
                 "UPDATE incidents SET status = $1, reason = $2, updated_at = $3 WHERE id = $4 AND status <> 'resolved'",
                 status,
@@ -291,33 +463,57 @@ class PostgresStore:
     # -- leases -------------------------------------------------------------------------------------------
 
     async def claim_expired(
-        self, owner: str, now: float, lease_until: float, limit: int = 100
+        self, owner: str, now: float, lease_until: float, limit: int = 100, running: Sequence[int] = ()
     ) -> list[Incident]:
         async def claim(db: asyncpg.Connection) -> list[Incident]:
             rows = await db.fetch(
-                "UPDATE incidents SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM incidents"
-                " WHERE status = 'active' AND (lease_until < $3 OR lease_owner = $1) ORDER BY id LIMIT $4"
+                "UPDATE incidents SET lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1"
+                " WHERE id IN (SELECT id FROM incidents WHERE status = 'active'"
+                " AND (lease_until < $3 OR lease_owner = $1) AND id <> ALL($5::bigint[]) ORDER BY id LIMIT $4"
                 " FOR UPDATE SKIP LOCKED) RETURNING *",
                 owner,
                 lease_until,
                 now,
                 limit,
+                list(running),
             )
             return sorted((incident_of(r) for r in rows), key=lambda i: i.id)
 
         return await self._tx(claim)
 
-    async def renew_leases(self, owner: str, incident_ids: Sequence[int], lease_until: float) -> list[int]:
+    async def renew_leases(
+        self, owner: str, held: Sequence[tuple[int, int]], lease_until: float
+    ) -> list[int]:
         async def renew(db: asyncpg.Connection) -> list[int]:
             rows = await db.fetch(
-                "UPDATE incidents SET lease_until = $1 WHERE id = ANY($2::bigint[]) AND lease_owner = $3 RETURNING id",
+                "UPDATE incidents i SET lease_until = greatest(i.lease_until, $1)"
+                " FROM unnest($2::bigint[], $3::bigint[]) AS h(id, epoch)"
+                " WHERE i.id = h.id AND i.lease_epoch = h.epoch AND i.lease_owner = $4 RETURNING i.id",
                 lease_until,
-                list(incident_ids),
+                [i for i, _ in held],
+                [e for _, e in held],
                 owner,
             )
             return sorted(r["id"] for r in rows)
 
         return await self._tx(renew)
+
+    async def lease_confirm(self, fence: Fence, now: float, until: float) -> None:
+        async def confirm(db: asyncpg.Connection) -> bool:
+            found = await db.fetchval(
+                "UPDATE incidents SET lease_until = greatest(lease_until, $1) WHERE id = $2 AND lease_owner = $3"
+                " AND lease_epoch = $4 AND status = 'active' RETURNING id",
+                until,
+                fence.incident_id,
+                fence.owner,
+                fence.epoch,
+            )
+            return found is not None
+
+        if not await self._tx(confirm):
+            raise LeaseLost(
+                f"incident {fence.incident_id}: {fence.owner} no longer holds lease {fence.epoch}"
+            )
 
     async def release_leases(self, owner: str, incident_ids: Sequence[int]) -> None:
         async def release(db: asyncpg.Connection) -> None:
@@ -337,16 +533,22 @@ class PostgresStore:
         async with self._local_admission:
             try:
                 db = await self.pool.acquire()
-            except (asyncpg.PostgresError, OSError) as exc:
+            except _FAILURES as exc:
                 raise StoreError(f"postgres: {exc}") from exc
             try:
-                await db.execute("SELECT pg_advisory_lock($1)", ADMISSION_LOCK)
+                try:
+                    await db.execute("SELECT pg_advisory_lock($1)", ADMISSION_LOCK)
+                except _FAILURES as exc:
+                    raise StoreError(f"postgres: {exc}") from exc
                 try:
                     yield
                 finally:
-                    await db.execute("SELECT pg_advisory_unlock($1)", ADMISSION_LOCK)
+                    # A failure here means the session, and with it the lock, is gone already.
+                    with contextlib.suppress(*_FAILURES):
+                        await db.execute("SELECT pg_advisory_unlock($1)", ADMISSION_LOCK)
             finally:
-                await self.pool.release(db)
+                with contextlib.suppress(*_FAILURES):
+                    await self.pool.release(db)
 
     # -- steps and audit ----------------------------------------------------------------------------------
 
@@ -354,6 +556,7 @@ class PostgresStore:
         self, incident_id: int, index: int, kind: str, name: str, attempt: int, now: float
     ) -> int:
         async def start(db: asyncpg.Connection) -> int:
+            await _fenced(db, incident_id)
             return int(
                 await db.fetchval(
                     "INSERT INTO steps (incident_id, idx, kind, name, attempt, status, started_at)"
@@ -370,7 +573,10 @@ class PostgresStore:
         return await self._tx(start)
 
     async def step_finished(self, step_id: int, status: StepStatus, detail: str, now: float) -> None:
+        detail = storable(detail)
+
         async def finish(db: asyncpg.Connection) -> None:
+            await _fenced(db, await db.fetchval("SELECT incident_id FROM steps WHERE id = $1", step_id))
             await db.execute(
                 "UPDATE steps SET status = $1, detail = $2, finished_at = $3 WHERE id = $4",
                 status,
@@ -383,6 +589,7 @@ class PostgresStore:
 
     async def audit(self, incident_id: int | None, kind: str, detail: dict[str, Any], now: float) -> None:
         async def write(db: asyncpg.Connection) -> None:
+            await _fenced(db, incident_id)
             await _audit(db, incident_id, kind, detail, now)
 
         await self._tx(write)
@@ -467,16 +674,21 @@ class PostgresStore:
 
         return await self._tx(read)
 
-    async def breakers_load(self) -> dict[str, dict[str, Any]]:
+    async def breakers_load(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         async def load(db: asyncpg.Connection) -> dict[str, dict[str, Any]]:
-            return {
-                r["name"]: json.loads(r["state"]) for r in await db.fetch("SELECT name, state FROM breakers")
-            }
+            rows = await db.fetch(
+                "SELECT name, state FROM breakers WHERE $1::text[] IS NULL OR name = ANY($1::text[])",
+                None if names is None else list(names),
+            )
+            return {r["name"]: json.loads(r["state"]) for r in rows}
 
         return await self._tx(load)
 
-    async def breaker_save(self, name: str, state: dict[str, Any], now: float) -> None:
+    async def breaker_save(self, name: str, state: dict[str, Any] | None, now: float) -> None:
         async def save(db: asyncpg.Connection) -> None:
+            if state is None:
+                await db.execute("DELETE FROM breakers WHERE name = $1", name)
+                return
             await db.execute(
                 "INSERT INTO breakers (name, state, updated_at) VALUES ($1, $2, $3)"
                 " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
@@ -519,10 +731,13 @@ class PostgresStore:
         lease_until: float,
     ) -> OutboxEntry:
         async def put(db: asyncpg.Connection) -> OutboxEntry:
+            await _fenced(db, incident_id)
             await db.execute(
                 "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at, lease_owner,"
-                " lease_until) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7) ON CONFLICT (dedup_key) DO UPDATE"
-                " SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
+                " lease_until, lease_epoch) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 1)"
+                " ON CONFLICT (dedup_key) DO UPDATE"
+                " SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,"
+                " lease_epoch = outbox.lease_epoch + (outbox.lease_owner <> excluded.lease_owner)::int"
                 " WHERE outbox.status = 'pending'"
                 " AND (outbox.lease_owner = excluded.lease_owner OR outbox.lease_until < $5)",
                 incident_id,
@@ -548,31 +763,57 @@ class PostgresStore:
 
         return await self._tx(pending)
 
-    async def outbox_claim(self, owner: str, now: float, lease_until: float) -> list[OutboxEntry]:
+    async def outbox_claim(
+        self, owner: str, now: float, lease_until: float, running: Sequence[int] = ()
+    ) -> list[OutboxEntry]:
         async def claim(db: asyncpg.Connection) -> list[OutboxEntry]:
             rows = await db.fetch(
-                "UPDATE outbox SET lease_owner = $1, lease_until = $3 WHERE id IN (SELECT id FROM outbox"
-                " WHERE status = 'pending' AND (lease_owner = $1 OR lease_until < $2) FOR UPDATE SKIP LOCKED)"
+                "UPDATE outbox SET lease_owner = $1, lease_until = $3, lease_epoch = lease_epoch + 1"
+                " WHERE id IN (SELECT id FROM outbox WHERE status = 'pending'"
+                " AND (lease_owner = $1 OR lease_until < $2) AND id <> ALL($4::bigint[]) FOR UPDATE SKIP LOCKED)"
                 " RETURNING *",
                 owner,
                 now,
                 lease_until,
+                list(running),
             )
             return sorted((outbox_of(r) for r in rows), key=lambda e: e.id)
 
         return await self._tx(claim)
 
-    async def outbox_renew(self, owner: str, entry_ids: Sequence[int], lease_until: float) -> list[int]:
+    async def outbox_renew(
+        self, owner: str, held: Sequence[tuple[int, int]], lease_until: float
+    ) -> list[int]:
         async def renew(db: asyncpg.Connection) -> list[int]:
             rows = await db.fetch(
-                "UPDATE outbox SET lease_until = $1 WHERE id = ANY($2::bigint[]) AND lease_owner = $3 RETURNING id",
+                "UPDATE outbox o SET lease_until = greatest(o.lease_until, $1)"
+                " FROM unnest($2::bigint[], $3::bigint[]) AS h(id, epoch)"
+                " WHERE o.id = h.id AND o.lease_epoch = h.epoch AND o.lease_owner = $4 RETURNING o.id",
                 lease_until,
-                list(entry_ids),
+                [i for i, _ in held],
+                [e for _, e in held],
                 owner,
             )
             return [r["id"] for r in rows]
 
         return await self._tx(renew)
+
+    async def outbox_confirm(self, entry: OutboxEntry, now: float, until: float) -> None:
+        async def confirm(db: asyncpg.Connection) -> bool:
+            found = await db.fetchval(
+                "UPDATE outbox SET lease_until = greatest(lease_until, $1) WHERE id = $2 AND lease_owner = $3"
+                " AND lease_epoch = $4 AND status = 'pending' RETURNING id",
+                until,
+                entry.id,
+                entry.lease_owner,
+                entry.lease_epoch,
+            )
+            return found is not None
+
+        if not await self._tx(confirm):
+            raise LeaseLost(
+                f"outbox entry {entry.id}: {entry.lease_owner} no longer holds lease {entry.lease_epoch}"
+            )
 
     async def outbox_release(self, owner: str, entry_ids: Sequence[int]) -> None:
         async def release(db: asyncpg.Connection) -> None:
@@ -584,15 +825,32 @@ class PostgresStore:
 
         await self._tx(release)
 
-    async def outbox_update(self, entry_id: int, status: str, attempts: int, error: str, now: float) -> None:
-        async def update(db: asyncpg.Connection) -> None:
-            await db.execute(
-                "UPDATE outbox SET status = $1, attempts = $2, error = $3, updated_at = $4 WHERE id = $5",
-                status,
-                attempts,
-                error,
-                now,
-                entry_id,
+    async def outbox_update(
+        self,
+        entry_id: int,
+        status: str,
+        attempts: int,
+        error: str,
+        now: float,
+        lease: tuple[str, int] | None = None,
+    ) -> None:
+        error = storable(error)
+        owner, epoch = lease if lease is not None else (None, None)
+
+        async def update(db: asyncpg.Connection) -> int:
+            return _count(
+                await db.execute(
+                    "UPDATE outbox SET status = $1, attempts = $2, error = $3, updated_at = $4 WHERE id = $5"
+                    " AND ($6::text IS NULL OR (lease_owner = $6 AND lease_epoch = $7))",
+                    status,
+                    attempts,
+                    error,
+                    now,
+                    entry_id,
+                    owner,
+                    epoch,
+                )
             )
 
-        await self._tx(update)
+        if await self._tx(update) == 0 and lease is not None:
+            raise LeaseLost(f"outbox entry {entry_id}: {lease[0]} no longer holds lease {lease[1]}")

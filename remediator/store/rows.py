@@ -11,6 +11,15 @@ from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, Step
 # One encoder for every JSON column: json.dumps(..., sort_keys=True) builds a new encoder per call, and intake
 # writes one audit row per alert.
 canonical_json = json.JSONEncoder(sort_keys=True).encode
+"""ASCII-only (non-ASCII is escaped), so a JSON column holds any string, U+0000 and lone surrogates included."""
+
+
+def storable(text: str) -> str:
+    """``text`` as both stores can hold it, and the same in both: PostgreSQL's text cannot contain U+0000, and
+    neither UTF-8 codec takes a lone surrogate (valid in a JSON string). Both become U+FFFD."""
+    if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
 
 
 class Row(Protocol):
@@ -29,6 +38,8 @@ def incident_of(row: Row) -> Incident:
         labels=json.loads(row["labels"]),
         annotations=json.loads(row["annotations"]),
         reason=row["reason"],
+        lease_owner=row["lease_owner"],
+        lease_epoch=row["lease_epoch"],
     )
 
 
@@ -42,6 +53,7 @@ def outbox_of(row: Row) -> OutboxEntry:
         attempts=row["attempts"],
         status=row["status"],
         lease_owner=row["lease_owner"],
+        lease_epoch=row["lease_epoch"],
     )
 
 

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from remediator.domain.fencing import Fence, current_fence
 from remediator.domain.incidents import (
     AuditRecord,
     Incident,
@@ -24,9 +25,17 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
-from remediator.errors import StoreError
-from remediator.store.base import Firing, FiringResult, History, IntakeEvent, IntakeResult, Resolved
-from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of
+from remediator.errors import LeaseLost, StoreDataError, StoreError
+from remediator.store.base import (
+    Firing,
+    FiringResult,
+    History,
+    IntakeEvent,
+    IntakeResult,
+    Resolved,
+    firing_decision,
+)
+from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
 from remediator.store.wal import WalSync, is_io_error
 
 T = TypeVar("T")
@@ -74,6 +83,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
     CREATE INDEX outbox_pending_lease ON outbox(lease_until) WHERE status = 'pending';
     """,
+    """
+    ALTER TABLE incidents ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE episodes (
+        fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, starts_ts REAL NOT NULL, status TEXT NOT NULL,
+        incident_id INTEGER, seen_at REAL NOT NULL, PRIMARY KEY (fingerprint, starts_at));
+    CREATE INDEX episodes_by_start ON episodes(fingerprint, starts_ts);
+    INSERT OR IGNORE INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)
+        SELECT fingerprint, starts_at, 0, status, incident_id, 0 FROM incident_alerts;
+    DROP INDEX IF EXISTS incident_alerts_firing;
+    CREATE INDEX incident_alerts_episode ON incident_alerts(fingerprint, starts_at) WHERE status = 'firing';
+    """,
 )
 
 
@@ -105,22 +126,121 @@ def _audit(
     db.execute(f"{_INSERT_AUDIT} (?, ?, ?, ?)", (now, incident_id, kind, canonical_json(detail)))
 
 
+def _fenced(db: sqlite3.Connection, incident_id: int | None) -> None:
+    """In the transaction of a write concerning ``incident_id``: refuse it when the ladder task making it holds a
+    fencing token that is no longer the incident's (docs/safety.md, F1)."""
+    fence = current_fence.get()
+    if fence is None or incident_id != fence.incident_id:
+        return
+    held = db.execute(
+        "SELECT 1 FROM incidents WHERE id = ? AND lease_owner = ? AND lease_epoch = ?",
+        (fence.incident_id, fence.owner, fence.epoch),
+    ).fetchone()
+    if held is None:
+        raise LeaseLost(f"incident {fence.incident_id}: {fence.owner} no longer holds lease {fence.epoch}")
+
+
+def _close_if_quiet(
+    db: sqlite3.Connection, incident_id: int, reason: str, now: float, audits: list[AuditRow]
+) -> Incident | None:
+    """Resolve the incident when none of its alerts fires any more; the closed incident, or None."""
+    if db.execute(
+        "SELECT 1 FROM incident_alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1", (incident_id,)
+    ).fetchone():
+        return None
+    row = db.execute(
+        "UPDATE incidents SET status = 'resolved', updated_at = ? WHERE id = ? AND status != 'resolved'"
+        " RETURNING *",
+        (now, incident_id),
+    ).fetchone()
+    if row is None:
+        return None
+    audits.append((now, incident_id, "resolved", canonical_json({"reason": reason})))
+    return incident_of(row)
+
+
+def _supersede(
+    db: sqlite3.Connection, fingerprint: str, now: float, audits: list[AuditRow]
+) -> list[Incident]:
+    """A new episode of ``fingerprint`` began: its earlier episodes that still fire have ended (an alert has one
+    episode at a time) even though no resolved came for them; their incidents close if nothing else fires."""
+    rows = db.execute(
+        "UPDATE episodes SET status = 'superseded' WHERE fingerprint = ? AND status = 'firing'"
+        " RETURNING starts_at, incident_id",
+        (fingerprint,),
+    ).fetchall()
+    closed: list[Incident] = []
+    for row in rows:
+        incident_id = row["incident_id"]
+        if incident_id is None:
+            continue
+        db.execute(
+            "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?"
+            " AND starts_at = ?",
+            (incident_id, fingerprint, row["starts_at"]),
+        )
+        detail = {"fingerprint": fingerprint, "starts_at": row["starts_at"]}
+        audits.append((now, incident_id, "alert_superseded", canonical_json(detail)))
+        incident = _close_if_quiet(db, incident_id, "a new episode of its alert began", now, audits)
+        if incident is not None:
+            closed.append(incident)
+    return closed
+
+
 def _record_firing(
     db: sqlite3.Connection, event: Firing, now: float, owner: str, lease_until: float, audits: list[AuditRow]
 ) -> FiringResult:
     alert = event.alert
+    detail = {
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "alertname": alert.labels.get("alertname", ""),
+        "policy": event.policy,
+        "inbox_id": event.inbox_id,
+    }
+    seen = db.execute(
+        "SELECT status, incident_id FROM episodes WHERE fingerprint = ? AND starts_at = ?",
+        (alert.fingerprint, alert.starts_at),
+    ).fetchone()
+    newer = (
+        seen is None
+        and db.execute(
+            "SELECT 1 FROM episodes WHERE fingerprint = ? AND starts_ts > ? LIMIT 1",
+            (alert.fingerprint, alert.starts_ts),
+        ).fetchone()
+        is not None
+    )
+    decision = firing_decision(None if seen is None else seen["status"], newer)
+    if decision == "stale":
+        if seen is None:  # remembered, so that its own resolved (or another copy) is recognised too
+            db.execute(
+                "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+                " VALUES (?, ?, ?, 'stale', NULL, ?)",
+                (alert.fingerprint, alert.starts_at, alert.starts_ts, now),
+            )
+        incident_id = None if seen is None else seen["incident_id"]
+        audits.append((now, incident_id, "stale_firing", canonical_json(detail)))
+        return FiringResult(incident=None, created=False, duplicate=False, stale=True)
+    if decision == "duplicate":
+        row = db.execute("SELECT * FROM incidents WHERE id = ?", (seen["incident_id"],)).fetchone()
+        audits.append((now, row["id"], "duplicate", canonical_json(detail)))
+        return FiringResult(incident=incident_of(row), created=False, duplicate=True)
+    superseded = _supersede(db, alert.fingerprint, now, audits)
     row = db.execute(
         "SELECT * FROM incidents WHERE policy = ? AND target = ? AND status != 'resolved'",
         (event.policy, event.target),
     ).fetchone()
     created = row is None
     if row is None:
+        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it.
         cursor = db.execute(
             "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
-            " annotations, reason, lease_owner, lease_until) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?)",
+            " annotations, reason, lease_owner, lease_until, lease_epoch)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
             (
                 event.policy,
                 event.target,
+                "escalated" if event.reason else "active",
                 alert.severity,
                 now,
                 now,
@@ -133,56 +253,55 @@ def _record_firing(
         )
         row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()
     incident_id = row["id"]
-    inserted = db.execute(
-        "INSERT OR IGNORE INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES (?, ?, ?, 'firing')",
+    db.execute(
+        "INSERT OR REPLACE INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES (?, ?, ?, 'firing')",
         (incident_id, alert.fingerprint, alert.starts_at),
-    ).rowcount
-    duplicate = not created and inserted == 0
-    kind = "opened" if created else ("duplicate" if duplicate else "attached")
-    detail = {
-        "fingerprint": alert.fingerprint,
-        "starts_at": alert.starts_at,
-        "alertname": alert.labels.get("alertname", ""),
-        "policy": event.policy,
-        "inbox_id": event.inbox_id,
-    }
-    audits.append((now, incident_id, kind, canonical_json(detail)))
-    return FiringResult(incident=incident_of(row), created=created, duplicate=duplicate)
+    )
+    db.execute(
+        "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+        " VALUES (?, ?, ?, 'firing', ?, ?)",
+        (alert.fingerprint, alert.starts_at, alert.starts_ts, incident_id, now),
+    )
+    audits.append((now, incident_id, "opened" if created else "attached", canonical_json(detail)))
+    return FiringResult(
+        incident=incident_of(row), created=created, duplicate=False, superseded=tuple(superseded)
+    )
 
 
 def _record_resolved(
-    db: sqlite3.Connection, fingerprint: str, now: float, audits: list[AuditRow]
+    db: sqlite3.Connection, event: Resolved, now: float, audits: list[AuditRow]
 ) -> list[Incident]:
-    ids = [
-        row["incident_id"]
-        for row in db.execute(
-            "SELECT DISTINCT incident_id FROM incident_alerts WHERE fingerprint = ? AND status = 'firing'",
-            (fingerprint,),
-        )
-    ]
-    closed: list[Incident] = []
-    for incident_id in ids:
+    """Resolve exactly the episode (fingerprint, startsAt) that resolved; remember an unseen one, so that a late
+    copy of its firing opens nothing."""
+    row = db.execute(
+        "SELECT status, incident_id FROM episodes WHERE fingerprint = ? AND starts_at = ?",
+        (event.fingerprint, event.starts_at),
+    ).fetchone()
+    if row is None:
         db.execute(
-            "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?"
-            " AND status = 'firing'",
-            (incident_id, fingerprint),
+            "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+            " VALUES (?, ?, ?, 'resolved', NULL, ?)",
+            (event.fingerprint, event.starts_at, event.starts_ts, now),
         )
-        audits.append((now, incident_id, "alert_resolved", canonical_json({"fingerprint": fingerprint})))
-        still_firing = db.execute(
-            "SELECT 1 FROM incident_alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1",
-            (incident_id,),
-        ).fetchone()
-        if still_firing is None:
-            db.execute(
-                "UPDATE incidents SET status = 'resolved', updated_at = ? WHERE id = ? AND status != 'resolved'",
-                (now, incident_id),
-            )
-            reason = {"reason": "every alert of the incident resolved"}
-            audits.append((now, incident_id, "resolved", canonical_json(reason)))
-            closed.append(
-                incident_of(db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone())
-            )
-    return closed
+        return []
+    if row["status"] != "firing":
+        return []
+    db.execute(
+        "UPDATE episodes SET status = 'resolved' WHERE fingerprint = ? AND starts_at = ?",
+        (event.fingerprint, event.starts_at),
+    )
+    incident_id = row["incident_id"]
+    if incident_id is None:
+        return []
+    db.execute(
+        "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?"
+        " AND starts_at = ?",
+        (incident_id, event.fingerprint, event.starts_at),
+    )
+    detail = {"fingerprint": event.fingerprint, "starts_at": event.starts_at}
+    audits.append((now, incident_id, "alert_resolved", canonical_json(detail)))
+    closed = _close_if_quiet(db, incident_id, "every alert of the incident resolved", now, audits)
+    return [] if closed is None else [closed]
 
 
 class SqliteStore:
@@ -212,6 +331,10 @@ class SqliteStore:
             if is_io_error(exc):  # SQLite's own writes and syncs (a WAL restart, a checkpoint) count too
                 self._wal.fail(f"sqlite: {exc}")
             raise StoreError(f"sqlite: {exc}") from exc
+        except (OverflowError, UnicodeError) as exc:
+            # A value SQLite cannot bind (an integer over 64 bits, a lone surrogate): this call can never
+            # succeed, and must not look like an outage that is worth retrying.
+            raise StoreDataError(f"sqlite cannot store a value: {exc}") from exc
         self._wal.commits += 1
         if synced:
             await self._wal.sync()
@@ -291,9 +414,13 @@ class SqliteStore:
                 if not future.done():
                     future.set_result(inbox_id)
 
-    async def inbox_pending(self) -> list[tuple[int, str]]:
+    async def inbox_pending(self, received_before: float | None = None) -> list[tuple[int, str]]:
         def pending(db: sqlite3.Connection) -> list[tuple[int, str]]:
-            rows = db.execute("SELECT id, body FROM inbox WHERE processed_at IS NULL ORDER BY id").fetchall()
+            rows = db.execute(
+                "SELECT id, body FROM inbox WHERE processed_at IS NULL AND (? IS NULL OR received_at < ?)"
+                " ORDER BY id LIMIT 10000",
+                (received_before, received_before),
+            ).fetchall()
             return [(row["id"], row["body"]) for row in rows]
 
         return await self._run(pending)
@@ -317,7 +444,7 @@ class SqliteStore:
                 if isinstance(event, Firing):
                     results.append(_record_firing(db, event, now, owner, lease_until, audits))
                 elif isinstance(event, Resolved):
-                    results.append(_record_resolved(db, event.fingerprint, now, audits))
+                    results.append(_record_resolved(db, event, now, audits))
                 else:
                     audits.append((now, None, event.kind, canonical_json(event.detail)))
                     results.append(None)
@@ -333,7 +460,10 @@ class SqliteStore:
         return await self._run(record, synced=False)
 
     async def set_status(self, incident_id: int, status: IncidentStatus, reason: str, now: float) -> None:
+        reason = storable(reason)
+
         def update(db: sqlite3.Connection) -> None:
+            _fenced(db, incident_id)
             db.execute(
                 "UPDATE incidents SET status = ?, reason = ?, updated_at = ? WHERE id = ? AND status != 'resolved'",
                 (status, reason, now, incident_id),
@@ -348,6 +478,7 @@ class SqliteStore:
         self, incident_id: int, index: int, kind: str, name: str, attempt: int, now: float
     ) -> int:
         def start(db: sqlite3.Connection) -> int:
+            _fenced(db, incident_id)
             cursor = db.execute(
                 "INSERT INTO steps (incident_id, idx, kind, name, attempt, status, started_at)"
                 " VALUES (?, ?, ?, ?, ?, 'started', ?)",
@@ -358,15 +489,24 @@ class SqliteStore:
         return await self._run(start)
 
     async def step_finished(self, step_id: int, status: StepStatus, detail: str, now: float) -> None:
-        await self._run(
-            lambda db: db.execute(
+        detail = storable(detail)
+
+        def finish(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT incident_id FROM steps WHERE id = ?", (step_id,)).fetchone()
+            _fenced(db, None if row is None else row["incident_id"])
+            db.execute(
                 "UPDATE steps SET status = ?, detail = ?, finished_at = ? WHERE id = ?",
                 (status, detail, now, step_id),
             )
-        )
+
+        await self._run(finish)
 
     async def audit(self, incident_id: int | None, kind: str, detail: dict[str, Any], now: float) -> None:
-        await self._run(lambda db: _audit(db, incident_id, kind, detail, now))
+        def write(db: sqlite3.Connection) -> None:
+            _fenced(db, incident_id)
+            _audit(db, incident_id, kind, detail, now)
+
+        await self._run(write)
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -419,31 +559,51 @@ class SqliteStore:
     # -- leases -------------------------------------------------------------------------------------------
 
     async def claim_expired(
-        self, owner: str, now: float, lease_until: float, limit: int = 100
+        self, owner: str, now: float, lease_until: float, limit: int = 100, running: Sequence[int] = ()
     ) -> list[Incident]:
         def claim(db: sqlite3.Connection) -> list[Incident]:
             rows = db.execute(
-                "UPDATE incidents SET lease_owner = ?, lease_until = ? WHERE id IN (SELECT id FROM incidents"
-                " WHERE status = 'active' AND (lease_until < ? OR lease_owner = ?) ORDER BY id LIMIT ?) RETURNING *",
-                (owner, lease_until, now, owner, limit),
+                "UPDATE incidents SET lease_owner = ?, lease_until = ?, lease_epoch = lease_epoch + 1"
+                " WHERE id IN (SELECT id FROM incidents WHERE status = 'active'"
+                " AND (lease_until < ? OR lease_owner = ?) AND id NOT IN (SELECT value FROM json_each(?))"
+                " ORDER BY id LIMIT ?) RETURNING *",
+                (owner, lease_until, now, owner, json.dumps(list(running)), limit),
             ).fetchall()
             return sorted((incident_of(r) for r in rows), key=lambda i: i.id)
 
         return await self._run(claim)
 
-    async def renew_leases(self, owner: str, incident_ids: Sequence[int], lease_until: float) -> list[int]:
+    async def renew_leases(
+        self, owner: str, held: Sequence[tuple[int, int]], lease_until: float
+    ) -> list[int]:
         def renew(db: sqlite3.Connection) -> list[int]:
-            held = []
-            for incident_id in incident_ids:
+            kept = []
+            for incident_id, epoch in held:
                 row = db.execute(
-                    "UPDATE incidents SET lease_until = ? WHERE id = ? AND lease_owner = ? RETURNING id",
-                    (lease_until, incident_id, owner),
+                    "UPDATE incidents SET lease_until = max(lease_until, ?) WHERE id = ? AND lease_owner = ?"
+                    " AND lease_epoch = ? RETURNING id",
+                    (lease_until, incident_id, owner, epoch),
                 ).fetchone()
                 if row is not None:
-                    held.append(int(row["id"]))
-            return held
+                    kept.append(int(row["id"]))
+            return kept
 
-        return await self._run(renew)
+        return await self._run(renew, synced=False)
+
+    async def lease_confirm(self, fence: Fence, now: float, until: float) -> None:
+        def confirm(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "UPDATE incidents SET lease_until = max(lease_until, ?) WHERE id = ? AND lease_owner = ?"
+                " AND lease_epoch = ? AND status = 'active' RETURNING id",
+                (until, fence.incident_id, fence.owner, fence.epoch),
+            ).fetchone()
+            return row is not None
+
+        # Not synced: the grant it checks was; after a power loss the lease is claimed again anyway.
+        if not await self._run(confirm, synced=False):
+            raise LeaseLost(
+                f"incident {fence.incident_id}: {fence.owner} no longer holds lease {fence.epoch}"
+            )
 
     async def release_leases(self, owner: str, incident_ids: Sequence[int]) -> None:
         await self._run(
@@ -489,20 +649,31 @@ class SqliteStore:
 
         return await self._run(read)
 
-    async def breakers_load(self) -> dict[str, dict[str, Any]]:
+    async def breakers_load(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         def load(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-            return {r["name"]: json.loads(r["state"]) for r in db.execute("SELECT name, state FROM breakers")}
+            if names is None:
+                rows = db.execute("SELECT name, state FROM breakers")
+            else:
+                rows = db.execute(
+                    "SELECT name, state FROM breakers WHERE name IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(names)),),
+                )
+            return {r["name"]: json.loads(r["state"]) for r in rows}
 
-        return await self._run(load)
+        return await self._run(load, synced=False)
 
-    async def breaker_save(self, name: str, state: dict[str, Any], now: float) -> None:
-        await self._run(
-            lambda db: db.execute(
+    async def breaker_save(self, name: str, state: dict[str, Any] | None, now: float) -> None:
+        def save(db: sqlite3.Connection) -> None:
+            if state is None:
+                db.execute("DELETE FROM breakers WHERE name = ?", (name,))
+                return
+            db.execute(
                 "INSERT INTO breakers (name, state, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                 (name, json.dumps(state), now),
             )
-        )
+
+        await self._run(save)
 
     async def control_get(self, key: str) -> str | None:
         def get(db: sqlite3.Connection) -> str | None:
@@ -533,10 +704,12 @@ class SqliteStore:
         lease_until: float,
     ) -> OutboxEntry:
         def put(db: sqlite3.Connection) -> OutboxEntry:
+            _fenced(db, incident_id)
             db.execute(
                 "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at, lease_owner,"
-                " lease_until) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (dedup_key) DO UPDATE SET"
-                " lease_owner = excluded.lease_owner, lease_until = excluded.lease_until"
+                " lease_until, lease_epoch) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 1) ON CONFLICT (dedup_key)"
+                " DO UPDATE SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,"
+                " lease_epoch = lease_epoch + (lease_owner != excluded.lease_owner)"
                 " WHERE status = 'pending' AND (lease_owner = excluded.lease_owner OR lease_until < ?)",
                 (incident_id, notifier, dedup_key, canonical_json(payload), now, owner, lease_until, now),
             )
@@ -552,27 +725,47 @@ class SqliteStore:
 
         return await self._run(pending, synced=False)
 
-    async def outbox_claim(self, owner: str, now: float, lease_until: float) -> list[OutboxEntry]:
+    async def outbox_claim(
+        self, owner: str, now: float, lease_until: float, running: Sequence[int] = ()
+    ) -> list[OutboxEntry]:
         def claim_entries(db: sqlite3.Connection) -> list[OutboxEntry]:
             rows = db.execute(
-                "UPDATE outbox SET lease_owner = ?, lease_until = ?"
-                " WHERE status = 'pending' AND (lease_owner = ? OR lease_until < ?) RETURNING *",
-                (owner, lease_until, owner, now),
+                "UPDATE outbox SET lease_owner = ?, lease_until = ?, lease_epoch = lease_epoch + 1"
+                " WHERE status = 'pending' AND (lease_owner = ? OR lease_until < ?)"
+                " AND id NOT IN (SELECT value FROM json_each(?)) RETURNING *",
+                (owner, lease_until, owner, now, json.dumps(list(running))),
             ).fetchall()
             return sorted((outbox_of(r) for r in rows), key=lambda e: e.id)
 
         return await self._run(claim_entries)
 
-    async def outbox_renew(self, owner: str, entry_ids: Sequence[int], lease_until: float) -> list[int]:
+    async def outbox_renew(
+        self, owner: str, held: Sequence[tuple[int, int]], lease_until: float
+    ) -> list[int]:
         def renew_entries(db: sqlite3.Connection) -> list[int]:
             rows = db.execute(
-                "UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
+                "UPDATE outbox SET lease_until = max(lease_until, ?) WHERE lease_owner = ? AND (id, lease_epoch)"
+                " IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
                 " RETURNING id",
-                (lease_until, owner, json.dumps(list(entry_ids))),
+                (lease_until, owner, json.dumps([list(h) for h in held])),
             ).fetchall()
             return [r["id"] for r in rows]
 
         return await self._run(renew_entries, synced=False)
+
+    async def outbox_confirm(self, entry: OutboxEntry, now: float, until: float) -> None:
+        def confirm(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "UPDATE outbox SET lease_until = max(lease_until, ?) WHERE id = ? AND lease_owner = ?"
+                " AND lease_epoch = ? AND status = 'pending' RETURNING id",
+                (until, entry.id, entry.lease_owner, entry.lease_epoch),
+            ).fetchone()
+            return row is not None
+
+        if not await self._run(confirm, synced=False):
+            raise LeaseLost(
+                f"outbox entry {entry.id}: {entry.lease_owner} no longer holds lease {entry.lease_epoch}"
+            )
 
     async def outbox_release(self, owner: str, entry_ids: Sequence[int]) -> None:
         await self._run(
@@ -582,10 +775,24 @@ class SqliteStore:
             )
         )
 
-    async def outbox_update(self, entry_id: int, status: str, attempts: int, error: str, now: float) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE outbox SET status = ?, attempts = ?, error = ?, updated_at = ? WHERE id = ?",
-                (status, attempts, error, now, entry_id),
-            )
-        )
+    async def outbox_update(
+        self,
+        entry_id: int,
+        status: str,
+        attempts: int,
+        error: str,
+        now: float,
+        lease: tuple[str, int] | None = None,
+    ) -> None:
+        error = storable(error)
+
+        def update(db: sqlite3.Connection) -> int:
+            owner, epoch = lease if lease is not None else (None, None)
+            return db.execute(
+                "UPDATE outbox SET status = ?, attempts = ?, error = ?, updated_at = ? WHERE id = ?"
+                " AND (? IS NULL OR (lease_owner = ? AND lease_epoch = ?))",
+                (status, attempts, error, now, entry_id, owner, owner, epoch),
+            ).rowcount
+
+        if await self._run(update) == 0 and lease is not None:
+            raise LeaseLost(f"outbox entry {entry_id}: {lease[0]} no longer holds lease {lease[1]}")

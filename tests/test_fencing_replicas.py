@@ -1,0 +1,135 @@
+"""Fencing with real processes (issue 20): two replicas on one PostgreSQL and a private dockerd; replica A is
+frozen with SIGSTOP at a point of its ladder, kept frozen past its lease while B takes the incident over, then
+resumed. A must neither act nor write after the takeover: the restarts are what the ladder allows for one
+incident, and the incident's steps read as one story."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from helpers import TOKEN, alert, eventually, notification
+from realparts import DockerDaemon
+from test_replicas import Replica, db_rows, post_everywhere, remove_containers, restarts
+
+POLICY = """\
+name: fenced
+match: [alertname = FenceAlert]
+target: {kind: container, from_label: container, allow: ["fen-[0-9]+"]}
+steps:
+  - act: container.restart
+    attempts: 2
+    with: {timeout_s: RESTART_TIMEOUT}
+    verify: {resolved_within_s: VERIFY}
+  - escalate: log
+limits:
+  cooldown_s: 0
+  max_actions: {count: 100, window_s: 3600}
+  flapping: {count: 100, window_s: 3600}
+"""
+
+LEASE_S = 3.0
+
+
+@pytest.fixture
+def pair(
+    tmp_path: Path, fresh_pg_url: str, docker_daemon: DockerDaemon
+) -> Iterator[Callable[[float, int], list[Replica]]]:
+    started: list[Replica] = []
+
+    def start(verify_s: float, restart_timeout_s: int) -> list[Replica]:
+        policies = tmp_path / "policies"
+        policies.mkdir(exist_ok=True)
+        text = POLICY.replace("VERIFY", str(verify_s)).replace("RESTART_TIMEOUT", str(restart_timeout_s))
+        (policies / "fenced.yaml").write_text(text)
+        env = {
+            "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
+            "REMEDIATOR_POLICIES_DIR": str(policies),
+            "REMEDIATOR_SERVER__TOKEN": TOKEN,
+            "REMEDIATOR_STORE__URL": fresh_pg_url,
+            "REMEDIATOR_STORE__LEASE_S": str(LEASE_S),
+            "REMEDIATOR_DOCKER__HOST": docker_daemon.host,
+            # A call's lease covers its timeout (restart timeout + this): keep the takeover within seconds.
+            "REMEDIATOR_DOCKER__TIMEOUT_S": "5",
+            "REMEDIATOR_SERVER__SHUTDOWN_GRACE_S": "2",
+        }
+        new = [Replica(name, env) for name in ("replica-a", "replica-b")]
+        started.extend(new)
+        for replica in new:
+            replica.wait_ready()
+        return new
+
+    yield start
+    for replica in started:
+        if replica.proc.poll() is None:
+            replica.proc.send_signal(signal.SIGCONT)
+        replica.stop()
+    remove_containers(docker_daemon, "fen-")
+
+
+async def act_steps(url: str) -> list[tuple[int, str]]:
+    return [
+        (r["attempt"], r["status"])
+        for r in await db_rows(url, "SELECT * FROM steps WHERE kind = 'act' ORDER BY id")
+    ]
+
+
+async def escalated(url: str) -> bool:
+    return bool(await db_rows(url, "SELECT 1 FROM incidents WHERE status = 'escalated'"))
+
+
+async def test_a_replica_frozen_during_its_docker_call_neither_records_nor_acts_after_the_takeover(
+    pair: Callable[[float, int], list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
+) -> None:
+    # No init: PID 1 ignores SIGTERM, so the restart takes its whole 4 s stop timeout: A is frozen mid-call.
+    await asyncio.to_thread(docker_daemon.run_container, "fen-0", init=False)
+    since = datetime.now(UTC)
+    a, b = await asyncio.to_thread(pair, 1.0, 4)
+    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x0", container="fen-0"))])
+    await eventually(lambda: act_steps(fresh_pg_url), timeout=30)
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        # B takes over once A's lease (extended to cover the call) runs out, reconciles the interrupted
+        # step by verification, tries its second attempt and escalates.
+        await eventually(lambda: escalated(fresh_pg_url), timeout=60)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    await asyncio.sleep(2 * LEASE_S)  # A's late result, and anything A would do next, had time to land
+    steps = await act_steps(fresh_pg_url)
+    assert steps[0] == (1, "interrupted"), steps  # never overwritten with A's late "ok"
+    assert [s for s in steps if s[0] == 1] == [(1, "interrupted")]
+    counts = await asyncio.to_thread(restarts, docker_daemon, since)
+    # At most one restart per recorded attempt, as the ladder allows. A may have been frozen just before its
+    # request went out: then the deadline check drops it when A wakes, and only B's restart happened.
+    assert 1 <= counts.get("fen-0", 0) <= len(steps) <= 2, (counts, steps)
+    # A learnt it lost the lease (from its keeper, or from a refused write): either way it stopped.
+    assert "lease" in a.log.read_text()
+
+
+async def test_a_replica_frozen_during_verification_does_not_act_again(
+    pair: Callable[[float, int], list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
+) -> None:
+    await asyncio.to_thread(docker_daemon.run_container, "fen-1")
+    since = datetime.now(UTC)
+    a, b = await asyncio.to_thread(pair, 8.0, 2)
+    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x1", container="fen-1"))])
+
+    async def first_ok() -> bool:
+        return (1, "ok") in await act_steps(fresh_pg_url)
+
+    await eventually(first_ok, timeout=30)
+    a.proc.send_signal(signal.SIGSTOP)  # A is waiting out its verification window
+    try:
+        await eventually(lambda: escalated(fresh_pg_url), timeout=60)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    await asyncio.sleep(10)  # past A's verification window: without fencing it would now try attempt 2
+    steps = await act_steps(fresh_pg_url)
+    assert steps == [(1, "ok"), (2, "ok")], steps  # A's first attempt, B's second: what the ladder allows
+    counts = await asyncio.to_thread(restarts, docker_daemon, since)
+    assert counts.get("fen-1", 0) == 2
+    assert "lease" in a.log.read_text()
