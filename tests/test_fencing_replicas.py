@@ -88,7 +88,7 @@ async def test_a_replica_frozen_during_its_docker_call_neither_records_nor_acts_
     # No init: PID 1 ignores SIGTERM, so the restart takes its whole 4 s stop timeout: A is frozen mid-call.
     await asyncio.to_thread(docker_daemon.run_container, "fen-0", init=False)
     since = datetime.now(UTC)
-    a, b = await asyncio.to_thread(pair, 1.0, 4)
+    a, _b = await asyncio.to_thread(pair, 1.0, 4)
     await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x0", container="fen-0"))])
     await eventually(lambda: act_steps(fresh_pg_url), timeout=30)
     a.proc.send_signal(signal.SIGSTOP)
@@ -115,7 +115,7 @@ async def test_a_replica_frozen_during_verification_does_not_act_again(
 ) -> None:
     await asyncio.to_thread(docker_daemon.run_container, "fen-1")
     since = datetime.now(UTC)
-    a, b = await asyncio.to_thread(pair, 8.0, 2)
+    a, _b = await asyncio.to_thread(pair, 8.0, 2)
     await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x1", container="fen-1"))])
 
     async def first_ok() -> bool:
