@@ -73,6 +73,8 @@ class Gate:
             )
             if breaker.idle(now, self.breaker_config):
                 self._forget_breaker(name)
+                if raw is not None:  # idle in the store too: no row per target that failed once long ago
+                    await self.store.breaker_save(name, None, now)
             else:
                 self._breakers[name] = breaker
                 self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
