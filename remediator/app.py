@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import resource
 import secrets
 import signal
 import ssl
@@ -15,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from remediator import logs
 from remediator.actions.base import Action, Probe
 from remediator.actions.catalogue import SPECS, build_actions, build_probes
 from remediator.actions.docker import DockerBackend
@@ -31,7 +33,7 @@ from remediator.escalation.catalogue import build_notifiers
 from remediator.escalation.log import LogNotifier
 from remediator.metrics import Metrics
 from remediator.policy.loader import load_dir
-from remediator.server import Auth, build_app
+from remediator.server import Auth, HttpServer, build_app
 from remediator.settings import Settings
 from remediator.signing import SignatureChecker
 from remediator.store.factory import build_store
@@ -100,6 +102,47 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard one and return the soft limit in force.
+
+    Distributions start services with a soft limit of 1,024 and a much higher hard one; a daemon that holds
+    client connections, store files and Docker and notifier sockets needs the room (issue 12)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit cannot be the soft one on Linux (nr_open caps it): then a generous fixed value.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logger.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
+    logger.info(
+        "open-files limit %d (hard %s)", soft, "unlimited" if hard == resource.RLIM_INFINITY else hard
+    )
+    return soft
+
+
+def open_files_limit() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+async def start_http(app: web.Application, settings: Settings) -> HttpServer:
+    """The webhook and API listener, with its connections and read times bounded by ``settings.server``."""
+    server = settings.server
+    http = HttpServer(
+        app,
+        server.host,
+        server.port,
+        tls_context(settings),
+        server.max_connections,
+        server.header_timeout_s,
+        open_files_limit(),
+    )
+    await http.start()
+    return http
+
+
 class App:
     """Everything one daemon runs; ``start`` and ``stop`` are the whole lifecycle."""
 
@@ -132,7 +175,7 @@ class App:
         )
         self.policies: list[Policy] = []
         self.intake: Intake | None = None
-        self._web: web.AppRunner | None = None
+        self._web: HttpServer | None = None
         self._worker: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self.leases: LeaseKeeper | None = None
@@ -196,13 +239,11 @@ class App:
             lambda: self._ready,
             signatures,
             token,
+            body_timeout_s=server.body_timeout_s,
+            replica=settings.replica_id,
         )
-        self._web = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._web.setup()
-        site = web.TCPSite(self._web, server.host, server.port, ssl_context=tls_context(self.settings))
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else server.port
+        self._web = await start_http(app, self.settings)
+        self.port = self._web.port
         scheme = "https" if server.tls_cert is not None else "http"
         self.escalator.public_url = server.public_url or f"{scheme}://{server.host}:{self.port}"
         self._ready = True
@@ -253,6 +294,7 @@ class App:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain."""
+    raise_open_files_limit()
     app = App(settings)
     await app.start()
     # Everything built so far lives as long as the process: keep it out of the collector's full passes, which
@@ -265,3 +307,4 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     logger.info("stopping: draining running steps (grace %.0fs)", settings.server.shutdown_grace_s)
     await app.stop()
+    logs.flush()

@@ -48,6 +48,14 @@ class ServerSettings(BaseModel):
     """PEM CA bundle (path): require client certificates it signed (mutual TLS)."""
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """Seconds running steps get to finish after SIGTERM before they are cancelled."""
+    max_connections: int = Field(default=512, ge=1)
+    """Client connections open at once (count), lowered to fit the open-files limit. At the limit the oldest
+    connection with no request in progress is closed to make room; if every one is busy, a new one gets 503."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds a client has to send a request's line and headers (and to finish a TLS handshake), counted from
+    connecting or from the first byte of a later request on a kept-alive connection; then it is closed."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds a client has to send a request's whole body once its headers arrived; then it gets 408."""
 
 
 class StoreSettings(BaseModel):
