@@ -171,12 +171,22 @@ class App:
         )
         self.probes: dict[str, Probe] = build_probes(settings)
         self.runner = Runner(
-            self.store, self.actions, self.probes, self.gate, self.escalator, self.metrics, clock, retry
+            self.store,
+            self.actions,
+            self.probes,
+            self.gate,
+            self.escalator,
+            self.metrics,
+            clock,
+            retry,
+            lease_s=settings.store.lease_s,
+            call_timeout_s=settings.docker.timeout_s,
         )
         self.policies: list[Policy] = []
         self.intake: Intake | None = None
         self._web: HttpServer | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self.leases: LeaseKeeper | None = None
         self._ready = False
@@ -219,6 +229,7 @@ class App:
         # Resume the ladders and deliveries this replica held before a restart, and what nobody holds.
         await self.leases.tick()
         self._worker = asyncio.create_task(self.intake.run(), name="intake")
+        self._sweeper = asyncio.create_task(self.intake.sweep(), name="inbox-sweep")
         self._keeper = asyncio.create_task(self.leases.run(), name="leases")
         server = self.settings.server
         token = webhook_token(self.settings)
@@ -268,9 +279,10 @@ class App:
         if self.intake is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.intake.join(), grace)
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for task in (self._worker, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.leases is not None:
             # Keep renewing what is held while it drains (a drain may outlast a lease), but take nothing new.
             self.leases.claiming = False

@@ -49,7 +49,8 @@ class SignatureChecker:
             sent_at = float(timestamp)
         except ValueError:
             return f"{TIMESTAMP_HEADER} is not a number"
-        if abs(now - sent_at) > self.window_s:
+        # not (<=) rather than >: a NaN timestamp compares False both ways and must not pass as fresh.
+        if not abs(now - sent_at) <= self.window_s:
             return f"signed request is outside the {self.window_s:g}s replay window"
         if not hmac.compare_digest(signature.encode(), sign(self.secret, timestamp, body).encode()):
             return "bad signature"

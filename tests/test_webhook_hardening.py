@@ -52,6 +52,9 @@ async def test_signed_requests_are_checked_and_never_replayed(daemon: Callable[.
         assert await post(good) == (401, "replayed request (signature already used)")
         assert (await post(signed_headers(body, secret="wrong")))[1] == "bad signature"
         assert "replay window" in (await post(signed_headers(body, timestamp=time.time() - 3600)))[1]
+        # A NaN timestamp compares False with everything: it must not pass as fresh (and valid for ever).
+        nan = {**good, "X-Remediator-Timestamp": "nan", "X-Remediator-Signature": sign(SECRET, "nan", body)}
+        assert "replay window" in (await post(nan))[1]
         unsigned = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
         assert "missing X-Remediator-Timestamp" in (await post(unsigned))[1]
         tampered = signed_headers(body)
