@@ -5,6 +5,7 @@
     ├── PolicyError                  a policy file refused at load (file, line, reason)
     ├── TargetRefused                a label value that the policy's allow list does not admit
     ├── StoreError                   the store cannot persist or read
+    │   ├── StoreUnavailable         the store is down, full or busy (retry for as long as it lasts)
     │   └── StoreDataError           this one value cannot be stored (retrying cannot help)
     ├── LeaseLost                    this replica no longer holds an incident's or entry's lease
     ├── ActionError                  a backend action that did not succeed
@@ -44,6 +45,11 @@ class TargetRefused(RemediatorError):
 
 class StoreError(RemediatorError):
     """The store could not persist or read."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take any write now: down, unreachable, its disk full, busy. Worth retrying for as long
+    as it lasts, and never a reason to give up on what is being written."""
 
 
 class StoreDataError(StoreError):

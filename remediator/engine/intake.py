@@ -24,7 +24,7 @@ from remediator.domain.incidents import Incident
 from remediator.domain.policies import Policy
 from remediator.engine.escalate import Escalator
 from remediator.engine.runner import Runner
-from remediator.errors import StoreDataError, StoreError
+from remediator.errors import StoreDataError, StoreError, StoreUnavailable
 from remediator.metrics import Metrics
 from remediator.policy.matching import PolicyIndex, match_alert
 from remediator.store.base import (
@@ -46,6 +46,7 @@ _MAX_REFUSED_TARGET_CHARS = (
 )
 _RETRY_INITIAL_S = 0.5
 _RETRY_MAX_S = 10.0
+_PROBE_AFTER = 3  # unexplained failures of one batch before asking whether the store takes other writes
 _OTHER = "other"  # the alertname label of every alert no policy names: the metric's series stay bounded
 
 
@@ -154,29 +155,22 @@ class Intake:
         """Record a batch; one notification the store can never take must not hold up the others."""
         try:
             await self._process(batch)
-            return
-        except StoreDataError:
-            if len(batch) > 1:
-                logger.warning(
-                    "the store refused a value in a batch of %d; recording them one by one", len(batch)
-                )
-        for one in batch if len(batch) > 1 else ():
-            try:
-                await self._process([one])
-            except StoreDataError as exc:
-                await self._set_aside(one[0], exc)
-        if len(batch) == 1:
-            await self._set_aside(batch[0][0], None)
+        except StoreDataError as exc:
+            if len(batch) == 1:
+                await self._set_aside(batch[0][0], exc)
+                return
+            logger.warning(
+                "the store refused part of %d notifications; recording them one by one", len(batch)
+            )
+            for one in batch:
+                await self._process_all([one])
 
-    async def _set_aside(self, inbox_id: int, exc: StoreDataError | None) -> None:
+    async def _set_aside(self, inbox_id: int, exc: StoreDataError) -> None:
         """A notification the store refused: its body stays in the inbox row (nothing is lost), marked processed
         with a record that says why, so that it is seen and never retried forever."""
         logger.error("inbox row %d cannot be recorded (%s); set aside with an audit record", inbox_id, exc)
         self._decide("unrecordable")
-        note = Note(
-            "unrecordable", {"inbox_id": inbox_id, "error": str(exc) if exc else "store refused a value"}
-        )
-        await self._record([note], [inbox_id])
+        await self._record([Note("unrecordable", {"inbox_id": inbox_id, "error": str(exc)})], [inbox_id])
 
     async def _process(self, batch: list[tuple[int, Notification]]) -> None:
         events: list[IntakeEvent] = []
@@ -205,10 +199,12 @@ class Intake:
                 self._decide("unmatched")
 
     async def _record(self, events: list[IntakeEvent], inbox_ids: list[int]) -> list[IntakeResult]:
-        """One transaction, retried with capped backoff for as long as the store fails (a dropped connection,
-        a failover, a full disk): all or nothing, so a retry never records half of it twice. A value the store
-        refuses (StoreDataError) is not retried: the caller sets it aside."""
+        """One transaction, retried with capped backoff for as long as the store is unavailable (down, its disk
+        full): all or nothing, so a retry never records half of it twice. A value the store refuses
+        (StoreDataError) is not retried: the caller sets it aside. An unexplained error that keeps coming
+        while the store takes other writes is treated as such a refusal, so it cannot stall intake."""
         delay = _RETRY_INITIAL_S
+        failures = 0
         while True:
             try:
                 now = self.clock()
@@ -216,12 +212,23 @@ class Intake:
             except StoreDataError:
                 raise
             except StoreError as exc:
+                failures += 1
+                unexplained = not isinstance(exc, StoreUnavailable)
+                if unexplained and failures >= _PROBE_AFTER and await self._store_takes_writes():
+                    raise StoreDataError(f"the store takes other writes, but not this one: {exc}") from exc
                 logger.warning(
                     "store failed on %d inbox rows (%s); retrying in %.1fs", len(inbox_ids), exc, delay
                 )
                 self._decide("store_retry")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def _store_takes_writes(self) -> bool:
+        try:
+            await self.store.control_set("intake_probe", self.owner, self.clock())
+        except StoreError:
+            return False
+        return True
 
     def _event(self, alert: Alert, inbox_id: int) -> tuple[IntakeEvent, Policy | None]:
         fingerprint = storable(alert.fingerprint)

@@ -27,7 +27,7 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
-from remediator.errors import LeaseLost, StoreDataError, StoreError
+from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
 from remediator.store.base import (
     Firing,
     FiringResult,
@@ -105,6 +105,26 @@ _FAILURES = (
     OSError,
     TimeoutError,
 )
+# Of those, the ones that say the server or the connection is unavailable (down, restarting, full, shutting
+# down, a deadlock to retry), not that something is wrong with what was written.
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TransactionRollbackError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _mapped(exc: BaseException) -> StoreError:
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable(f"postgres: {exc}")
+    return StoreError(f"postgres: {exc}")
+
 
 # Fixed advisory-lock keys (arbitrary 64-bit numbers, spelled out so they are greppable in pg_locks).
 MIGRATION_LOCK = 0x72656D6564690001
@@ -345,7 +365,7 @@ class PostgresStore:
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise StoreError("store is not open")
+            raise StoreUnavailable("store is not open")
         return self._pool
 
     async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -357,7 +377,7 @@ class PostgresStore:
             # This value cannot be stored; the same call would fail again (not an outage to retry).
             raise StoreDataError(f"postgres cannot store a value: {exc}") from exc
         except _FAILURES as exc:
-            raise StoreError(f"postgres: {exc}") from exc
+            raise _mapped(exc) from exc
 
     async def open(self) -> None:
         try:
@@ -534,12 +554,12 @@ class PostgresStore:
             try:
                 db = await self.pool.acquire()
             except _FAILURES as exc:
-                raise StoreError(f"postgres: {exc}") from exc
+                raise _mapped(exc) from exc
             try:
                 try:
                     await db.execute("SELECT pg_advisory_lock($1)", ADMISSION_LOCK)
                 except _FAILURES as exc:
-                    raise StoreError(f"postgres: {exc}") from exc
+                    raise _mapped(exc) from exc
                 try:
                     yield
                 finally:

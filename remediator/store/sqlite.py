@@ -25,7 +25,7 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
-from remediator.errors import LeaseLost, StoreDataError, StoreError
+from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
 from remediator.store.base import (
     Firing,
     FiringResult,
@@ -304,6 +304,30 @@ def _record_resolved(
     return [] if closed is None else [closed]
 
 
+# The disk, not the data: a full or read-only disk, a file another process holds, an I/O error.
+_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_READONLY,
+    }
+)
+
+
+def _mapped(exc: sqlite3.Error) -> StoreError:
+    """What a failed statement means to the caller: the store is unavailable (retry as long as it lasts), this
+    value can never be stored (one connection, one writer: a constraint fails the same way again), or unknown."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in _UNAVAILABLE:
+        return StoreUnavailable(f"sqlite: {exc}")
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+        return StoreDataError(f"sqlite cannot store a value: {exc}")
+    return StoreError(f"sqlite: {exc}")
+
+
 class SqliteStore:
     """The Store protocol on one SQLite file."""
 
@@ -322,7 +346,7 @@ class SqliteStore:
         next sync makes it durable): only for what can be rebuilt from synced rows after a power loss."""
         db = self._db
         if db is None or self._closed:
-            raise StoreError("store is not open")
+            raise StoreUnavailable("store is not open")
         self._wal.check()
         try:
             with db:  # one transaction: commit on success, roll back on error
@@ -330,7 +354,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             if is_io_error(exc):  # SQLite's own writes and syncs (a WAL restart, a checkpoint) count too
                 self._wal.fail(f"sqlite: {exc}")
-            raise StoreError(f"sqlite: {exc}") from exc
+            raise _mapped(exc) from exc
         except (OverflowError, UnicodeError) as exc:
             # A value SQLite cannot bind (an integer over 64 bits, a lone surrogate): this call can never
             # succeed, and must not look like an outage that is worth retrying.

@@ -20,7 +20,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from remediator.errors import StoreError
+from remediator.errors import StoreError, StoreUnavailable
 
 logger = logging.getLogger("remediator.store")
 
@@ -65,7 +65,9 @@ class WalSync:
         """Raise StoreError once an fsync failed: after a failed fsync the kernel may have dropped the dirty
         pages, so no later success proves anything (the PostgreSQL rule). Restart after fixing the disk."""
         if self._failed is not None:
-            raise StoreError(f"the store's disk failed ({self._failed}); restart remediator once it is fixed")
+            raise StoreUnavailable(
+                f"the store's disk failed ({self._failed}); restart remediator once it is fixed"
+            )
 
     def fail(self, reason: str) -> None:
         """The disk lost writes (or may have): refuse every write from now on (see check)."""
@@ -95,11 +97,11 @@ class WalSync:
             except OSError as exc:
                 self.fail(f"fsync of {self.path}-wal: {exc}")
             except BaseException as exc:  # cancelled, or the executor shut down: nobody may wait forever
-                waiting.set_exception(StoreError(f"the store is closing ({exc!r})"))
+                waiting.set_exception(StoreUnavailable(f"the store is closing ({exc!r})"))
                 waiting.exception()
                 raise
             if self._failed is not None:
-                waiting.set_exception(StoreError(self._failed))
+                waiting.set_exception(StoreUnavailable(self._failed))
                 waiting.exception()  # retrieved: a caller that was cancelled meanwhile must not warn
             else:
                 waiting.set_result(None)
