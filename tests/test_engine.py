@@ -292,6 +292,39 @@ async def test_one_replica_delivers_an_escalation_and_another_takes_it_over_when
     await eventually(lambda: _no_pending(b))
 
 
+async def test_a_stalled_delivery_that_wakes_after_the_takeover_records_nothing(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    release = asyncio.Event()
+
+    class Stalled(RecordingNotifier):
+        async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+            self.attempts += 1
+            await release.wait()  # frozen mid-send; it wakes up before its keeper notices anything
+            self.sent.append((dedup_key, payload))
+
+    policy = make_policy(attempts=1, within=0.05)
+    a = await build(tmp_path, policy, notifier=Stalled())
+    b = await build(tmp_path, policy)
+    rigs.extend([a, b])
+    a.escalator.owner, b.escalator.owner = "a", "b"
+    keeper_b = LeaseKeeper(b.store, b.runner, b.escalator, {}, "b", 15, b.clock)
+    (result,) = await a.store.record_intake([Firing("database-down", "db", _ref())], [], a.clock(), "a", 0.0)
+    assert isinstance(result, FiringResult)
+    await a.escalator.escalate(result.incident, policy, "oncall", 2, "no recovery")
+    await eventually(lambda: a.notifier.attempts == 1)
+    b.clock.advance(16)
+    await keeper_b.tick()
+    await eventually(lambda: _no_pending(b))  # b delivered it and recorded so
+    release.set()  # a's send completes now, after the takeover
+    await eventually(lambda: a.escalator.delivering() == [])
+    assert a.metrics.lease_lost.labels("outbox")._value.get() == 1
+    delivered = [r for r in await b.store.audit_trail(1) if r.kind == "escalation_delivered"]
+    assert len(delivered) == 1  # b's; a's late outcome is refused, not recorded over it
+    (entry,) = await b.store._run(lambda db: db.execute("SELECT lease_owner, status FROM outbox").fetchall())
+    assert (entry["lease_owner"], entry["status"]) == ("b", "delivered")
+
+
 async def _audit_of(rig: Rig, kind: str) -> Any:
     return next((a for a in await rig.store.audit_trail(1) if a.kind == kind), None)
 

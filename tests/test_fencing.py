@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from realparts import DockerDaemon
 from test_store import make, ref
 
-from remediator.domain.fencing import Fence, current_fence
+from remediator.actions.docker import ContainerRestart, DockerBackend, RestartParams
+from remediator.domain.fencing import Fence, call_deadline, call_guard, current_fence
 from remediator.errors import LeaseLost
 from remediator.store.base import Firing, FiringResult, Store
 
@@ -119,3 +122,38 @@ async def test_a_stale_delivery_cannot_record_its_outcome(two: tuple[Store, Stor
     assert [e.id for e in await b.outbox_pending()] == [entry.id]  # still b's to deliver
     await b.outbox_update(taken.id, "delivered", 1, "", 202, (taken.lease_owner, taken.lease_epoch))
     assert await b.outbox_pending() == []
+
+
+async def test_a_docker_call_past_its_deadline_is_dropped_not_sent(docker_daemon: DockerDaemon) -> None:
+    """F3: the process froze (or the call waited) between the lease confirmation and the request: the pool
+    thread drops the call instead of restarting anything, unless a guard confirms the lease again."""
+    docker_daemon.run_container("fence-0")
+    before = docker_daemon.started_at("fence-0")
+    backend = DockerBackend(docker_daemon.host, timeout_s=20, threads=1)
+    restart = ContainerRestart(backend)
+    try:
+
+        async def late() -> str:
+            call_deadline.set(time.monotonic() - 1)  # the lease-safe moment passed while frozen
+            return await restart.run("fence-0", RestartParams(timeout_s=1))
+
+        with pytest.raises(LeaseLost):
+            await asyncio.create_task(late(), context=contextvars.Context())
+        assert docker_daemon.started_at("fence-0") == before
+
+        confirmed: list[float] = []
+
+        async def reconfirm() -> float:  # what the runner's guard does: confirm again, a new deadline
+            confirmed.append(time.monotonic())
+            return time.monotonic() + 5
+
+        async def queued() -> str:
+            call_deadline.set(time.monotonic() - 1)
+            call_guard.set(reconfirm)
+            return await restart.run("fence-0", RestartParams(timeout_s=1))
+
+        assert "restarted fence-0" in await asyncio.create_task(queued(), context=contextvars.Context())
+        assert len(confirmed) == 1 and docker_daemon.started_at("fence-0") != before
+    finally:
+        backend.close()
+        docker_daemon.client.containers.get("fence-0").remove(force=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 from helpers import TOKEN, alert, eventually, notification
 from realparts import DockerDaemon
@@ -38,13 +39,13 @@ LEASE_S = 3.0
 @pytest.fixture
 def pair(
     tmp_path: Path, fresh_pg_url: str, docker_daemon: DockerDaemon
-) -> Iterator[Callable[[float, int], list[Replica]]]:
+) -> Iterator[Callable[..., list[Replica]]]:
     started: list[Replica] = []
 
-    def start(verify_s: float, restart_timeout_s: int) -> list[Replica]:
+    def start(verify_s: float, restart_timeout_s: int, policy: str = POLICY) -> list[Replica]:
         policies = tmp_path / "policies"
         policies.mkdir(exist_ok=True)
-        text = POLICY.replace("VERIFY", str(verify_s)).replace("RESTART_TIMEOUT", str(restart_timeout_s))
+        text = policy.replace("VERIFY", str(verify_s)).replace("RESTART_TIMEOUT", str(restart_timeout_s))
         (policies / "fenced.yaml").write_text(text)
         env = {
             "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
@@ -83,7 +84,7 @@ async def escalated(url: str) -> bool:
 
 
 async def test_a_replica_frozen_during_its_docker_call_neither_records_nor_acts_after_the_takeover(
-    pair: Callable[[float, int], list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
+    pair: Callable[..., list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
 ) -> None:
     # No init: PID 1 ignores SIGTERM, so the restart takes its whole 4 s stop timeout: A is frozen mid-call.
     await asyncio.to_thread(docker_daemon.run_container, "fen-0", init=False)
@@ -111,7 +112,7 @@ async def test_a_replica_frozen_during_its_docker_call_neither_records_nor_acts_
 
 
 async def test_a_replica_frozen_during_verification_does_not_act_again(
-    pair: Callable[[float, int], list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
+    pair: Callable[..., list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
 ) -> None:
     await asyncio.to_thread(docker_daemon.run_container, "fen-1")
     since = datetime.now(UTC)
@@ -133,3 +134,59 @@ async def test_a_replica_frozen_during_verification_does_not_act_again(
     counts = await asyncio.to_thread(restarts, docker_daemon, since)
     assert counts.get("fen-1", 0) == 2
     assert "lease" in a.log.read_text()
+
+
+APPROVAL_POLICY = """\
+name: fenced
+match: [alertname = FenceAlert]
+target: {kind: container, from_label: container, allow: ["fen-[0-9]+"]}
+steps:
+  - act: container.restart
+    approval: {timeout_s: 120}
+    verify: {resolved_within_s: 2}
+  - escalate: log
+limits:
+  cooldown_s: 0
+  max_actions: {count: 100, window_s: 3600}
+  flapping: {count: 100, window_s: 3600}
+"""
+
+
+async def test_a_replica_frozen_while_waiting_for_approval_does_not_act_on_the_answer(
+    pair: Callable[..., list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
+) -> None:
+    await asyncio.to_thread(docker_daemon.run_container, "fen-2")
+    since = datetime.now(UTC)
+    a, b = await asyncio.to_thread(pair, 0, 2, APPROVAL_POLICY)
+    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x2", container="fen-2"))])
+
+    async def requested() -> bool:
+        return bool(await db_rows(fresh_pg_url, "SELECT 1 FROM audit WHERE kind = 'approval_requested'"))
+
+    await eventually(requested, timeout=30)
+    a.proc.send_signal(signal.SIGSTOP)  # before its step is even recorded: it waits for a human
+    try:
+
+        async def asked_again() -> bool:
+            rows = await db_rows(fresh_pg_url, "SELECT 1 FROM audit WHERE kind = 'approval_requested'")
+            return len(rows) >= 2  # B took over and asked again
+
+        await eventually(asked_again, timeout=60)
+        await post_approval(b)
+        await eventually(lambda: act_steps(fresh_pg_url), timeout=30)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    await asyncio.sleep(2 * LEASE_S)  # A sees the approval when it wakes: it must not act on it
+    assert len(await act_steps(fresh_pg_url)) == 1
+    counts = await asyncio.to_thread(restarts, docker_daemon, since)
+    assert counts.get("fen-2", 0) == 1
+    assert "lease" in a.log.read_text()
+
+
+async def post_approval(replica: Replica) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{replica.url}/api/incidents/1/approve", headers=headers) as r,
+    ):
+        assert r.status == 200, await r.text()
