@@ -37,7 +37,7 @@ class Metrics:
         )
         self.actions = Counter(
             "remediator_actions_total",
-            "Action attempts, by policy, action and outcome (ok, temporary, permanent, timeout).",
+            "Action attempts, by policy, action and outcome (ok, temporary, permanent).",
             ["policy", "action", "outcome"],
             registry=r,
         )

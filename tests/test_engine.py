@@ -251,7 +251,7 @@ async def test_an_undelivered_escalation_is_resent_after_a_restart(tmp_path: Pat
 
     rig = await build(tmp_path, policy)
     rigs.append(rig)
-    await rig.escalator.claim()
+    await rig.escalator.outbox.claim()
     await eventually(lambda: rig.notifier.sent)
     assert rig.notifier.sent == [("remediator-1-2-oncall", {"policy": "database-down"})]
     await eventually(lambda: _no_pending(rig))
@@ -269,10 +269,10 @@ async def test_one_replica_delivers_an_escalation_and_another_takes_it_over_when
     a = await build(tmp_path, policy, notifier=Stalled())
     b = await build(tmp_path, policy)
     rigs.extend([a, b])
-    a.escalator.owner, b.escalator.owner = "a", "b"
+    a.escalator.outbox.owner, b.escalator.outbox.owner = "a", "b"
     keepers = {
-        rig.escalator.owner: LeaseKeeper(
-            rig.store, rig.runner, rig.escalator, {}, rig.escalator.owner, 15, rig.clock
+        rig.escalator.outbox.owner: LeaseKeeper(
+            rig.store, rig.runner, rig.escalator, {}, rig.escalator.outbox.owner, 15, rig.clock
         )
         for rig in (a, b)
     }
@@ -282,12 +282,12 @@ async def test_one_replica_delivers_an_escalation_and_another_takes_it_over_when
     await eventually(lambda: a.notifier.attempts == 1)
     await keepers["b"].tick()  # a holds the lease: b leaves the entry alone
     await asyncio.sleep(0.1)
-    assert b.escalator.delivering() == [] and b.notifier.attempts == 0
+    assert b.escalator.outbox.delivering() == [] and b.notifier.attempts == 0
     b.clock.advance(16)  # a stays stalled past its lease, renewing nothing
     await keepers["b"].tick()
     await eventually(lambda: b.notifier.sent)
     await keepers["a"].tick()  # a learns it lost the lease and stops
-    assert a.escalator.delivering() == []
+    assert a.escalator.outbox.delivering() == []
     assert [key for key, _ in b.notifier.sent] == ["remediator-1-2-oncall"] and a.notifier.sent == []
     await eventually(lambda: _no_pending(b))
 
@@ -307,7 +307,7 @@ async def test_a_stalled_delivery_that_wakes_after_the_takeover_records_nothing(
     a = await build(tmp_path, policy, notifier=Stalled())
     b = await build(tmp_path, policy)
     rigs.extend([a, b])
-    a.escalator.owner, b.escalator.owner = "a", "b"
+    a.escalator.outbox.owner, b.escalator.outbox.owner = "a", "b"
     keeper_b = LeaseKeeper(b.store, b.runner, b.escalator, {}, "b", 15, b.clock)
     (result,) = await a.store.record_intake([Firing("database-down", "db", _ref())], [], a.clock(), "a", 0.0)
     assert isinstance(result, FiringResult)
@@ -317,7 +317,7 @@ async def test_a_stalled_delivery_that_wakes_after_the_takeover_records_nothing(
     await keeper_b.tick()
     await eventually(lambda: _no_pending(b))  # b delivered it and recorded so
     release.set()  # a's send completes now, after the takeover
-    await eventually(lambda: a.escalator.delivering() == [])
+    await eventually(lambda: a.escalator.outbox.delivering() == [])
     assert a.metrics.lease_lost.labels("outbox")._value.get() == 1
     delivered = [r for r in await b.store.audit_trail(1) if r.kind == "escalation_delivered"]
     assert len(delivered) == 1  # b's; a's late outcome is refused, not recorded over it

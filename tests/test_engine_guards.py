@@ -124,7 +124,7 @@ async def test_a_failing_backend_opens_its_breaker_then_a_probe_closes_it(
     for name in ("db-a", "db-b"):
         rig.send(alert(container=name, fingerprint=name))
         await eventually(lambda n=name: any(p["target"] == n for _, p in rig.notifier.sent))
-    assert rig.gate.breaker("backend:test").status == "open"
+    assert rig.gate.circuits.get("backend:test").status == "open"
     assert rig.metrics.breaker_state.labels("backend:test")._value.get() == 2
 
     rig.send(alert(container="db-c", fingerprint="db-c"))
@@ -136,13 +136,13 @@ async def test_a_failing_backend_opens_its_breaker_then_a_probe_closes_it(
     again = await build(tmp_path / "again", make_policy())
     await again.store.close()
     reloaded = await build(tmp_path, make_policy())
-    assert reloaded.gate.breaker("backend:test").status == "open"
+    assert reloaded.gate.circuits.get("backend:test").status == "open"
     await reloaded.store.close()
 
     rig.clock.advance(31)  # half-open: one probe goes through, succeeds, and closes the breaker
     rig.send(alert(container="db-d", fingerprint="db-d"))
     await eventually(lambda: "db-d" in rig.restart.calls)
-    await eventually(lambda: rig.gate.breaker("backend:test").status == "closed")
+    await eventually(lambda: rig.gate.circuits.get("backend:test").status == "closed")
     assert rig.metrics.breaker_state.labels("backend:test")._value.get() == 0
     trail = [a.kind for a in await rig.store.audit_trail()]
     assert "breaker_open" in trail and "breaker_half_open" in trail and "breaker_closed" in trail

@@ -285,7 +285,7 @@ async def test_one_dedup_key_is_delivered_once_even_when_queued_twice(bench: Any
     incident = await b.incident("critical")
     await b.escalator.escalate(incident, make_policy(), "chat", 2, "no recovery")
     await b.escalator.escalate(incident, make_policy(), "chat", 2, "no recovery")  # a replayed step
-    await b.escalator.claim()  # and a claim while it is being delivered
+    await b.escalator.outbox.claim()  # and a claim while it is being delivered
     await eventually(lambda: chat.events)
     await asyncio.sleep(0.1)
     assert [k for _, k, _ in chat.events] == ["remediator-1-2-chat"] and chat.attempts == 3

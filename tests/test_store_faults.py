@@ -130,9 +130,9 @@ async def test_breakers_of_healthy_targets_are_not_kept(tmp_path: Path) -> None:
         metrics = Metrics()
         gate = Gate(store, GuardSettings(), metrics, clock)
         for n in range(1500):
-            await gate.record(False, f"container:t{n}")  # one failure each: below the threshold
-            await gate.record(True, f"container:t{n}")  # and it recovered
-        await gate.record(False, "container:sick")
+            await gate.circuits.record({f"container:t{n}": False})  # one failure each: below the threshold
+            await gate.circuits.record({f"container:t{n}": True})  # and it recovered
+        await gate.circuits.record({"container:sick": False})
         series = [
             s for m in metrics.registry.collect() if m.name == "remediator_breaker_state" for s in m.samples
         ]
@@ -140,8 +140,8 @@ async def test_breakers_of_healthy_targets_are_not_kept(tmp_path: Path) -> None:
         assert list(await store.breakers_load()) == ["container:sick"] and list(gate.breakers) == [
             "container:sick"
         ]
-        clock.advance(gate.breaker_config.window_s + 1)  # its failure left the window: idle, forgotten
-        await gate.load(["container:sick"])
+        clock.advance(gate.circuits.config.window_s + 1)  # its failure left the window: idle, forgotten
+        await gate.circuits.load(["container:sick"])
         assert gate.breakers == {} and await store.breakers_load() == {}
     finally:
         await store.close()

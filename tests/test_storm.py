@@ -132,7 +132,7 @@ async def test_docker_down_opens_the_breaker_escalates_and_the_webhook_keeps_ans
         assert "failed (temporary)" in reasons[0] and "docker unreachable" in reasons[0]
         assert "failed (temporary)" in reasons[1]
         assert "refused (breaker_open)" in reasons[2] and "backend:docker" in reasons[2]
-        assert app.gate.breaker("backend:docker").status == "open"
+        assert app.gate.circuits.get("backend:docker").status == "open"
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{app.port}/metrics") as r:
                 assert 'remediator_breaker_state{breaker="backend:docker"} 2.0' in await r.text()
@@ -146,6 +146,6 @@ async def test_docker_down_opens_the_breaker_escalates_and_the_webhook_keeps_ans
     assert await post_all(
         app, [notification(alert("StormAlert", fingerprint="b3", container=TARGETS[3]))]
     ) == [200]
-    await eventually(lambda: app.gate.breaker("backend:docker").status == "closed", timeout=30)
+    await eventually(lambda: app.gate.circuits.get("backend:docker").status == "closed", timeout=30)
     assert await asyncio.to_thread(docker_daemon.started_at, TARGETS[3]) != before
     assert len(capture_server.requests) == 3

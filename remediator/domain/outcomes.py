@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-OutcomeKind = Literal["ok", "temporary", "permanent", "timeout"]
+OutcomeKind = Literal["ok", "temporary", "permanent"]
+"""A timeout is temporary (the backend may answer next time); an unknown error is permanent (decision 8)."""
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,17 @@ created when the incident opens and expired through the outbox when remediation 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, StepRecord
 from remediator.domain.policies import Policy
 from remediator.engine.gate import Gate
-from remediator.errors import LeaseLost, NotifyError, StoreError
+from remediator.engine.outbox import Outbox
+from remediator.errors import NotifyError
 from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, pages
 from remediator.escalation.routing import priority_of, quiet, recipients
 from remediator.metrics import Metrics
@@ -37,14 +34,6 @@ logger = logging.getLogger("remediator.escalation")
 
 TRAIL_LIMIT = 20_000
 """Audit records read to find an incident's escalations and silences (re-sends of a long incident add many)."""
-
-_DELIVERED = {
-    "escalate": "escalation_delivered",
-    "approval_requested": "approval_delivered",
-    "resolve": "resolution_delivered",
-    "expire_silence": "silence_expired",
-}
-"""The audit kind of each delivered outbox event (an unknown one is named after itself, never mislabelled)."""
 
 SILENCE_MARGIN_S = 300.0
 """Added to a policy's verification windows for the silence's end: actions, retries and lock waits take time."""
@@ -164,19 +153,24 @@ class Escalator:
         self.gate = gate
         self.metrics = metrics
         self.clock = clock
-        self.attempts = attempts
-        self.backoff_max_s = backoff_max_s
-        self.backoff_initial_s = backoff_initial_s
         if routing is None:
             routing = notifiers.routing if isinstance(notifiers, Notifiers) else RoutingSettings()
         self.routing = routing
-        self.owner = owner
-        """This replica: it delivers only the outbox entries it holds the lease of."""
-        self.lease_s = lease_s
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._delivering: dict[int, asyncio.Task[None]] = {}  # outbox id -> its delivery in this process
-        self._epochs: dict[int, int] = {}  # outbox id -> the lease epoch its delivery holds
-        self._chains: dict[tuple[str, int], asyncio.Task[None]] = {}  # last delivery per (notifier, incident)
+        self.outbox = Outbox(
+            store,
+            notifiers,
+            fallback,
+            gate.circuits,
+            metrics,
+            clock,
+            attempts,
+            backoff_max_s,
+            backoff_initial_s,
+            owner,
+            lease_s,
+        )
+        """Where every escalation, resolve and silence expiry is stored, then delivered."""
+        self._tasks: set[asyncio.Task[None]] = set()  # silences being created
 
     def _notifier(self, name: str) -> Notifier:
         return self.notifiers.get(name) or self.fallback
@@ -215,7 +209,7 @@ class Escalator:
         entries: list[OutboxEntry] = []
         for wanted, notifier in chosen:
             dedup_key = f"remediator-{incident.id}-{step_index}-{wanted}"
-            entries.append(await self._put(incident.id, notifier.name, dedup_key, payload, now))
+            entries.append(await self.outbox.put(incident.id, notifier.name, dedup_key, payload, now))
             await self.store.audit(
                 incident.id,
                 "escalation_queued",
@@ -225,7 +219,7 @@ class Escalator:
         await self.store.set_status(incident.id, "escalated", reason, now)
         entries.extend(await self._end_silences(incident, now))
         for entry in entries:
-            self._spawn(entry)
+            self.outbox.spawn(entry)
 
     async def request_approval(
         self,
@@ -259,12 +253,12 @@ class Escalator:
         # Each request is its own message: a request asked again (another attempt, another replica) has a new
         # link, and must not be taken for a repeat of the first one.
         dedup_key = f"remediator-{incident.id}-{step_index}-approval-{round(requested_at * 1000)}-{wanted}"
-        entry = await self._put(incident.id, notifier.name, dedup_key, payload, now)
+        entry = await self.outbox.put(incident.id, notifier.name, dedup_key, payload, now)
         await self.store.audit(
             incident.id, "approval_queued", {"notifier": notifier.name, "dedup_key": dedup_key}, now
         )
         if entry.status == "pending":
-            self._spawn(entry)
+            self.outbox.spawn(entry)
 
     async def incident_resolved(self, incident: Incident) -> None:
         """The incident's alerts resolved: notifiers that keep something open for it (a PagerDuty incident, a
@@ -302,13 +296,13 @@ class Escalator:
                 event="resolve", resolved_at=_iso(now), escalation_dedup_key=record.detail.get("dedup_key")
             )
             dedup_key = f"remediator-{incident.id}-resolved-{name}"
-            entries.append(await self._put(incident.id, name, dedup_key, payload, now))
+            entries.append(await self.outbox.put(incident.id, name, dedup_key, payload, now))
             await self.store.audit(
                 incident.id, "resolution_queued", {"notifier": name, "dedup_key": dedup_key}, now
             )
         entries.extend(await self._end_silences(incident, now, trail))
         for entry in entries:
-            self._spawn(entry)
+            self.outbox.spawn(entry)
 
     # -- silences while remediation runs ------------------------------------------------------------------
 
@@ -364,7 +358,7 @@ class Escalator:
         current = await self.store.get_incident(incident.id)
         if current is None or current.status != "active":
             for entry in await self._end_silences(incident, self.clock()):
-                self._spawn(entry)
+                self.outbox.spawn(entry)
 
     async def _end_silences(
         self, incident: Incident, now: float, trail: list[AuditRecord] | None = None
@@ -383,170 +377,16 @@ class Escalator:
                 "silence_id": silence_id,
             }
             dedup_key = f"remediator-{incident.id}-unsilence-{silence_id}"
-            entries.append(await self._put(incident.id, name, dedup_key, payload, now))
+            entries.append(await self.outbox.put(incident.id, name, dedup_key, payload, now))
         return entries
 
     # -- delivery -----------------------------------------------------------------------------------------
 
-    async def _put(
-        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
-    ) -> OutboxEntry:
-        return await self.store.outbox_put(
-            incident_id, notifier, dedup_key, payload, now, self.owner, now + self.lease_s
-        )
-
-    def _spawn(self, entry: OutboxEntry) -> None:
-        """Deliver a pending entry, after the earlier deliveries to the same notifier for the same incident."""
-        if entry.status != "pending" or entry.lease_owner != self.owner or entry.id in self._delivering:
-            return  # delivered already (a replayed step), another replica's, or being delivered here
-        chain = (entry.notifier, entry.incident_id)
-        # A context of its own: a delivery is fenced by its entry's lease, never by the ladder that stored it.
-        task = asyncio.create_task(
-            self._deliver_after(self._chains.get(chain), entry),
-            name=f"deliver-{entry.dedup_key}",
-            context=contextvars.Context(),
-        )
-        self._chains[chain] = task
-        self._tasks.add(task)
-        self._delivering[entry.id] = task
-        self._epochs[entry.id] = entry.lease_epoch
-
-        def done(finished: asyncio.Task[None]) -> None:
-            self._tasks.discard(finished)
-            if self._delivering.get(entry.id) is finished:
-                del self._delivering[entry.id]
-                self._epochs.pop(entry.id, None)
-            if self._chains.get(chain) is finished:
-                del self._chains[chain]
-
-        task.add_done_callback(done)
-
-    def delivering(self) -> list[tuple[int, int]]:
-        """(entry id, lease epoch) of the outbox entries this process is delivering (renewed by the keeper)."""
-        return [(i, self._epochs[i]) for i in self._delivering]
-
-    def abandon(self, entry_ids: Iterable[int]) -> None:
-        """Another replica took these entries over (this one missed renewing their leases): stop here."""
-        for entry_id in entry_ids:
-            task = self._delivering.pop(entry_id, None)
-            self._epochs.pop(entry_id, None)
-            if task is not None:
-                logger.warning("outbox entry %d is delivered by another replica now; stopping here", entry_id)
-                task.cancel()
-
-    async def _deliver_after(self, previous: asyncio.Task[None] | None, entry: OutboxEntry) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})
-        try:
-            await self._deliver(entry)
-        except LeaseLost as exc:
-            self.metrics.lease_lost.labels("outbox").inc()
-            logger.warning("%s: %s; another replica delivers it now", entry.dedup_key, exc)
-
-    async def _send_fenced(self, notifier: Notifier, entry: OutboxEntry) -> None:
-        """Send, having just confirmed in the store that this replica still holds the entry's lease for long
-        enough; a send whose task was frozen past that is dropped (docs/safety.md, F4)."""
-        asked, now = time.monotonic(), self.clock()
-        # A notifier's request times out well within a lease (and the keeper renews it meanwhile).
-        await self.store.outbox_confirm(entry, now, now + self.lease_s)
-        if time.monotonic() - asked > self.lease_s / 2:
-            # Frozen while confirming (a GC pause, a stopped VM): the lease may have passed meanwhile.
-            raise LeaseLost(f"outbox entry {entry.id}: too long since the lease was confirmed to send now")
-        await self._send(notifier, entry)
-
-    async def _send(self, notifier: Notifier, entry: OutboxEntry) -> None:
-        event = entry.payload.get("event", "escalate")
-        if event in (
-            "escalate",
-            "approval_requested",
-        ):  # an approval request reads as an escalation with links
-            await notifier.send(entry.payload, entry.dedup_key)
-        elif event == "resolve" and isinstance(notifier, Resolver):
-            await notifier.resolve(entry.payload, entry.dedup_key)
-        elif event == "expire_silence" and isinstance(notifier, Silencer):
-            await notifier.expire_silence(str(entry.payload["silence_id"]))
-        else:  # the notifier was reconfigured since the entry was stored: nothing it can do
-            logger.warning("%s: notifier %s cannot %s; dropped", entry.dedup_key, notifier.name, event)
-
-    async def _deliver(self, entry: OutboxEntry) -> None:
-        """Retry with capped exponential backoff until delivered: an escalation is never given up on.
-
-        The notifier's circuit breaker spaces attempts while it is down; past ``attempts`` tries the entry is
-        logged as overdue (and stays in the outbox, resumed after a restart).
-        """
-        notifier = self._notifier(entry.notifier)
-        lease = (entry.lease_owner, entry.lease_epoch)
-        breaker = f"notify:{notifier.name}"
-        policy = str(entry.payload.get("policy", ""))
-        event = str(entry.payload.get("event", "escalate"))
-        attempts = entry.attempts
-        async for attempt in AsyncRetrying(
-            stop=stop_never,
-            wait=wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
-            retry=retry_if_exception_type(NotifyError),
-        ):
-            with attempt:
-                if not await self.gate.admit_breaker(breaker):
-                    raise NotifyError(f"circuit breaker {breaker} is open; not tried")
-                attempts += 1
-                try:
-                    await self._send_fenced(notifier, entry)
-                except NotifyError as exc:
-                    await self.gate.record(False, breaker)
-                    await self.store.outbox_update(
-                        entry.id, "pending", attempts, str(exc), self.clock(), lease
-                    )
-                    if attempts == self.attempts:
-                        self.metrics.escalations.labels(policy, notifier.name, "overdue").inc()
-                        await self.store.audit(
-                            entry.incident_id,
-                            "escalation_overdue",
-                            {
-                                "notifier": notifier.name,
-                                "attempts": attempts,
-                                "error": str(exc),
-                                "event": event,
-                            },
-                            self.clock(),
-                        )
-                        logger.error(
-                            "escalation %s still undelivered after %d attempts: %s",
-                            entry.dedup_key,
-                            attempts,
-                            exc,
-                        )
-                    raise
-                await self.gate.record(True, breaker)
-        now = self.clock()
-        await self.store.outbox_update(entry.id, "delivered", attempts, "", now, lease)
-        kind = _DELIVERED.get(event, f"{event}_delivered")
-        await self.store.audit(
-            entry.incident_id,
-            kind,
-            {"notifier": notifier.name, "dedup_key": entry.dedup_key, "attempts": attempts},
-            now,
-        )
-        if event == "escalate":
-            self.metrics.escalations.labels(policy, notifier.name, "delivered").inc()
-
-    async def claim(self) -> None:
-        """Deliver what is pending and free: stored by a replica that died (its lease expired), or by this one
-        before a restart. Run at start and with every lease renewal."""
-        now = self.clock()
-        running = list(self._delivering)
-        for entry in await self.store.outbox_claim(self.owner, now, now + self.lease_s, running):
-            self._spawn(entry)
-
     async def drain(self, grace_s: float) -> None:
-        """Let deliveries finish within the grace period; hand what is left to the other replicas at once."""
+        """Let silences and deliveries finish within the grace period; hand what is left to the other replicas."""
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-            unfinished = [i for i, task in self._delivering.items() if task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            if unfinished:
-                try:
-                    await self.store.outbox_release(self.owner, unfinished)
-                except StoreError as exc:  # they expire instead
-                    logger.warning("could not release %d outbox leases: %s", len(unfinished), exc)
+        await self.outbox.drain(grace_s)

@@ -6,19 +6,17 @@ guards in ``remediator.guards``, and records every refusal as an audit record an
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import logging
-from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
 from remediator.domain.policies import Policy, Step
+from remediator.engine.breakers import Breakers
 from remediator.guards import limits
-from remediator.guards.breaker import GAUGE, Breaker, BreakerConfig
+from remediator.guards.breaker import Breaker, BreakerConfig
 from remediator.guards.locks import TargetLocks
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
@@ -43,46 +41,18 @@ class Gate:
         self.metrics = metrics
         self.clock = clock
         self.locks = TargetLocks()
-        self.breaker_config = BreakerConfig(
-            settings.breaker.failures, settings.breaker.window_s, settings.breaker.open_s
-        )
-        self._breakers: dict[str, Breaker] = {}
+        config = BreakerConfig(settings.breaker.failures, settings.breaker.window_s, settings.breaker.open_s)
+        self.circuits = Breakers(store, config, metrics, clock)
+        """Breakers per backend and per target here; the outbox shares the same object for its notifiers."""
+
+    async def load(self) -> None:
+        """At start: the breakers as the last run (or another replica) left them."""
+        await self.circuits.load()
 
     def admission(self) -> AbstractAsyncContextManager[None]:
         """Held from a check until the admitted action's start is recorded (the limits count recorded starts);
         the store makes it hold across replicas."""
         return self.store.admission()
-
-    async def load(self, names: Sequence[str] | None = None) -> None:
-        """Breaker states as the last run (or another replica) left them: all of them at start, then only the
-        ones a decision needs. Only breakers that are not idle are kept, here and in the store, so the cache,
-        the store and the metric's series stay bounded by the breakers that matter now."""
-        stored = await self.store.breakers_load(names)
-        now = self.clock()
-        for name in stored.keys() | set(names or ()):
-            raw = stored.get(name)
-            breaker = (
-                Breaker()
-                if raw is None
-                else Breaker(
-                    status=raw["status"],
-                    failures=tuple(raw["failures"]),
-                    opened_at=raw["opened_at"],
-                    probing_since=raw["probing_since"],
-                )
-            )
-            if breaker.idle(now, self.breaker_config):
-                self._forget_breaker(name)
-                if raw is not None:  # idle in the store too: no row per target that failed once long ago
-                    await self.store.breaker_save(name, None, now)
-            else:
-                self._breakers[name] = breaker
-                self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
-
-    def _forget_breaker(self, name: str) -> None:
-        if self._breakers.pop(name, None) is not None:
-            with contextlib.suppress(KeyError):
-                self.metrics.breaker_state.remove(name)
 
     # -- kill switch --------------------------------------------------------------------------------------
 
@@ -181,51 +151,12 @@ class Gate:
                 history.target_actions, lim.max_actions.count, lim.max_actions.window_s, incident.target
             )
             or limits.budget(history.all_actions, self.settings.budget_count, self.settings.budget_window_s)
-            or await self._breakers_admit(f"backend:{backend}", target_key(policy, incident.target))
+            or await self.circuits.admit(f"backend:{backend}", target_key(policy, incident.target))
         )
 
     # -- breakers -----------------------------------------------------------------------------------------
 
-    async def _breakers_admit(self, *names: str) -> Refusal | None:
-        await self.load(names)  # replicas share breakers: the store is the truth, this process only caches
-        now = self.clock()
-        staged: list[tuple[str, Breaker]] = []
-        for name in names:
-            allowed, after = self.breaker(name).admit(now, self.breaker_config)
-            if not allowed:
-                return Refusal("breaker_open", f"circuit breaker {name} is open after repeated failures")
-            staged.append((name, after))
-        for name, after in staged:  # only once every breaker agreed, so a refusal consumes no probe
-            await self._set(name, after)
-        return None
-
-    async def admit_breaker(self, name: str) -> bool:
-        return await self._breakers_admit(name) is None
-
     @property
     def breakers(self) -> dict[str, Breaker]:
-        return dict(self._breakers)
-
-    def breaker(self, name: str) -> Breaker:
-        return self._breakers.get(name, Breaker())
-
-    async def record(self, ok: bool, *names: str) -> None:
-        await self.load(names)
-        for name in names:
-            await self._set(name, self.breaker(name).record(ok, self.clock(), self.breaker_config))
-
-    async def _set(self, name: str, breaker: Breaker) -> None:
-        before = self._breakers.get(name, Breaker())
-        idle = breaker.idle(self.clock(), self.breaker_config)
-        if idle:
-            self._forget_breaker(name)
-        else:
-            self._breakers[name] = breaker
-            self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
-        if breaker != before:
-            state = None if idle else dataclasses.asdict(breaker)
-            await self.store.breaker_save(name, state, self.clock())
-        if breaker.status != before.status:
-            await self.store.audit(None, f"breaker_{breaker.status}", {"breaker": name}, self.clock())
-            log = logger.warning if breaker.status == "open" else logger.info
-            log("circuit breaker %s is now %s", name, breaker.status)
+        """The breakers that are not idle (for the status API)."""
+        return self.circuits.snapshot()

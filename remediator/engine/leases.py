@@ -67,16 +67,16 @@ class LeaseKeeper:
                 )
                 self.metrics_lost("incident")
                 self.runner.abandon(lost)
-        delivering = self.escalator.delivering()
+        delivering = self.escalator.outbox.delivering()
         if delivering:
             kept = set(await self.store.outbox_renew(self.owner, delivering, now + self.lease_s))
             lost_entries = {i for i, _ in delivering} - kept
             for _ in lost_entries:
                 self.metrics_lost("outbox")
-            self.escalator.abandon(lost_entries)
+            self.escalator.outbox.abandon(lost_entries)
         if not self.claiming:
             return
-        await self.escalator.claim()
+        await self.escalator.outbox.claim()
         running = self.runner.incident_ids()
         for incident in await self.store.claim_expired(self.owner, now, now + self.lease_s, running=running):
             policy = self.policies.get(incident.policy)

@@ -258,10 +258,9 @@ class Runner:
                         self._busy.add(incident.id)  # from here on, a shutdown waits for this action
                     outcome = await self._attempt(incident, policy, step, index, attempt, step_id)
                     # The backend answered unless the error was temporary; the target failed unless ok.
-                    await self.gate.record(
-                        outcome.kind not in ("temporary", "timeout"), f"backend:{action.backend}"
+                    await self.gate.circuits.record(
+                        {f"backend:{action.backend}": outcome.kind != "temporary", key: outcome.ok}
                     )
-                    await self.gate.record(outcome.ok, key)
                     if not outcome.ok:
                         failure = f"{step.name} attempt {attempt}/{step.attempts} failed ({outcome.kind}): {outcome.detail}"
                         if outcome.kind == "permanent":
