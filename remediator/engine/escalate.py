@@ -32,15 +32,20 @@ from remediator.store.base import Store
 
 logger = logging.getLogger("remediator.escalation")
 
-TRAIL_LIMIT = 20_000
-"""Audit records read to find an incident's escalations and silences (re-sends of a long incident add many)."""
-
 SILENCE_MARGIN_S = 300.0
 """Added to a policy's verification windows for the silence's end: actions, retries and lock waits take time."""
 
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _ts(iso: object) -> float | None:
+    """The Unix time of an ISO timestamp stored in a payload, or None."""
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp() if iso else None
+    except ValueError:
+        return None
 
 
 def build_payload(
@@ -268,20 +273,20 @@ class Escalator:
             # of a remediation that worked costs intake no store read.
             return
         now = self.clock()
-        trail = await self.store.audit_trail(incident.id, TRAIL_LIMIT)
-        escalated: dict[str, AuditRecord] = {}
-        for record in trail:
-            if record.kind == "escalation_queued":
-                escalated.setdefault(str(record.detail.get("notifier", "")), record)
+        # Whom it was escalated to, from the outbox itself: the first escalation stored for each notifier.
+        escalated: dict[str, OutboxEntry] = {}
+        for stored in await self.store.outbox_entries(incident.id):
+            if stored.payload.get("event") == "escalate":
+                escalated.setdefault(stored.notifier, stored)
         entries: list[OutboxEntry] = []
         steps: list[StepRecord] | None = None
-        for name, record in escalated.items():
+        for name, escalation in escalated.items():
             notifier = self.notifiers.get(name)
             if not isinstance(notifier, Resolver):
                 continue
             if steps is None:
                 steps = await self.store.steps(incident.id)
-            priority = str(record.detail.get("priority") or priority_of(incident.labels, self.routing))
+            priority = str(escalation.payload.get("priority") or priority_of(incident.labels, self.routing))
             payload = build_payload(
                 incident,
                 None,
@@ -290,17 +295,15 @@ class Escalator:
                 now,
                 priority=priority,
                 status="resolved",
-                escalated_at=record.at,
+                escalated_at=_ts(escalation.payload.get("escalated_at")),
             )
-            payload.update(
-                event="resolve", resolved_at=_iso(now), escalation_dedup_key=record.detail.get("dedup_key")
-            )
+            payload.update(event="resolve", resolved_at=_iso(now), escalation_dedup_key=escalation.dedup_key)
             dedup_key = f"remediator-{incident.id}-resolved-{name}"
             entries.append(await self.outbox.put(incident.id, name, dedup_key, payload, now))
             await self.store.audit(
                 incident.id, "resolution_queued", {"notifier": name, "dedup_key": dedup_key}, now
             )
-        entries.extend(await self._end_silences(incident, now, trail))
+        entries.extend(await self._end_silences(incident, now))
         for entry in entries:
             self.outbox.spawn(entry)
 
@@ -329,8 +332,8 @@ class Escalator:
     ) -> None:
         alertname = incident.labels.get("alertname", "")
         matchers = {"alertname": alertname, policy.target.from_label: incident.target}
-        trail = await self.store.audit_trail(incident.id, TRAIL_LIMIT)
-        done = {str(a.detail.get("notifier")) for a in trail if a.kind == "silence_created"}
+        made = await self.store.audit_trail(incident.id, kinds=["silence_created"])
+        done = {str(a.detail.get("notifier")) for a in made}
         for name, silencer in silencers:
             if name in done:  # called again for the same incident (a resumed ladder): one silence is enough
                 continue
@@ -360,15 +363,9 @@ class Escalator:
             for entry in await self._end_silences(incident, self.clock()):
                 self.outbox.spawn(entry)
 
-    async def _end_silences(
-        self, incident: Incident, now: float, trail: list[AuditRecord] | None = None
-    ) -> list[OutboxEntry]:
-        if trail is None:
-            trail = await self.store.audit_trail(incident.id, TRAIL_LIMIT)
+    async def _end_silences(self, incident: Incident, now: float) -> list[OutboxEntry]:
         entries: list[OutboxEntry] = []
-        for record in trail:
-            if record.kind != "silence_created":
-                continue
+        for record in await self.store.audit_trail(incident.id, kinds=["silence_created"]):
             name, silence_id = str(record.detail.get("notifier")), str(record.detail.get("silence_id"))
             payload = {
                 "event": "expire_silence",

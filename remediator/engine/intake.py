@@ -69,7 +69,6 @@ class Intake:
         stuck_s: float = 30.0,
     ) -> None:
         self.store = store
-        self.policies = policies
         self.runner = runner
         self.escalator = escalator
         self.metrics = metrics

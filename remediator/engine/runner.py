@@ -232,7 +232,7 @@ class Runner:
                         incident, policy, step, f"would have run {step.name} on {incident.target}"
                     )
                     return ActResult(failure=str(shadow), refusal=shadow)
-                refusal = await self._preflight(incident, policy, step)
+                refusal = await self._preflight(incident, policy, step, index)
                 if refusal is not None:
                     await self.gate.refuse(incident, policy, step, refusal)
                     return ActResult(failure=str(refusal), refusal=refusal)
@@ -279,9 +279,9 @@ class Runner:
         await self.gate.refuse(incident, policy, step, refusal)
         return refusal
 
-    async def _preflight(self, incident: Incident, policy: Policy, step: Step) -> Refusal | None:
+    async def _preflight(self, incident: Incident, policy: Policy, step: Step, index: int) -> Refusal | None:
         """What must hold before an action, besides the limits: a human's yes, and the healthy floor."""
-        if step.approval is not None and not await self._approved(incident, policy, step):
+        if step.approval is not None and not await self._approved(incident, policy, step, index):
             return Refusal("approval_denied", f"{step.name} on {incident.target} was not approved")
         floor = policy.healthy_floor
         if floor is None:
@@ -306,12 +306,12 @@ class Runner:
             return ProbeResult(None, f"no {kind} configured")
         return await probe.check(spec)
 
-    async def _approved(self, incident: Incident, policy: Policy, step: Step) -> bool:
+    async def _approved(self, incident: Incident, policy: Policy, step: Step, index: int) -> bool:
         approval = step.approval
         assert approval is not None
         requested_at = await self.gate.request_approval(incident, step, approval.timeout_s)
         await self.escalator.request_approval(
-            incident, policy, policy.steps.index(step), step.name, approval.timeout_s, requested_at
+            incident, policy, index, step.name, approval.timeout_s, requested_at
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + approval.timeout_s

@@ -179,7 +179,11 @@ class Store(Protocol):
     ) -> list[Incident]: ...
     async def open_incidents(self) -> list[Incident]: ...
     async def steps(self, incident_id: int) -> list[StepRecord]: ...
-    async def audit_trail(self, incident_id: int | None = None, limit: int = 1000) -> list[AuditRecord]: ...
+    async def audit_trail(
+        self, incident_id: int | None = None, limit: int = 1000, kinds: Sequence[str] | None = None
+    ) -> list[AuditRecord]:
+        """An incident's records in order (the last ``limit`` of all records without one); only ``kinds``."""
+        ...
 
     async def history(
         self,
@@ -214,6 +218,10 @@ class Store(Protocol):
     ) -> OutboxEntry:
         """Store an entry leased to ``owner``; an entry already stored under ``dedup_key`` is returned as it
         is, leased to ``owner`` only if its lease was free (so one replica delivers it)."""
+        ...
+
+    async def outbox_entries(self, incident_id: int) -> list[OutboxEntry]:
+        """Every entry stored for one incident, in id order: who it was escalated to, and what is pending."""
         ...
 
     async def outbox_pending(self) -> list[OutboxEntry]:

@@ -650,13 +650,27 @@ class PostgresStore:
 
         return await self._tx(steps)
 
-    async def audit_trail(self, incident_id: int | None = None, limit: int = 1000) -> list[AuditRecord]:
+    async def audit_trail(
+        self, incident_id: int | None = None, limit: int = 1000, kinds: Sequence[str] | None = None
+    ) -> list[AuditRecord]:
+        only = None if kinds is None else list(kinds)
+
         async def trail(db: asyncpg.Connection) -> list[AuditRecord]:
+            kind = "($2::text[] IS NULL OR kind = ANY($2::text[]))"
             if incident_id is None:
-                rows = list(reversed(await db.fetch("SELECT * FROM audit ORDER BY id DESC LIMIT $1", limit)))
+                rows = list(
+                    reversed(
+                        await db.fetch(
+                            f"SELECT * FROM audit WHERE {kind} ORDER BY id DESC LIMIT $1", limit, only
+                        )
+                    )
+                )
             else:
                 rows = await db.fetch(
-                    "SELECT * FROM audit WHERE incident_id = $1 ORDER BY id LIMIT $2", incident_id, limit
+                    f"SELECT * FROM audit WHERE incident_id = $3 AND {kind} ORDER BY id LIMIT $1",
+                    limit,
+                    only,
+                    incident_id,
                 )
             return [audit_of(r) for r in rows]
 
@@ -773,6 +787,13 @@ class PostgresStore:
             return outbox_of(row)
 
         return await self._tx(put)
+
+    async def outbox_entries(self, incident_id: int) -> list[OutboxEntry]:
+        async def entries(db: asyncpg.Connection) -> list[OutboxEntry]:
+            rows = await db.fetch("SELECT * FROM outbox WHERE incident_id = $1 ORDER BY id", incident_id)
+            return [outbox_of(r) for r in rows]
+
+        return await self._tx(entries)
 
     async def outbox_pending(self) -> list[OutboxEntry]:
         async def pending(db: asyncpg.Connection) -> list[OutboxEntry]:

@@ -568,17 +568,25 @@ class SqliteStore:
 
         return await self._run(steps)
 
-    async def audit_trail(self, incident_id: int | None = None, limit: int = 1000) -> list[AuditRecord]:
+    async def audit_trail(
+        self, incident_id: int | None = None, limit: int = 1000, kinds: Sequence[str] | None = None
+    ) -> list[AuditRecord]:
+        only = None if kinds is None else json.dumps(list(kinds))
+
         def trail(db: sqlite3.Connection) -> list[AuditRecord]:
+            kind = "(? IS NULL OR kind IN (SELECT value FROM json_each(?)))"
             if incident_id is None:
-                rows = db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()[::-1]
+                rows = db.execute(
+                    f"SELECT * FROM audit WHERE {kind} ORDER BY id DESC LIMIT ?", (only, only, limit)
+                ).fetchall()[::-1]
             else:
                 rows = db.execute(
-                    "SELECT * FROM audit WHERE incident_id = ? ORDER BY id LIMIT ?", (incident_id, limit)
+                    f"SELECT * FROM audit WHERE incident_id = ? AND {kind} ORDER BY id LIMIT ?",
+                    (incident_id, only, only, limit),
                 ).fetchall()
             return [audit_of(r) for r in rows]
 
-        return await self._run(trail)
+        return await self._run(trail, synced=False)
 
     # -- leases -------------------------------------------------------------------------------------------
 
@@ -740,6 +748,13 @@ class SqliteStore:
             return outbox_of(db.execute("SELECT * FROM outbox WHERE dedup_key = ?", (dedup_key,)).fetchone())
 
         return await self._run(put)
+
+    async def outbox_entries(self, incident_id: int) -> list[OutboxEntry]:
+        def entries(db: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = db.execute("SELECT * FROM outbox WHERE incident_id = ? ORDER BY id", (incident_id,))
+            return [outbox_of(r) for r in rows]
+
+        return await self._run(entries, synced=False)
 
     async def outbox_pending(self) -> list[OutboxEntry]:
         def pending(db: sqlite3.Connection) -> list[OutboxEntry]:
