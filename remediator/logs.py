@@ -17,18 +17,42 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+FIELDS = ("incident", "policy", "target")
+"""Passed as ``extra=`` (``Incident.log_fields``): what a line is about, so a log pipeline can filter on it."""
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    return {name: getattr(record, name) for name in FIELDS if hasattr(record, name)}
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **_fields(record),
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class TextFormatter(logging.Formatter):
+    """One line for a person: time, level, logger, message, then the fields as ``key=value``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = _fields(record)
+        if not fields:
+            return line
+        first, newline, rest = line.partition("\n")  # a traceback stays below the fields
+        shown = " ".join(f"{k}={v}" for k, v in fields.items())
+        return f"{first} [{shown}]{newline}{rest}"
 
 
 @dataclass
@@ -137,7 +161,7 @@ def setup(fmt: str, level: str) -> RepeatFilter:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     # On the handler, not a logger: it sees every record that reaches stderr, asyncio's and aiohttp's too.
     repeats = RepeatFilter(sink=handler.handle)
     handler.addFilter(repeats)

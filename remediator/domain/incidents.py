@@ -34,6 +34,11 @@ class Incident:
     lease_epoch: int = 0
     """Incremented by every lease grant: the fencing token of the replica that holds it (domain/fencing.py)."""
 
+    @property
+    def log_fields(self) -> dict[str, object]:
+        """``extra=`` for a log line about this incident (remediator.logs.FIELDS)."""
+        return {"incident": self.id, "policy": self.policy, "target": self.target}
+
 
 @dataclass(frozen=True)
 class StepRecord:

@@ -30,7 +30,7 @@ from remediator.settings import RoutingSettings
 from remediator.signing import approval_signature
 from remediator.store.base import Store
 
-logger = logging.getLogger("remediator.escalation")
+logger = logging.getLogger(__name__)
 
 SILENCE_MARGIN_S = 300.0
 """Added to a policy's verification windows for the silence's end: actions, retries and lock waits take time."""

@@ -23,7 +23,7 @@ from remediator.metrics import Metrics
 from remediator.settings import GuardSettings
 from remediator.store.base import Store
 
-logger = logging.getLogger("remediator.gate")
+logger = logging.getLogger(__name__)
 
 PAUSED_KEY = "paused"
 

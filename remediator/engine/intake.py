@@ -39,7 +39,7 @@ from remediator.store.base import (
 )
 from remediator.store.rows import storable
 
-logger = logging.getLogger("remediator.intake")
+logger = logging.getLogger(__name__)
 
 _MAX_REFUSED_TARGET_CHARS = (
     200  # a refused value is only shown; an admitted one is bounded by the safe-name fence

@@ -22,7 +22,7 @@ from remediator.engine.escalate import Escalator
 from remediator.engine.runner import Runner
 from remediator.store.base import Store
 
-logger = logging.getLogger("remediator.leases")
+logger = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
@@ -84,7 +84,13 @@ class LeaseKeeper:
                 reason = f"policy {incident.policy!r} is no longer loaded"
                 await self.escalator.escalate(incident, None, "log", -1, reason)
                 continue
-            logger.info("took over incident %d (%s on %s)", incident.id, incident.policy, incident.target)
+            logger.info(
+                "took over incident %d (%s on %s)",
+                incident.id,
+                incident.policy,
+                incident.target,
+                extra=incident.log_fields,
+            )
             await self.runner.resume(incident, policy)
 
     def metrics_lost(self, what: str) -> None:

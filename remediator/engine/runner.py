@@ -35,7 +35,7 @@ from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
 from remediator.store.base import Store
 
-logger = logging.getLogger("remediator.runner")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,12 @@ class Runner:
         if incident.status != "active":
             # Only an active incident has a ladder: an escalated one (a refused target among them) belongs
             # to a human, a waiting one already ran its ladder (docs/safety.md, A2).
-            logger.error("incident %d is %s: no ladder runs for it", incident.id, incident.status)
+            logger.error(
+                "incident %d is %s: no ladder runs for it",
+                incident.id,
+                incident.status,
+                extra=incident.log_fields,
+            )
             return
         self._resolved[incident.id] = asyncio.Event()
         self._fences[incident.id] = Fence(incident.id, incident.lease_owner, incident.lease_epoch)
@@ -161,10 +166,17 @@ class Runner:
         except LeaseLost as exc:
             # Another replica holds the incident now: it reconciles whatever this one left half done.
             self.metrics.lease_lost.labels("incident").inc()
-            logger.warning("incident %d: %s; this replica stops working on it", incident.id, exc)
+            logger.warning(
+                "incident %d: %s; this replica stops working on it",
+                incident.id,
+                exc,
+                extra=incident.log_fields,
+            )
         except Exception:
             # A bug or a store outage must not kill the daemon; the incident stays open and is resumed at start.
-            logger.exception("ladder of incident %d stopped by an unexpected error", incident.id)
+            logger.exception(
+                "ladder of incident %d stopped by an unexpected error", incident.id, extra=incident.log_fields
+            )
 
     async def _ladder(self, incident: Incident, policy: Policy, resume: ResumePoint) -> None:
         resolved = self._resolved[incident.id]
@@ -398,6 +410,7 @@ class Runner:
                     step.name,
                     incident.target,
                     outcome.kind,
+                    extra=incident.log_fields,
                 )
                 raise
         finally:
@@ -414,6 +427,7 @@ class Runner:
             incident.target,
             outcome.kind,
             outcome.duration_s,
+            extra=incident.log_fields,
         )
         return outcome
 
@@ -440,7 +454,12 @@ class Runner:
         except PermanentActionError as exc:
             return Outcome("permanent", str(exc), time.monotonic() - started)
         except Exception as exc:  # unknown errors count as permanent (ARCHITECTURE decision 8)
-            logger.exception("action %s on %s raised an unmapped error", step.name, incident.target)
+            logger.exception(
+                "action %s on %s raised an unmapped error",
+                step.name,
+                incident.target,
+                extra=incident.log_fields,
+            )
             return Outcome("permanent", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
 
     async def _last_moment(self, incident: Incident, policy: Policy, params: Params) -> None:

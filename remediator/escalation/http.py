@@ -15,7 +15,7 @@ import aiohttp
 
 from remediator.errors import NotifyError
 
-logger = logging.getLogger("remediator.escalation")
+logger = logging.getLogger(__name__)
 
 
 class HttpClient:

@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Any
 
-logger = logging.getLogger("remediator.escalation")
+logger = logging.getLogger(__name__)
 
 
 class LogNotifier:

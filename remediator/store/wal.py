@@ -22,7 +22,7 @@ from pathlib import Path
 
 from remediator.errors import StoreError, StoreUnavailable
 
-logger = logging.getLogger("remediator.store")
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 1.0
 """How often written WAL frames are copied into the database file (a passive checkpoint)."""
