@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from remediator.domain.clock import Clock
-from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, StepRecord
+from remediator.domain.incidents import Incident, OutboxEntry, StepRecord
 from remediator.domain.policies import Policy
+from remediator.domain.story import build_payload as build_payload
+from remediator.domain.story import incident_timeline as incident_timeline  # until server and cli import it
+from remediator.domain.story import iso
 from remediator.engine.gate import Gate
 from remediator.engine.outbox import Outbox
 from remediator.errors import NotifyError
@@ -36,91 +38,12 @@ SILENCE_MARGIN_S = 300.0
 """Added to a policy's verification windows for the silence's end: actions, retries and lock waits take time."""
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def _ts(iso: object) -> float | None:
+def _ts(iso_time: object) -> float | None:
     """The Unix time of an ISO timestamp stored in a payload, or None."""
     try:
-        return datetime.fromisoformat(str(iso)).timestamp() if iso else None
+        return datetime.fromisoformat(str(iso_time)).timestamp() if iso_time else None
     except ValueError:
         return None
-
-
-def build_payload(
-    incident: Incident,
-    policy: Policy | None,
-    steps: list[StepRecord],
-    reason: str,
-    now: float,
-    *,
-    priority: str = "",
-    status: str = "escalated",
-    escalated_at: float | None = None,
-) -> dict[str, Any]:
-    """The whole story of an incident, as a human needs it: what fired, what was tried, and why we stopped."""
-    annotations = incident.annotations
-    return {
-        "event": "escalate",
-        "incident_id": incident.id,
-        "policy": incident.policy,
-        "policy_source": policy.source if policy else "",
-        "target": incident.target,
-        "severity": incident.severity,
-        "priority": priority,
-        "status": status,
-        "reason": reason,
-        "opened_at": _iso(incident.opened_at),
-        "escalated_at": _iso(now if escalated_at is None else escalated_at),
-        "duration_s": round(now - incident.opened_at, 3),
-        "alertname": incident.labels.get("alertname", ""),
-        "labels": incident.labels,
-        "annotations": annotations,
-        "summary": annotations.get("summary", ""),
-        "runbook_url": annotations.get("runbook_url", ""),
-        "dashboard_url": annotations.get("dashboard_url", annotations.get("dashboard", "")),
-        "steps": [
-            {
-                "index": s.index,
-                "kind": s.kind,
-                "name": s.name,
-                "attempt": s.attempt,
-                "status": s.status,
-                "detail": s.detail,
-                "started_at": _iso(s.started_at),
-                "finished_at": _iso(s.finished_at),
-            }
-            for s in steps
-        ],
-        "evidence": [
-            {"name": s.name, "detail": s.detail} for s in steps if s.kind == "diagnose" and s.status == "ok"
-        ],
-    }
-
-
-def incident_timeline(steps: Sequence[StepRecord], trail: Sequence[AuditRecord]) -> list[dict[str, Any]]:
-    """The incident record as one chronological list: every decision of the audit trail, and every step's
-    start and result, each ``{"at": ISO time, "kind": ..., "detail": {...}}``."""
-    events: list[tuple[float, int, dict[str, Any]]] = []
-    for record in trail:
-        events.append((record.at, 0, {"at": _iso(record.at), "kind": record.kind, "detail": record.detail}))
-    for step in steps:
-        what = {"index": step.index, "step": step.kind, "name": step.name, "attempt": step.attempt}
-        events.append(
-            (step.started_at, 1, {"at": _iso(step.started_at), "kind": "step_started", "detail": what})
-        )
-        if step.finished_at is not None:
-            result = {**what, "status": step.status, "detail": step.detail}
-            events.append(
-                (
-                    step.finished_at,
-                    2,
-                    {"at": _iso(step.finished_at), "kind": "step_finished", "detail": result},
-                )
-            )
-    events.sort(key=lambda e: (e[0], e[1]))
-    return [event for _, _, event in events]
 
 
 def remediation_window_s(policy: Policy) -> float:
@@ -246,12 +169,10 @@ class Escalator:
             incident, policy, await self.store.steps(incident.id), reason, now, status="awaiting_approval"
         )
         base = f"{self.public_url.rstrip('/')}/api/incidents/{incident.id}"
-        payload.update(
-            event="approval_requested",
-            approve_url=f"{base}/approve",
-            deny_url=f"{base}/deny",
-            approve_command=f"remediator approve {incident.id}",
-        )
+        payload["event"] = "approval_requested"
+        payload["approve_url"] = f"{base}/approve"
+        payload["deny_url"] = f"{base}/deny"
+        payload["approve_command"] = f"remediator approve {incident.id}"
         if self.link_key:
             signature = approval_signature(self.link_key, incident.id, requested_at)
             payload["approval_url"] = f"{self.public_url.rstrip('/')}/approval/{incident.id}?sig={signature}"
@@ -297,7 +218,9 @@ class Escalator:
                 status="resolved",
                 escalated_at=_ts(escalation.payload.get("escalated_at")),
             )
-            payload.update(event="resolve", resolved_at=_iso(now), escalation_dedup_key=escalation.dedup_key)
+            payload["event"] = "resolve"
+            payload["resolved_at"] = iso(now)
+            payload["escalation_dedup_key"] = escalation.dedup_key
             dedup_key = f"remediator-{incident.id}-resolved-{name}"
             entries.append(await self.outbox.put(incident.id, name, dedup_key, payload, now))
             await self.store.audit(
@@ -354,7 +277,7 @@ class Escalator:
             await self.store.audit(
                 incident.id,
                 "silence_created",
-                {"notifier": name, "silence_id": silence_id, "matchers": matchers, "ends_at": _iso(ends_at)},
+                {"notifier": name, "silence_id": silence_id, "matchers": matchers, "ends_at": iso(ends_at)},
                 self.clock(),
             )
         # Remediation may have ended while the silence was being created: then it ends at once.

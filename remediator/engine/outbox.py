@@ -14,12 +14,13 @@ import contextvars
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import cast
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential
 
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import OutboxEntry
+from remediator.domain.story import EscalationPayload
 from remediator.engine.breakers import Breakers
 from remediator.errors import LeaseLost, NotifyError, StoreError
 from remediator.escalation.base import Notifier, Resolver, Silencer
@@ -76,7 +77,7 @@ class Outbox:
         return self.notifiers.get(name) or self.fallback
 
     async def put(
-        self, incident_id: int, notifier: str, dedup_key: str, payload: dict[str, Any], now: float
+        self, incident_id: int, notifier: str, dedup_key: str, payload: Mapping[str, object], now: float
     ) -> OutboxEntry:
         return await self.store.outbox_put(
             incident_id, notifier, dedup_key, payload, now, self.owner, now + self.lease_s
@@ -143,13 +144,15 @@ class Outbox:
 
     async def _send(self, notifier: Notifier, entry: OutboxEntry) -> None:
         event = entry.payload.get("event", "escalate")
+        # Stored by build_payload (domain/story.py) for these three events; the outbox keeps it as JSON.
+        story = cast(EscalationPayload, entry.payload)
         if event in (
             "escalate",
             "approval_requested",
         ):  # an approval request reads as an escalation with links
-            await notifier.send(entry.payload, entry.dedup_key)
+            await notifier.send(story, entry.dedup_key)
         elif event == "resolve" and isinstance(notifier, Resolver):
-            await notifier.resolve(entry.payload, entry.dedup_key)
+            await notifier.resolve(story, entry.dedup_key)
         elif event == "expire_silence" and isinstance(notifier, Silencer):
             await notifier.expire_silence(str(entry.payload["silence_id"]))
         else:  # the notifier was reconfigured since the entry was stored: nothing it can do

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from remediator.domain.story import EscalationPayload
 from remediator.errors import NotifyError
 from remediator.escalation import format as fmt
 from remediator.escalation.http import HttpClient
@@ -34,7 +35,7 @@ def _ts(iso: Any, default: float) -> float:
         return default
 
 
-def alert_labels(payload: dict[str, Any]) -> dict[str, str]:
+def alert_labels(payload: EscalationPayload) -> dict[str, str]:
     labels = {k: v for k, v in (payload.get("labels") or {}).items() if v != ""}
     labels.update(
         {
@@ -49,7 +50,7 @@ def alert_labels(payload: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in labels.items() if v != ""}
 
 
-def remediation_failed_alert(payload: dict[str, Any], ends_at: float) -> dict[str, Any]:
+def remediation_failed_alert(payload: EscalationPayload, ends_at: float) -> dict[str, Any]:
     """One alert for ``POST /api/v2/alerts``: labels, annotations, startsAt (the escalation) and endsAt."""
     starts = _ts(payload.get("escalated_at"), ends_at)
     description = "\n".join(
@@ -100,12 +101,12 @@ class AlertmanagerNotifier:
         self.alert_ttl_s = alert_ttl_s
         self.http = HttpClient(name, timeout_s, headers)
 
-    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def send(self, payload: EscalationPayload, dedup_key: str) -> None:
         escalated = _ts(payload.get("escalated_at"), 0.0)
         alert = remediation_failed_alert(payload, escalated + self.alert_ttl_s)
         await self.http.request("POST", f"{self.url}/api/v2/alerts", [alert])
 
-    async def resolve(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def resolve(self, payload: EscalationPayload, dedup_key: str) -> None:
         ended = _ts(payload.get("resolved_at"), 0.0)
         await self.http.request(
             "POST", f"{self.url}/api/v2/alerts", [remediation_failed_alert(payload, ended)]

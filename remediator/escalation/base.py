@@ -8,8 +8,9 @@ runs: a ``Silencer``. Each call raises NotifyError on any failure; the outbox re
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from remediator.domain.story import EscalationPayload
 from remediator.settings import RoutingSettings
 
 
@@ -19,7 +20,7 @@ class Notifier(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def send(self, payload: EscalationPayload, dedup_key: str) -> None:
         """Deliver once; raise NotifyError on any failure. Receivers drop repeats by ``dedup_key``."""
         ...
 
@@ -33,7 +34,7 @@ class Resolver(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def resolve(self, payload: dict[str, Any], dedup_key: str) -> None: ...
+    async def resolve(self, payload: EscalationPayload, dedup_key: str) -> None: ...
 
 
 @runtime_checkable

@@ -1,11 +1,12 @@
-"""Text shared by the notifiers: the escalation payload (see ``engine.escalate.build_payload``) as lines a
+"""Text shared by the notifiers: the escalation payload (``domain.story.EscalationPayload``) as lines a
 person reads in a page, a chat message or an alert description."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any
+
+from remediator.domain.story import EscalationPayload, StepEntry
 
 
 def truncate(text: str, limit: int) -> str:
@@ -46,7 +47,7 @@ def clock_time(iso: str | None) -> str:
         return iso
 
 
-def step_line(step: dict[str, Any]) -> str:
+def step_line(step: StepEntry) -> str:
     """``10:00:01 act container.restart #2 -> ok: restarted sms-db``."""
     detail = " ".join(str(step.get("detail", "")).split())
     line = (
@@ -56,25 +57,25 @@ def step_line(step: dict[str, Any]) -> str:
     return f"{line}: {truncate(detail, 200)}" if detail else line
 
 
-def step_lines(payload: dict[str, Any]) -> list[str]:
-    steps: list[dict[str, Any]] = payload.get("steps") or []
+def step_lines(payload: EscalationPayload) -> list[str]:
+    steps = payload.get("steps") or []
     return [step_line(s) for s in steps] or ["no step ran"]
 
 
-def evidence_text(payload: dict[str, Any], limit: int) -> str:
+def evidence_text(payload: EscalationPayload, limit: int) -> str:
     """Every piece of evidence, each under its name, the whole cut to ``limit`` characters (keeping ends)."""
     parts = [f"{e.get('name', '')}:\n{e.get('detail', '')}" for e in payload.get("evidence") or []]
     per_part = max(200, limit // max(1, len(parts)))
     return truncate("\n\n".join(tail(p, per_part) for p in parts), limit)
 
 
-def headline(payload: dict[str, Any]) -> str:
+def headline(payload: EscalationPayload) -> str:
     """``P1 remediation failed: DatabaseDown on sms-db``."""
     what = payload.get("alertname") or payload.get("policy", "")
     return f"{payload.get('priority', '')} remediation failed: {what} on {payload.get('target', '')}".strip()
 
 
-def incident_key(payload: dict[str, Any]) -> str:
+def incident_key(payload: EscalationPayload) -> str:
     """One key per incident, the same for its trigger and its resolve (PagerDuty's dedup_key).
 
     The id alone would collide between two remediator installations sending to one service, so a digest of
@@ -85,7 +86,7 @@ def incident_key(payload: dict[str, Any]) -> str:
     return f"remediator-{payload.get('incident_id', '')}-{digest}"
 
 
-def links(payload: dict[str, Any]) -> list[tuple[str, str]]:
+def links(payload: EscalationPayload) -> list[tuple[str, str]]:
     """(text, url) for the approval page of a step waiting for a human, and for the runbook and the dashboard
     when the alert's annotations name them."""
     found = [

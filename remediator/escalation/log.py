@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+
+from remediator.domain.story import EscalationPayload
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +17,7 @@ logger = logging.getLogger(__name__)
 class LogNotifier:
     name = "log"
 
-    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def send(self, payload: EscalationPayload, dedup_key: str) -> None:
         if "approval_url" in payload:  # it approves without a token: not for whoever reads the logs
             payload = {**payload, "approval_url": "(withheld from the log; remediator approve ID)"}
         logger.error("ESCALATION %s %s", dedup_key, json.dumps(payload, sort_keys=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from remediator.domain.story import EscalationPayload
 from remediator.escalation import format as fmt
 from remediator.escalation.http import HttpClient
 
@@ -19,7 +20,7 @@ _SUMMARY_CHARS = 1024
 _EVIDENCE_CHARS = 8000
 
 
-def trigger_event(payload: dict[str, Any], routing_key: str, dedup_key: str) -> dict[str, Any]:
+def trigger_event(payload: EscalationPayload, routing_key: str, dedup_key: str) -> dict[str, Any]:
     """The Events v2 trigger for an escalation payload; ``dedup_key`` is the outbox's (kept in details)."""
     labels: dict[str, str] = payload.get("labels") or {}
     target = str(payload.get("target", ""))
@@ -63,7 +64,7 @@ def trigger_event(payload: dict[str, Any], routing_key: str, dedup_key: str) -> 
     return event
 
 
-def resolve_event(payload: dict[str, Any], routing_key: str) -> dict[str, Any]:
+def resolve_event(payload: EscalationPayload, routing_key: str) -> dict[str, Any]:
     """The Events v2 resolve of the incident's trigger (same dedup_key)."""
     return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": fmt.incident_key(payload)}
 
@@ -79,10 +80,10 @@ class PagerDutyNotifier:
         self.url = url
         self.http = HttpClient(name, timeout_s)
 
-    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def send(self, payload: EscalationPayload, dedup_key: str) -> None:
         await self.http.request("POST", self.url, trigger_event(payload, self._routing_key, dedup_key))
 
-    async def resolve(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def resolve(self, payload: EscalationPayload, dedup_key: str) -> None:
         await self.http.request("POST", self.url, resolve_event(payload, self._routing_key))
 
     async def close(self) -> None:

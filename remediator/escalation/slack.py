@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from remediator.domain.story import EscalationPayload
 from remediator.escalation import format as fmt
 from remediator.escalation.http import HttpClient
 
@@ -37,7 +38,7 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": fmt.truncate(text, _SECTION_CHARS)}}
 
 
-def slack_message(payload: dict[str, Any], dedup_key: str, channel: str | None = None) -> dict[str, Any]:
+def slack_message(payload: EscalationPayload, dedup_key: str, channel: str | None = None) -> dict[str, Any]:
     """The escalation as an incoming-webhook body: header, summary, facts, steps, reason, evidence, links."""
     priority = str(payload.get("priority", ""))
     alertname = payload.get("alertname") or payload.get("policy", "")
@@ -98,7 +99,7 @@ def slack_message(payload: dict[str, Any], dedup_key: str, channel: str | None =
     return body
 
 
-def slack_resolved(payload: dict[str, Any], channel: str | None = None) -> dict[str, Any]:
+def slack_resolved(payload: EscalationPayload, channel: str | None = None) -> dict[str, Any]:
     """The short note that the escalated incident resolved."""
     alertname = payload.get("alertname") or payload.get("policy", "")
     text = (
@@ -129,12 +130,12 @@ class SlackNotifier:
         parts = urlsplit(self._url)
         return f"{parts.scheme}://{parts.netloc}/... (Slack webhook)"
 
-    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def send(self, payload: EscalationPayload, dedup_key: str) -> None:
         await self.http.request(
             "POST", self._url, slack_message(payload, dedup_key, self.channel), display=self._display
         )
 
-    async def resolve(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def resolve(self, payload: EscalationPayload, dedup_key: str) -> None:
         await self.http.request(
             "POST", self._url, slack_resolved(payload, self.channel), display=self._display
         )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from remediator.domain.story import EscalationPayload
 from remediator.escalation.http import HttpClient
 
 
@@ -18,7 +17,7 @@ class WebhookNotifier:
         self.url = url
         self.http = HttpClient(name, timeout_s, headers)
 
-    async def send(self, payload: dict[str, Any], dedup_key: str) -> None:
+    async def send(self, payload: EscalationPayload, dedup_key: str) -> None:
         await self.http.request("POST", self.url, payload, headers={"Idempotency-Key": dedup_key})
 
     async def close(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -211,7 +211,7 @@ class Store(Protocol):
         incident_id: int,
         notifier: str,
         dedup_key: str,
-        payload: dict[str, Any],
+        payload: Mapping[str, object],
         now: float,
         owner: str,
         lease_until: float,

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -656,18 +656,20 @@ class PostgresStore:
         only = None if kinds is None else list(kinds)
 
         async def trail(db: asyncpg.Connection) -> list[AuditRecord]:
-            kind = "($2::text[] IS NULL OR kind = ANY($2::text[]))"
             if incident_id is None:
                 rows = list(
                     reversed(
                         await db.fetch(
-                            f"SELECT * FROM audit WHERE {kind} ORDER BY id DESC LIMIT $1", limit, only
+                            "SELECT * FROM audit WHERE ($2::text[] IS NULL OR kind = ANY($2::text[])) ORDER BY id DESC LIMIT $1",
+                            limit,
+                            only,
                         )
                     )
                 )
             else:
                 rows = await db.fetch(
-                    f"SELECT * FROM audit WHERE incident_id = $3 AND {kind} ORDER BY id LIMIT $1",
+                    "SELECT * FROM audit WHERE incident_id = $3 AND ($2::text[] IS NULL OR kind = ANY($2::text[]))"
+                    " ORDER BY id LIMIT $1",
                     limit,
                     only,
                     incident_id,
@@ -759,7 +761,7 @@ class PostgresStore:
         incident_id: int,
         notifier: str,
         dedup_key: str,
-        payload: dict[str, Any],
+        payload: Mapping[str, object],
         now: float,
         owner: str,
         lease_until: float,

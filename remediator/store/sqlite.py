@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -574,14 +574,16 @@ class SqliteStore:
         only = None if kinds is None else json.dumps(list(kinds))
 
         def trail(db: sqlite3.Connection) -> list[AuditRecord]:
-            kind = "(? IS NULL OR kind IN (SELECT value FROM json_each(?)))"
             if incident_id is None:
                 rows = db.execute(
-                    f"SELECT * FROM audit WHERE {kind} ORDER BY id DESC LIMIT ?", (only, only, limit)
+                    "SELECT * FROM audit WHERE (? IS NULL OR kind IN (SELECT value FROM json_each(?)))"
+                    " ORDER BY id DESC LIMIT ?",
+                    (only, only, limit),
                 ).fetchall()[::-1]
             else:
                 rows = db.execute(
-                    f"SELECT * FROM audit WHERE incident_id = ? AND {kind} ORDER BY id LIMIT ?",
+                    "SELECT * FROM audit WHERE incident_id = ? AND (? IS NULL OR kind IN (SELECT value FROM json_each(?)))"
+                    " ORDER BY id LIMIT ?",
                     (incident_id, only, only, limit),
                 ).fetchall()
             return [audit_of(r) for r in rows]
@@ -730,7 +732,7 @@ class SqliteStore:
         incident_id: int,
         notifier: str,
         dedup_key: str,
-        payload: dict[str, Any],
+        payload: Mapping[str, object],
         now: float,
         owner: str,
         lease_until: float,

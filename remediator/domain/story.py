@@ -1,0 +1,164 @@
+"""The story of an incident as people read it: the escalation payload that every notifier formats, and the
+incident's timeline that the API and the CLI show.
+
+Both are read models built from what the store keeps. They are typed, so that a notifier reading a field the
+payload does not carry fails the type check, not a page at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NotRequired, TypedDict
+
+from remediator.domain.incidents import AuditRecord, Incident, StepRecord
+from remediator.domain.policies import Policy
+
+
+class StepEntry(TypedDict):
+    """One attempt of one step, as the escalation shows it."""
+
+    index: int
+    kind: str
+    name: str
+    attempt: int
+    status: str
+    detail: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class EvidenceEntry(TypedDict):
+    """What a diagnosis step found (a container's state and log lines, a database's sessions)."""
+
+    name: str
+    detail: str
+
+
+class EscalationPayload(TypedDict):
+    """What a human gets: what fired, what was tried, and why remediation stopped. The generic webhook sends
+    it as is (documented in docs/escalation.md); Slack, PagerDuty and Alertmanager format it."""
+
+    event: str
+    """``escalate``, ``approval_requested`` or ``resolve``."""
+    incident_id: int
+    policy: str
+    policy_source: str
+    target: str
+    severity: str
+    priority: str
+    status: str
+    reason: str
+    opened_at: str | None
+    escalated_at: str | None
+    duration_s: float
+    alertname: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    summary: str
+    runbook_url: str
+    dashboard_url: str
+    steps: list[StepEntry]
+    evidence: list[EvidenceEntry]
+    approve_url: NotRequired[str]
+    deny_url: NotRequired[str]
+    approve_command: NotRequired[str]
+    approval_url: NotRequired[str]
+    """The signed one-click approval link (approval requests only; never logged)."""
+    resolved_at: NotRequired[str | None]
+    escalation_dedup_key: NotRequired[str]
+    """On a resolve: the dedup key of the escalation it closes."""
+
+
+class TimelineEvent(TypedDict):
+    at: str
+    kind: str
+    detail: dict[str, Any]
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else _iso(ts)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def build_payload(
+    incident: Incident,
+    policy: Policy | None,
+    steps: Sequence[StepRecord],
+    reason: str,
+    now: float,
+    *,
+    priority: str = "",
+    status: str = "escalated",
+    escalated_at: float | None = None,
+) -> EscalationPayload:
+    """The whole story of an incident, as a human needs it: what fired, what was tried, and why we stopped."""
+    annotations = incident.annotations
+    return {
+        "event": "escalate",
+        "incident_id": incident.id,
+        "policy": incident.policy,
+        "policy_source": policy.source if policy else "",
+        "target": incident.target,
+        "severity": incident.severity,
+        "priority": priority,
+        "status": status,
+        "reason": reason,
+        "opened_at": iso(incident.opened_at),
+        "escalated_at": iso(now if escalated_at is None else escalated_at),
+        "duration_s": round(now - incident.opened_at, 3),
+        "alertname": incident.labels.get("alertname", ""),
+        "labels": incident.labels,
+        "annotations": annotations,
+        "summary": annotations.get("summary", ""),
+        "runbook_url": annotations.get("runbook_url", ""),
+        "dashboard_url": annotations.get("dashboard_url", annotations.get("dashboard", "")),
+        "steps": [
+            {
+                "index": s.index,
+                "kind": s.kind,
+                "name": s.name,
+                "attempt": s.attempt,
+                "status": s.status,
+                "detail": s.detail,
+                "started_at": iso(s.started_at),
+                "finished_at": iso(s.finished_at),
+            }
+            for s in steps
+        ],
+        "evidence": [
+            {"name": s.name, "detail": s.detail} for s in steps if s.kind == "diagnose" and s.status == "ok"
+        ],
+    }
+
+
+def incident_timeline(steps: Sequence[StepRecord], trail: Sequence[AuditRecord]) -> list[TimelineEvent]:
+    """The incident record as one chronological list: every decision of the audit trail, and every step's
+    start and result."""
+    events: list[tuple[float, int, TimelineEvent]] = []
+    for record in trail:
+        events.append((record.at, 0, {"at": _iso(record.at), "kind": record.kind, "detail": record.detail}))
+    for step in steps:
+        what: dict[str, Any] = {
+            "index": step.index,
+            "step": step.kind,
+            "name": step.name,
+            "attempt": step.attempt,
+        }
+        events.append(
+            (step.started_at, 1, {"at": _iso(step.started_at), "kind": "step_started", "detail": what})
+        )
+        if step.finished_at is not None:
+            result = {**what, "status": step.status, "detail": step.detail}
+            events.append(
+                (
+                    step.finished_at,
+                    2,
+                    {"at": _iso(step.finished_at), "kind": "step_finished", "detail": result},
+                )
+            )
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [event for _, _, event in events]
