@@ -344,6 +344,8 @@ class SqliteStore:
         """Run ``fn`` in one transaction, on the loop (design note 15 in README.md). ``synced=True`` returns once
         the commit is on disk; ``synced=False`` once it is written (it survives a crash of the process, and the
         next sync makes it durable): only for what can be rebuilt from synced rows after a power loss."""
+        # Reads pass synced=False: they need no flush of the WAL, and waiting for one (meant for a durable
+        # write made elsewhere) would only delay them.
         db = self._db
         if db is None or self._closed:
             raise StoreUnavailable("store is not open")
@@ -447,7 +449,7 @@ class SqliteStore:
             ).fetchall()
             return [(row["id"], row["body"]) for row in rows]
 
-        return await self._run(pending)
+        return await self._run(pending, synced=False)
 
     # -- incidents ----------------------------------------------------------------------------------------
 
@@ -539,7 +541,7 @@ class SqliteStore:
             row = db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
             return None if row is None else incident_of(row)
 
-        return await self._run(get)
+        return await self._run(get, synced=False)
 
     async def list_incidents(self, status: IncidentStatus | None = None, limit: int = 100) -> list[Incident]:
         def list_(db: sqlite3.Connection) -> list[Incident]:
@@ -552,21 +554,21 @@ class SqliteStore:
                 )
             return [incident_of(row) for row in rows]
 
-        return await self._run(list_)
+        return await self._run(list_, synced=False)
 
     async def open_incidents(self) -> list[Incident]:
         def open_(db: sqlite3.Connection) -> list[Incident]:
             rows = db.execute("SELECT * FROM incidents WHERE status != 'resolved' ORDER BY id")
             return [incident_of(row) for row in rows]
 
-        return await self._run(open_)
+        return await self._run(open_, synced=False)
 
     async def steps(self, incident_id: int) -> list[StepRecord]:
         def steps(db: sqlite3.Connection) -> list[StepRecord]:
             rows = db.execute("SELECT * FROM steps WHERE incident_id = ? ORDER BY id", (incident_id,))
             return [step_of(r) for r in rows]
 
-        return await self._run(steps)
+        return await self._run(steps, synced=False)
 
     async def audit_trail(
         self, incident_id: int | None = None, limit: int = 1000, kinds: Sequence[str] | None = None
@@ -681,7 +683,7 @@ class SqliteStore:
             ).fetchone()[0]
             return History(target_actions, all_actions, last, opened)
 
-        return await self._run(read)
+        return await self._run(read, synced=False)
 
     async def breakers_load(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         def load(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
@@ -714,7 +716,7 @@ class SqliteStore:
             row = db.execute("SELECT value FROM control WHERE key = ?", (key,)).fetchone()
             return None if row is None else str(row["value"])
 
-        return await self._run(get)
+        return await self._run(get, synced=False)
 
     async def control_set(self, key: str, value: str, now: float) -> None:
         await self._run(
