@@ -190,8 +190,8 @@ class Escalator:
         """The incident's alerts resolved: notifiers that keep something open for it (a PagerDuty incident, a
         RemediationFailed alert) close it, and the silences of its remediation end."""
         if not incident.reason and not self._silencers():
-            # Never escalated (an escalation always records its reason) and nothing silenced: the common case
-            # of a remediation that worked costs intake no store read.
+            # Never escalated nor settled (both record a reason) and nothing silenced: an incident whose alert
+            # resolved while its ladder ran costs intake no store read.
             return
         now = self.clock()
         # Whom it was escalated to, from the outbox itself: the first escalation stored for each notifier.

@@ -94,6 +94,7 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT fingerprint, starts_at, 0, status, incident_id, 0 FROM incident_alerts;
     DROP INDEX IF EXISTS incident_alerts_firing;
     CREATE INDEX incident_alerts_episode ON incident_alerts(fingerprint, starts_at) WHERE status = 'firing';
+    CREATE INDEX outbox_incident ON outbox(incident_id);
     """,
 )
 
