@@ -48,6 +48,18 @@ class FiringResult:
     """Incidents closed because this alert began a new episode while they waited on its earlier one."""
 
 
+def firing_detail(event: Firing) -> dict[str, Any]:
+    """The audit detail of a firing's decision (opened, attached, duplicate, stale_firing), the same in both
+    stores."""
+    return {
+        "fingerprint": event.alert.fingerprint,
+        "starts_at": event.alert.starts_at,
+        "alertname": event.alert.labels.get("alertname", ""),
+        "policy": event.policy,
+        "inbox_id": event.inbox_id,
+    }
+
+
 EpisodeStatus = Literal["firing", "resolved", "superseded", "stale"]
 """What the store remembers of one (fingerprint, startsAt): an episode of an alert (docs/safety.md, E1-E3)."""
 

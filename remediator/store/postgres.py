@@ -36,6 +36,7 @@ from remediator.store.base import (
     IntakeResult,
     Resolved,
     firing_decision,
+    firing_detail,
 )
 from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
 
@@ -223,13 +224,7 @@ async def _record_firing(
     db: asyncpg.Connection, event: Firing, now: float, owner: str, lease_until: float
 ) -> FiringResult:
     alert = event.alert
-    detail = {
-        "fingerprint": alert.fingerprint,
-        "starts_at": alert.starts_at,
-        "alertname": alert.labels.get("alertname", ""),
-        "policy": event.policy,
-        "inbox_id": event.inbox_id,
-    }
+    detail = firing_detail(event)
     seen = await db.fetchrow(
         "SELECT status, incident_id FROM episodes WHERE fingerprint = $1 AND starts_at = $2",
         alert.fingerprint,

@@ -34,6 +34,7 @@ from remediator.store.base import (
     IntakeResult,
     Resolved,
     firing_decision,
+    firing_detail,
 )
 from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
 from remediator.store.wal import WalSync, is_io_error
@@ -192,13 +193,7 @@ def _record_firing(
     db: sqlite3.Connection, event: Firing, now: float, owner: str, lease_until: float, audits: list[AuditRow]
 ) -> FiringResult:
     alert = event.alert
-    detail = {
-        "fingerprint": alert.fingerprint,
-        "starts_at": alert.starts_at,
-        "alertname": alert.labels.get("alertname", ""),
-        "policy": event.policy,
-        "inbox_id": event.inbox_id,
-    }
+    detail = firing_detail(event)
     seen = db.execute(
         "SELECT status, incident_id FROM episodes WHERE fingerprint = ? AND starts_at = ?",
         (alert.fingerprint, alert.starts_at),
