@@ -6,12 +6,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import resource
-import secrets
 import signal
-import ssl
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -33,7 +29,7 @@ from remediator.escalation.catalogue import build_notifiers
 from remediator.escalation.log import LogNotifier
 from remediator.metrics import Metrics
 from remediator.policy.loader import load_dir
-from remediator.server import Auth, HttpServer, build_app
+from remediator.server import Auth, HttpServer, build_app, tls_context, webhook_token
 from remediator.settings import Settings
 from remediator.signing import SignatureChecker
 from remediator.store.factory import build_store
@@ -61,45 +57,6 @@ def uses_prometheus(policy: Policy) -> bool:
     """Whether a policy's healthy floor or a verification queries Prometheus."""
     verifies = any(s.verify is not None and s.verify.prometheus is not None for s in policy.steps)
     return verifies or policy.healthy_floor is not None
-
-
-def webhook_token(settings: Settings) -> str | None:
-    """The configured token; or one generated once and kept in ``<state_dir>/token`` (mode 0600)."""
-    if settings.server.token is not None:
-        return settings.server.token.get_secret_value()
-    if settings.server.token_file is not None:
-        try:
-            return settings.server.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {settings.server.token_file}: {exc}") from exc
-    if settings.server.auth_disabled:
-        return None
-    path: Path = settings.state_dir / "token"
-    if path.exists():
-        return path.read_text().strip()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
-    logger.warning("no REMEDIATOR_SERVER__TOKEN set: generated a webhook token in %s", path)
-    return token
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """HTTPS when a certificate is configured; mutual TLS when a client CA is too."""
-    server = settings.server
-    if server.tls_cert is None:
-        if server.tls_key is not None or server.tls_client_ca is not None:
-            raise ConfigError("tls_key and tls_client_ca need tls_cert")
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(server.tls_cert, server.tls_key)
-    if server.tls_client_ca is not None:
-        context.load_verify_locations(server.tls_client_ca)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 def raise_open_files_limit() -> int:

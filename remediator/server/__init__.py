@@ -1,0 +1,101 @@
+"""The HTTP side of the daemon: the Alertmanager webhook, the operators' API, the approval page, metrics and
+health, and the listener that serves them within bounds.
+
+Whatever a client sends (bytes that are not UTF-8, numbers past 64 bits, a request that never ends), the answer
+is a 4xx and the daemon stays reachable: connections, header and body read time are bounded (issue 12).
+
+One module a concern, handlers at module level reading the parts from the application (``server.state``):
+
+    state          the typed application keys; the bounded body read
+    params         ids and limits from URLs; the JSON error; bad input -> 4xx, store down -> 503
+    auth           the token (one lookup for daemon and CLI), bearer/basic auth, its middleware; TLS
+    webhook        POST /alerts
+    api            /api/...: incidents, status, pause/resume, policy modes, approve/deny
+    approval_page  /approval/{id}: GET shows, POST decides
+    health         /metrics, /healthz, /readyz
+    limits         the connection gate: a connection limit and the request-head timeout
+    listener       HttpServer: the application on its socket, behind the gate
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+
+from remediator.domain.clock import Clock
+from remediator.domain.policies import Policy
+from remediator.engine.gate import Gate
+from remediator.engine.intake import Intake
+from remediator.metrics import Metrics
+from remediator.server import api, approval_page, health, webhook
+from remediator.server.auth import APPROVAL_LINKS, AUTH, Auth, authenticate, tls_context, webhook_token
+from remediator.server.listener import ClientErrorFilter, HttpServer
+from remediator.server.params import refuse_bad_input
+from remediator.server.state import (
+    BODY_TIMEOUT_S,
+    CLOCK,
+    GATE,
+    INTAKE,
+    MAX_BODY_BYTES,
+    METRICS,
+    POLICIES,
+    READY,
+    REPLICA,
+    STORE,
+)
+from remediator.signing import SignatureChecker
+from remediator.store.base import Store
+
+__all__ = ["Auth", "ClientErrorFilter", "HttpServer", "build_app", "tls_context", "webhook_token"]
+
+
+def build_app(
+    store: Store,
+    intake: Intake,
+    gate: Gate,
+    policies: Sequence[Policy],
+    metrics: Metrics,
+    auth: Auth,
+    max_body_bytes: int,
+    clock: Clock,
+    ready: Callable[[], bool],
+    signatures: SignatureChecker | None = None,
+    link_key: str | None = None,
+    *,
+    body_timeout_s: float = 30.0,
+    replica: str = "remediator",
+) -> web.Application:
+    """The aiohttp application; the composition root runs it (behind an HttpServer)."""
+    app = web.Application(middlewares=[refuse_bad_input, authenticate], client_max_size=max_body_bytes)
+    app[STORE] = store
+    app[INTAKE] = intake
+    app[GATE] = gate
+    app[POLICIES] = policies
+    app[METRICS] = metrics
+    app[AUTH] = auth
+    app[MAX_BODY_BYTES] = max_body_bytes
+    app[BODY_TIMEOUT_S] = body_timeout_s
+    app[CLOCK] = clock
+    app[READY] = ready
+    app[REPLICA] = replica
+    app[webhook.SIGNATURES] = signatures
+    app[approval_page.LINK_KEY] = link_key
+    app[health.WRITE_PROBE] = health.WriteProbe()
+
+    route = app.router
+    route.add_post("/alerts", webhook.alerts)
+    route.add_get("/metrics", health.metrics)
+    route.add_get("/healthz", health.healthz)
+    route.add_get("/readyz", health.readyz)
+    route.add_get("/api/incidents", api.incidents)
+    route.add_get("/api/incidents/{id}", api.incident)
+    route.add_get("/api/status", api.status)
+    route.add_post("/api/pause", api.pause)
+    route.add_post("/api/resume", api.resume)
+    route.add_get("/api/policies", api.policies)
+    route.add_post("/api/policies/{name}/{action:promote|shadow}", api.set_mode)
+    route.add_post("/api/incidents/{id}/{action:approve|deny}", api.decide)
+    route.add_route("GET", APPROVAL_LINKS + "{id}", approval_page.show)
+    route.add_route("POST", APPROVAL_LINKS + "{id}", approval_page.decide)
+    return app

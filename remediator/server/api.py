@@ -1,0 +1,96 @@
+"""The operators' API under /api/ (token required): incidents and their timelines, the daemon's status, the
+kill switch (pause, resume), policy modes (promote, shadow) and answers to approval requests. The command line
+(``remediator status|pause|policies|approve ...``) is its client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from remediator.engine.escalate import incident_timeline
+from remediator.server.params import error, parse_id, parse_limit
+from remediator.server.state import GATE, INTAKE, POLICIES, STORE
+
+
+async def incidents(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status not in (None, "active", "escalated", "resolved"):
+        return error(400, "status must be active, escalated or resolved")
+    limit = parse_limit(request.query.get("limit"))
+    found = await request.app[STORE].list_incidents(status, limit)  # type: ignore[arg-type]
+    return web.json_response({"incidents": [dataclasses.asdict(i) for i in found]})
+
+
+async def incident(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    incident_id = parse_id(request.match_info["id"])
+    found = await store.get_incident(incident_id)
+    if found is None:
+        return error(404, f"no incident {incident_id}")
+    body: dict[str, Any] = dataclasses.asdict(found)
+    steps = await store.steps(incident_id)
+    body["steps"] = [dataclasses.asdict(s) for s in steps]
+    body["timeline"] = incident_timeline(steps, await store.audit_trail(incident_id))
+    return web.json_response(body)
+
+
+async def status(request: web.Request) -> web.Response:
+    gate = request.app[GATE]
+    return web.json_response(
+        {
+            "paused": await gate.paused(),
+            "dry_run": gate.settings.dry_run,
+            "open_incidents": len(await request.app[STORE].open_incidents()),
+            "backlog": request.app[INTAKE].backlog,
+            "breakers": {name: b.status for name, b in sorted(gate.breakers.items())},
+        }
+    )
+
+
+async def pause(request: web.Request) -> web.Response:
+    await request.app[GATE].set_paused(True, by=f"api from {request.remote}")
+    return web.json_response({"paused": True})
+
+
+async def resume(request: web.Request) -> web.Response:
+    await request.app[GATE].set_paused(False, by=f"api from {request.remote}")
+    return web.json_response({"paused": False})
+
+
+async def policies(request: web.Request) -> web.Response:
+    gate = request.app[GATE]
+    listed = [
+        {
+            "name": p.name,
+            "mode": await gate.mode(p),
+            "file_mode": p.mode,
+            "dry_run": p.dry_run,
+            "source": p.source,
+            "match": [str(m) for m in p.match],
+            "steps": [f"{s.kind} {s.name}" for s in p.steps],
+        }
+        for p in request.app[POLICIES]
+    ]
+    return web.json_response({"policies": listed})
+
+
+async def set_mode(request: web.Request) -> web.Response:
+    """POST /api/policies/{name}/promote or /shadow: the mode in force, whatever the policy file says."""
+    name = request.match_info["name"]
+    if name not in {p.name for p in request.app[POLICIES]}:
+        return error(404, f"no policy {name!r}")
+    mode = "enforce" if request.match_info["action"] == "promote" else "shadow"
+    await request.app[GATE].set_mode(name, mode, by=f"api from {request.remote}")
+    return web.json_response({"policy": name, "mode": mode})
+
+
+async def decide(request: web.Request) -> web.Response:
+    """POST /api/incidents/{id}/approve or /deny: the answer to a pending approval request."""
+    incident_id = parse_id(request.match_info["id"])
+    approve = request.match_info["action"] == "approve"
+    if not await request.app[GATE].decide_approval(incident_id, approve, by=f"api from {request.remote}"):
+        return error(409, f"incident {incident_id} has no pending approval")
+    return web.json_response({"incident_id": incident_id, "approved": approve})
