@@ -24,6 +24,7 @@ from remediator.errors import PolicyError, RemediatorError
 from remediator.logs import setup as setup_logs
 from remediator.policy.loader import load_dir
 from remediator.policy.matching import match_alert
+from remediator.server import webhook_token
 from remediator.settings import Settings
 from remediator.store.factory import build_store
 
@@ -156,12 +157,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def _daemon(args: argparse.Namespace) -> tuple[str, str | None]:
-    """The running daemon's URL and token (REMEDIATOR_SERVER__TOKEN, or <state_dir>/token)."""
+    """The running daemon's URL and the token it uses (REMEDIATOR_SERVER__TOKEN, the token file, or
+    <state_dir>/token)."""
     settings = _settings(args)
-    token = settings.server.token.get_secret_value() if settings.server.token else None
-    token_file = settings.state_dir / "token"
-    if token is None and token_file.exists():
-        token = token_file.read_text().strip()
+    token = webhook_token(settings, generate=False)
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"
     if not url.startswith(("http://", "https://")):
         raise RemediatorError(f"--url must be http:// or https://, not {url!r}")

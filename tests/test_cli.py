@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,32 @@ def run(
         text=True,
         timeout=60,
     )
+
+
+def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    """``remediator serve`` on a free port, once its /readyz answers 200."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remediator", "serve", "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise
+            time.sleep(0.1)
 
 
 def test_help_lists_the_commands() -> None:
@@ -81,29 +108,8 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
         "REMEDIATOR_DOCKER__HOST": "unix:///nonexistent.sock",
         "REMEDIATOR_LOG__FORMAT": "json",
     }
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "remediator", "serve", "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, port = start_serve(env)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
         body = json.dumps(notification(alert(alertname="HighErrorRate", container="sms-db; x"))).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/alerts",
@@ -146,3 +152,31 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
     assert "high-error-rate" in listed.stdout and "escalated" in listed.stdout
     shown = run("incidents", "show", "1", env=env)
     assert shown.returncode == 0 and "opened" in shown.stdout and "outside the allow list" in shown.stdout
+
+
+def test_the_cli_finds_the_token_where_the_daemon_does_with_only_a_token_file_set(tmp_path: Path) -> None:
+    token_file = tmp_path / "token.secret"
+    token_file.write_text("from-the-token-file-0123456789\n")
+    env = {
+        "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
+        "REMEDIATOR_SERVER__TOKEN_FILE": str(token_file),
+        "REMEDIATOR_DOCKER__HOST": "unix:///nonexistent.sock",
+    }
+    proc, port = start_serve(env)
+    try:
+        status = run("status", "--url", f"http://127.0.0.1:{port}", env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["paused"] is False
+        other = tmp_path / "other.secret"
+        other.write_text("another-token\n")
+        denied = run(
+            "status",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            env={**env, "REMEDIATOR_SERVER__TOKEN_FILE": str(other)},
+        )
+        assert denied.returncode == 1 and "401" in denied.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert not (tmp_path / "state" / "token").exists(), "neither side generated a token of its own"
