@@ -83,19 +83,22 @@ def build_app(
     app[approval_page.LINK_KEY] = link_key
     app[health.WRITE_PROBE] = health.WriteProbe()
 
-    route = app.router
-    route.add_post("/alerts", webhook.alerts)
-    route.add_get("/metrics", health.metrics)
-    route.add_get("/healthz", health.healthz)
-    route.add_get("/readyz", health.readyz)
-    route.add_get("/api/incidents", api.incidents)
-    route.add_get("/api/incidents/{id}", api.incident)
-    route.add_get("/api/status", api.status)
-    route.add_post("/api/pause", api.pause)
-    route.add_post("/api/resume", api.resume)
-    route.add_get("/api/policies", api.policies)
-    route.add_post("/api/policies/{name}/{action:promote|shadow}", api.set_mode)
-    route.add_post("/api/incidents/{id}/{action:approve|deny}", api.decide)
-    route.add_route("GET", APPROVAL_LINKS + "{id}", approval_page.show)
-    route.add_route("POST", APPROVAL_LINKS + "{id}", approval_page.decide)
+    app.add_routes(
+        [
+            web.post("/alerts", webhook.alerts),
+            web.get("/metrics", health.metrics),
+            web.get("/healthz", health.healthz),
+            web.get("/readyz", health.readyz),
+            web.get("/api/incidents", api.incidents),
+            web.get("/api/incidents/{id}", api.incident),
+            web.get("/api/status", api.status),
+            web.post("/api/pause", api.pause),
+            web.post("/api/resume", api.resume),
+            web.get("/api/policies", api.policies),
+            web.post("/api/policies/{name}/{action:promote|shadow}", api.set_mode),
+            web.post("/api/incidents/{id}/{action:approve|deny}", api.decide),
+            web.route("GET", APPROVAL_LINKS + "{id}", approval_page.show),
+            web.route("POST", APPROVAL_LINKS + "{id}", approval_page.decide),
+        ]
+    )
     return app
