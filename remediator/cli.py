@@ -6,8 +6,6 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,9 +14,10 @@ from pydantic import ValidationError
 
 from remediator import __version__
 from remediator.actions.catalogue import SPECS
+from remediator.api_client import ApiClient
 from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Notification
-from remediator.drill import DaemonAPI, run_drill
+from remediator.drill import run_drill
 from remediator.engine.escalate import incident_timeline
 from remediator.errors import PolicyError, RemediatorError
 from remediator.logs import setup as setup_logs
@@ -156,42 +155,19 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return asyncio.run(_incidents(args, _settings(args)))
 
 
-def _daemon(args: argparse.Namespace) -> tuple[str, str | None]:
-    """The running daemon's URL and the token it uses (REMEDIATOR_SERVER__TOKEN, the token file, or
-    <state_dir>/token)."""
+def _daemon(args: argparse.Namespace) -> ApiClient:
+    """The running daemon's API at --url (default: REMEDIATOR_SERVER__HOST/PORT), with the token the daemon
+    uses (REMEDIATOR_SERVER__TOKEN, the token file, or <state_dir>/token)."""
     settings = _settings(args)
-    token = webhook_token(settings, generate=False)
     url = args.url or f"http://{settings.server.host}:{settings.server.port}"
-    if not url.startswith(("http://", "https://")):
-        raise RemediatorError(f"--url must be http:// or https://, not {url!r}")
-    return url, token
-
-
-def _api(args: argparse.Namespace, method: str, path: str) -> dict[str, Any]:
-    """Call the running daemon's API with its token."""
-    url, token = _daemon(args)
-    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        f"{url.rstrip('/')}{path}", method=method, data=b"" if method == "POST" else None
-    )
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (scheme checked above)
-            body: dict[str, Any] = json.loads(response.read())
-            return body
-    except urllib.error.HTTPError as exc:
-        raise RemediatorError(
-            f"{url}{path} answered {exc.code}: {exc.read().decode(errors='replace')}"
-        ) from exc
-    except OSError as exc:
-        raise RemediatorError(f"cannot reach the daemon at {url}: {exc}") from exc
+    return ApiClient(url, webhook_token(settings, generate=False))
 
 
 def cmd_control(args: argparse.Namespace) -> int:
     if args.command == "status":
-        print(json.dumps(_api(args, "GET", "/api/status"), indent=2, sort_keys=True))
+        print(json.dumps(_daemon(args).get("/api/status"), indent=2, sort_keys=True))
     else:
-        answer = _api(args, "POST", f"/api/{args.command}")
+        answer = _daemon(args).post(f"/api/{args.command}")
         print(
             "automation paused: no action runs; alerts are still recorded and escalated"
             if answer["paused"]
@@ -202,19 +178,19 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 def cmd_policies(args: argparse.Namespace) -> int:
     if args.action == "list":
-        for p in _api(args, "GET", "/api/policies")["policies"]:
+        for p in _daemon(args).get("/api/policies")["policies"]:
             note = f" (file says {p['file_mode']})" if p["mode"] != p["file_mode"] else ""
             print(f"{p['name']:<28} {p['mode']:<8}{note}  {p['source']}")
         return 0
     if not args.name:
         raise RemediatorError(f"policies {args.action} needs a policy name")
-    answer = _api(args, "POST", f"/api/policies/{args.name}/{args.action}")
+    answer = _daemon(args).post(f"/api/policies/{args.name}/{args.action}")
     print(f"policy {answer['policy']} is now {answer['mode']}")
     return 0
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    answer = _api(args, "POST", f"/api/incidents/{args.id}/{args.command}")
+    answer = _daemon(args).post(f"/api/incidents/{args.id}/{args.command}")
     print(f"incident {answer['incident_id']}: {'approved' if answer['approved'] else 'denied'}")
     return 0
 
@@ -225,9 +201,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
     policy = policies.get(args.policy)
     if policy is None:
         raise RemediatorError(f"no policy {args.policy!r} (have: {', '.join(sorted(policies))})")
-    url, token = _daemon(args)
     report = asyncio.run(
-        run_drill(settings, policy, args.target, DaemonAPI(url, token), args.alertmanager, args.timeout)
+        run_drill(settings, policy, args.target, _daemon(args), args.alertmanager, args.timeout)
     )
     print(report.render())
     return 0 if report.passed else 1

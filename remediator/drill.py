@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from remediator.actions.docker import DockerBackend, exact_container
 from remediator.actions.postgres import PostgresBackend
+from remediator.api_client import ApiClient, request_json
 from remediator.domain.policies import Policy
 from remediator.errors import ActionError, RemediatorError
 from remediator.policy.matching import target_of
@@ -72,40 +70,6 @@ class DrillReport:
         return "\n".join(lines)
 
 
-class DaemonAPI:
-    """The running daemon's read API, with its token."""
-
-    def __init__(self, url: str, token: str | None) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise RemediatorError(f"daemon URL must be http:// or https://, not {url!r}")
-        self.url = url.rstrip("/")
-        self.token = token
-
-    def get(self, path: str) -> dict[str, Any]:
-        request = urllib.request.Request(f"{self.url}{path}")  # noqa: S310 (scheme checked in __init__)
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                body: dict[str, Any] = json.loads(response.read())
-                return body
-        except (urllib.error.URLError, OSError) as exc:
-            raise RemediatorError(f"cannot read {self.url}{path}: {exc}") from exc
-
-
-def _post_json(url: str, body: Any) -> None:
-    if not url.startswith(("http://", "https://")):
-        raise RemediatorError(f"Alertmanager URL must be http:// or https://, not {url!r}")
-    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
-            pass
-    except (urllib.error.URLError, OSError) as exc:
-        raise RemediatorError(f"cannot post to {url}: {exc}") from exc
-
-
 def synthetic_alert(policy: Policy, target: str, ends: bool = False) -> dict[str, Any]:
     """An alert the policy matches: its equality matchers, the target label, and ``drill="true"``."""
     labels = {m.label: m.value for m in policy.match if m.op == "="}
@@ -124,7 +88,7 @@ async def run_drill(
     settings: Settings,
     policy: Policy,
     target: str,
-    api: DaemonAPI,
+    api: ApiClient,
     alertmanager_url: str | None = None,
     timeout_s: float | None = None,
     poll_s: float = 0.25,
@@ -146,20 +110,24 @@ async def run_drill(
             docker.close()
     elif injected == "alert":
         assert alertmanager_url is not None
-        _post_json(f"{alertmanager_url.rstrip('/')}/api/v2/alerts", [synthetic_alert(policy, target)])
+        await _post_alert(alertmanager_url, synthetic_alert(policy, target))
     else:
         holder = await _hold_idle_transaction(settings, target, release)
     try:
         await _follow(report, api, started, timeout_s or criteria.recover_within_s + 30, poll_s)
     finally:
         if injected == "alert" and alertmanager_url:
-            ended = synthetic_alert(policy, target, ends=True)
-            _post_json(f"{alertmanager_url.rstrip('/')}/api/v2/alerts", [ended])
+            await _post_alert(alertmanager_url, synthetic_alert(policy, target, ends=True))
         if holder is not None:
             release.set()
             with contextlib.suppress(ActionError):  # remediation may well have terminated it: the point
                 await holder
     return report
+
+
+async def _post_alert(alertmanager_url: str, alert: dict[str, Any]) -> None:
+    url = f"{alertmanager_url.rstrip('/')}/api/v2/alerts"
+    await asyncio.to_thread(request_json, "POST", url, [alert])
 
 
 async def _hold_idle_transaction(
@@ -196,7 +164,7 @@ def _accounted(incident: dict[str, Any], report: DrillReport) -> bool:
 
 
 async def _follow(
-    report: DrillReport, api: DaemonAPI, started: float, timeout_s: float, poll_s: float
+    report: DrillReport, api: ApiClient, started: float, timeout_s: float, poll_s: float
 ) -> None:
     """Watch the daemon's incidents until the drilled one resolves, escalates, or time runs out."""
     deadline = started + timeout_s

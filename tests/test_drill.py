@@ -13,8 +13,9 @@ import yaml
 from helpers import TOKEN, settings_env
 from realparts import Alertmanager, DockerDaemon, Prometheus, free_port
 
+from remediator.api_client import ApiClient
 from remediator.app import App
-from remediator.drill import DaemonAPI, run_drill, synthetic_alert
+from remediator.drill import run_drill, synthetic_alert
 from remediator.errors import TargetRefused
 from remediator.settings import Settings
 
@@ -90,9 +91,9 @@ async def test_a_drill_stops_the_container_and_times_the_recovery(
 
         policy = app.policies[0]
         with pytest.raises(TargetRefused):
-            await run_drill(settings, policy, "sms-db", DaemonAPI(f"http://127.0.0.1:{app.port}", TOKEN))
+            await run_drill(settings, policy, "sms-db", ApiClient(f"http://127.0.0.1:{app.port}", TOKEN))
         report = await run_drill(
-            settings, policy, "drill-web", DaemonAPI(f"http://127.0.0.1:{app.port}", TOKEN), timeout_s=60
+            settings, policy, "drill-web", ApiClient(f"http://127.0.0.1:{app.port}", TOKEN), timeout_s=60
         )
         print(report.render())
         assert report.injected == "stop_container"

@@ -18,8 +18,9 @@ import pytest
 from helpers import TOKEN, alert, eventually, notification, settings_env
 from realparts import Postgres
 
+from remediator.api_client import ApiClient
 from remediator.app import App
-from remediator.drill import DaemonAPI, run_drill
+from remediator.drill import run_drill
 from remediator.settings import Settings
 
 POLICY = """\
@@ -89,7 +90,7 @@ async def test_an_idle_transaction_drill_is_injected_remediated_and_timed(
             settings,
             app.policies[0],
             "orders-db",
-            DaemonAPI(f"http://127.0.0.1:{app.port}", TOKEN),
+            ApiClient(f"http://127.0.0.1:{app.port}", TOKEN),
             timeout_s=40,
         )
         await watcher
