@@ -43,6 +43,10 @@ async def test_a_shadow_policy_acts_on_nothing_pages_nobody_and_counts(
     assert rig.logs.calls == [
         "db"
     ]  # diagnosis is read-only: it runs, so the record shows what it would have seen
+    # The ladder is over: the incident waits for its alert, and no replica claims and runs it again.
+    incident = await rig.store.get_incident(1)
+    assert incident is not None and incident.status == "waiting"
+    assert await rig.store.claim_expired("other", now=rig.clock() + 3600, lease_until=rig.clock() + 3615) == []
 
 
 async def test_promoting_a_shadow_policy_makes_it_act(tmp_path: Path, rigs: list[Rig]) -> None:

@@ -195,7 +195,7 @@ class Runner:
                     )
                 else:
                     await self.escalator.escalate(incident, policy, step.name, index, reason)
-                escalated = True
+                    escalated = True
             elif step.kind == "diagnose":
                 await self._attempt(incident, policy, step, index, attempt=1)
             else:
@@ -216,6 +216,7 @@ class Runner:
         if resolved.is_set() or escalated:
             return
         if await self.gate.mode(policy) == "shadow":
+            # Nothing acted and nobody was paged; the ladder is over all the same: never claimed and run again.
             how = "shadow mode: the ladder ran without acting; waiting for the alerts to resolve"
             await self.store.set_status(incident.id, "waiting", how, self.clock())
             return
