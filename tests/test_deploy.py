@@ -88,6 +88,17 @@ def test_prometheus_configs_and_rules_pass_promtool() -> None:
     assert "SUCCESS" in run([promtool, "test", "rules", str(RULE_TESTS)])
 
 
+def test_rules_about_remediator_watch_label_values_it_emits() -> None:
+    """A rule on a result no code emits never fires (RemediatorEscalationFailing watched "failed", which
+    remediator never counted): every value the rules match must be one the metric's help promises."""
+    from remediator.metrics import Metrics
+
+    helps = {m.name: m.documentation for m in Metrics().registry.collect()}
+    for expr in (r["expr"] for g in load_yaml(RULES)["groups"] for r in g["rules"]):
+        for metric, value in re.findall(r'(remediator_\w+?)(?:_total)?\{[^}]*result="(\w+)"', expr):
+            assert value in helps[metric], (expr, value, helps[metric])
+
+
 def test_rules_fire_the_alerts_remediator_acts_on_with_the_labels_its_policies_need() -> None:
     rules = {r["alert"]: r for g in load_yaml(RULES)["groups"] for r in g["rules"] if "alert" in r}
     assert set(REMEDIATED) <= set(rules)
