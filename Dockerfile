@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # remediator's image: a wheel built in a throwaway stage, installed into a venv that is copied alone into a
-# clean python:3.11-slim, run as an unprivileged user. See README.md, "Deploying", for socket access.
+# clean python:3.11-slim, run as an unprivileged user. See docs/operations.md, "Deploying", for socket access.
 #
 #   docker build -t remediator .
 #   docker run -d --name remediator -p 9095:9095 -e REMEDIATOR_SERVER__TOKEN=... \

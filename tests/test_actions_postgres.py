@@ -1,6 +1,6 @@
 """postgres.terminate_idle, postgres.cancel_long_queries and postgres.activity on a throwaway PostgreSQL.
 
-remediator connects as a role that has only pg_signal_backend and pg_read_all_stats, as README.md says to
+remediator connects as a role that has only pg_signal_backend and pg_read_all_stats, as docs/policies.md says to
 set it up; the application's sessions belong to another, ordinary role.
 """
 
@@ -30,7 +30,7 @@ from remediator.settings import PostgresSettings
 
 pytestmark = pytest.mark.realparts
 
-# remediator's role as README.md says; one that cannot signal; one that cannot see other roles' sessions.
+# remediator's role as docs/policies.md says; one that cannot signal; one that cannot see other roles' sessions.
 OPS, WEAK, BLIND = "rem_ops", "rem_weak", "rem_blind"
 APP = "rem_app"
 

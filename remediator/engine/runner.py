@@ -454,7 +454,7 @@ class Runner:
             return Outcome("temporary", str(exc), time.monotonic() - started)
         except PermanentActionError as exc:
             return Outcome("permanent", str(exc), time.monotonic() - started)
-        except Exception as exc:  # unknown errors count as permanent (ARCHITECTURE decision 8)
+        except Exception as exc:  # unknown errors count as permanent (docs/design.md, D8)
             logger.exception(
                 "action %s on %s raised an unmapped error",
                 step.name,

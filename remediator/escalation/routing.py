@@ -1,6 +1,6 @@
 """Routing by priority: P1..P4 read from one alert label, and the notifiers each priority goes to.
 
-The rules (documented in the README, section Escalation):
+The rules (documented in docs/escalation.md):
 
 - The priority is ``priorities[value of severity_label]`` (case-insensitive); a value that is already
   ``P1``..``P4`` is taken as it is; anything else, or no label, is ``unknown`` (P2 by default).

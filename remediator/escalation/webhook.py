@@ -9,7 +9,7 @@ from remediator.escalation.http import HttpClient
 class WebhookNotifier:
     """POST ``payload`` as JSON with an ``Idempotency-Key`` header; any 2xx is delivered.
 
-    Only escalations are posted (the body is the payload documented in the README); resolutions are not.
+    Only escalations are posted (the body is the payload documented in docs/escalation.md); resolutions are not.
     """
 
     def __init__(self, name: str, url: str, headers: dict[str, str], timeout_s: float) -> None:

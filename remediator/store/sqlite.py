@@ -337,7 +337,7 @@ class SqliteStore:
         self._closed = False
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], synced: bool = True) -> T:
-        """Run ``fn`` in one transaction, on the loop (design note 15 in README.md). ``synced=True`` returns once
+        """Run ``fn`` in one transaction, on the loop (docs/design.md, D15). ``synced=True`` returns once
         the commit is on disk; ``synced=False`` once it is written (it survives a crash of the process, and the
         next sync makes it durable): only for what can be rebuilt from synced rows after a power loss."""
         # Reads pass synced=False: they need no flush of the WAL, and waiting for one (meant for a durable

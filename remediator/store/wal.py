@@ -3,7 +3,7 @@ checkpoints, each in its own thread.
 
 Why not a thread for every transaction: a statement takes microseconds, but handing work to a thread and
 back costs several GIL handovers, and each one stalls the loop while the other thread is scheduled. Under
-load that cost more than all the SQL (design note 15 in README.md). So commits run on the loop with
+load that cost more than all the SQL (docs/design.md, D15). So commits run on the loop with
 ``synchronous=NORMAL`` (written to the WAL, not yet flushed), and a caller that needs the commit durable
 awaits ``sync()``: one fsync of the WAL file, shared by every commit made before it started. That is what
 ``synchronous=FULL`` does, minus the per-transaction cost. Checkpoints (copying the WAL into the database
