@@ -15,7 +15,7 @@ import pytest_asyncio
 from helpers import eventually
 
 from remediator.errors import StoreError
-from remediator.store import wal
+from remediator.store.sqlite import wal
 from remediator.store.base import Note
 from remediator.store.sqlite import SqliteStore
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from remediator.domain.fencing import Fence, current_fence
+from remediator.domain.fencing import Fence
 from remediator.domain.incidents import (
     AuditRecord,
     Incident,
@@ -28,323 +27,13 @@ from remediator.domain.incidents import (
     StepStatus,
 )
 from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
-from remediator.store.base import (
-    Firing,
-    FiringResult,
-    History,
-    IntakeEvent,
-    IntakeResult,
-    Resolved,
-    firing_decision,
-    firing_detail,
-)
+from remediator.store.base import Firing, History, IntakeEvent, IntakeResult, Resolved
+from remediator.store.postgres.errors import FAILURES, mapped
+from remediator.store.postgres.intake import fenced, record_firing, record_resolved, write_audit
+from remediator.store.postgres.schema import ADMISSION_LOCK, MIGRATION_LOCK, MIGRATIONS, count_of, key_lock
 from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
 
 T = TypeVar("T")
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE inbox (
-        id BIGSERIAL PRIMARY KEY, received_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL,
-        processed_at DOUBLE PRECISION);
-    CREATE INDEX inbox_pending ON inbox(id) WHERE processed_at IS NULL;
-    CREATE TABLE incidents (
-        id BIGSERIAL PRIMARY KEY, policy TEXT NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL,
-        severity TEXT NOT NULL, opened_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
-        labels TEXT NOT NULL, annotations TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-        lease_owner TEXT NOT NULL DEFAULT '', lease_until DOUBLE PRECISION NOT NULL DEFAULT 0);
-    CREATE UNIQUE INDEX incidents_one_open ON incidents(policy, target) WHERE status <> 'resolved';
-    CREATE INDEX incidents_key_opened ON incidents(policy, target, opened_at);
-    CREATE INDEX incidents_active_lease ON incidents(lease_until) WHERE status = 'active';
-    CREATE TABLE incident_alerts (
-        incident_id BIGINT NOT NULL REFERENCES incidents(id), fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL,
-        status TEXT NOT NULL, PRIMARY KEY (incident_id, fingerprint, starts_at));
-    CREATE INDEX incident_alerts_firing ON incident_alerts(fingerprint) WHERE status = 'firing';
-    CREATE TABLE steps (
-        id BIGSERIAL PRIMARY KEY, incident_id BIGINT NOT NULL REFERENCES incidents(id), idx INTEGER NOT NULL,
-        kind TEXT NOT NULL, name TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
-        started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION, detail TEXT NOT NULL DEFAULT '');
-    CREATE INDEX steps_incident ON steps(incident_id);
-    CREATE INDEX steps_act_started ON steps(started_at) WHERE kind = 'act';
-    CREATE TABLE audit (
-        id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, incident_id BIGINT, kind TEXT NOT NULL,
-        detail TEXT NOT NULL);
-    CREATE INDEX audit_incident ON audit(incident_id);
-    CREATE TABLE outbox (
-        id BIGSERIAL PRIMARY KEY, incident_id BIGINT NOT NULL, notifier TEXT NOT NULL, dedup_key TEXT NOT NULL UNIQUE,
-        payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL,
-        error TEXT NOT NULL DEFAULT '', updated_at DOUBLE PRECISION NOT NULL);
-    CREATE TABLE breakers (name TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
-    CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
-    """,
-    """
-    ALTER TABLE outbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
-    ALTER TABLE outbox ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0;
-    CREATE INDEX outbox_pending_lease ON outbox(lease_until) WHERE status = 'pending';
-    """,
-    """
-    ALTER TABLE incidents ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
-    ALTER TABLE outbox ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0;
-    CREATE TABLE episodes (
-        fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, starts_ts DOUBLE PRECISION NOT NULL,
-        status TEXT NOT NULL, incident_id BIGINT, seen_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (fingerprint, starts_at));
-    CREATE INDEX episodes_by_start ON episodes(fingerprint, starts_ts);
-    INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)
-        SELECT fingerprint, starts_at, 0, status, incident_id, 0 FROM incident_alerts ON CONFLICT DO NOTHING;
-    DROP INDEX IF EXISTS incident_alerts_firing;
-    CREATE INDEX incident_alerts_episode ON incident_alerts(fingerprint, starts_at) WHERE status = 'firing';
-    CREATE INDEX outbox_incident ON outbox(incident_id);
-    """,
-)
-
-# Everything a dropped connection, a restarting server or a full disk raises through asyncpg: asyncpg's own
-# errors (InternalClientError covers "cannot switch to state" on a connection the server closed), the socket's.
-_FAILURES = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
-# Of those, the ones that say the server or the connection is unavailable (down, restarting, full, shutting
-# down, a deadlock to retry), not that something is wrong with what was written.
-_UNAVAILABLE = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.TransactionRollbackError,
-    asyncpg.CannotConnectNowError,
-    OSError,
-    TimeoutError,
-)
-
-
-def _mapped(exc: BaseException) -> StoreError:
-    if isinstance(exc, _UNAVAILABLE):
-        return StoreUnavailable(f"postgres: {exc}")
-    return StoreError(f"postgres: {exc}")
-
-
-# Fixed advisory-lock keys (arbitrary 64-bit numbers, spelled out so they are greppable in pg_locks).
-MIGRATION_LOCK = 0x72656D6564690001
-ADMISSION_LOCK = 0x72656D6564690002
-
-
-def _key_lock(policy: str, target: str) -> int:
-    digest = hashlib.blake2b(f"{policy}\x1f{target}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _count(status: str) -> int:
-    """Rows touched, from asyncpg's command tag ("INSERT 0 1", "UPDATE 3")."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
-async def _audit(
-    db: asyncpg.Connection, incident_id: int | None, kind: str, detail: dict[str, Any], now: float
-) -> None:
-    await db.execute(
-        "INSERT INTO audit (at, incident_id, kind, detail) VALUES ($1, $2, $3, $4)",
-        now,
-        incident_id,
-        kind,
-        canonical_json(detail),
-    )
-
-
-async def _fenced(db: asyncpg.Connection, incident_id: int | None) -> None:
-    """In the transaction of a write concerning ``incident_id``: refuse it when the ladder task making it holds a
-    stale fencing token (docs/safety.md, F1). FOR SHARE holds the row until the write commits, so a claim that
-    would change the token waits for it (or skips the row) rather than slipping in between."""
-    fence = current_fence.get()
-    if fence is None or incident_id != fence.incident_id:
-        return
-    held = await db.fetchval(
-        "SELECT 1 FROM incidents WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3 FOR SHARE",
-        fence.incident_id,
-        fence.owner,
-        fence.epoch,
-    )
-    if held is None:
-        raise LeaseLost(f"incident {fence.incident_id}: {fence.owner} no longer holds lease {fence.epoch}")
-
-
-async def _close_if_quiet(
-    db: asyncpg.Connection, incident_id: int, reason: str, now: float
-) -> Incident | None:
-    """Resolve the incident when none of its alerts fires any more; the closed incident, or None."""
-    if await db.fetchval(
-        "SELECT 1 FROM incident_alerts WHERE incident_id = $1 AND status = 'firing' LIMIT 1", incident_id
-    ):
-        return None
-    row = await db.fetchrow(
-        "UPDATE incidents SET status = 'resolved', updated_at = $1 WHERE id = $2 AND status <> 'resolved'"
-        " RETURNING *",
-        now,
-        incident_id,
-    )
-    if row is None:
-        return None
-    await _audit(db, incident_id, "resolved", {"reason": reason}, now)
-    return incident_of(row)
-
-
-async def _supersede(db: asyncpg.Connection, fingerprint: str, now: float) -> list[Incident]:
-    """A new episode of ``fingerprint`` began: its earlier episodes that still fire have ended; their incidents
-    close if nothing else fires (see the SQLite store)."""
-    rows = await db.fetch(
-        "UPDATE episodes SET status = 'superseded' WHERE fingerprint = $1 AND status = 'firing'"
-        " RETURNING starts_at, incident_id",
-        fingerprint,
-    )
-    closed: list[Incident] = []
-    for row in sorted(rows, key=lambda r: (r["incident_id"] or 0, r["starts_at"])):
-        incident_id = row["incident_id"]
-        if incident_id is None:
-            continue
-        await db.execute(
-            "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = $1 AND fingerprint = $2"
-            " AND starts_at = $3",
-            incident_id,
-            fingerprint,
-            row["starts_at"],
-        )
-        detail = {"fingerprint": fingerprint, "starts_at": row["starts_at"]}
-        await _audit(db, incident_id, "alert_superseded", detail, now)
-        incident = await _close_if_quiet(db, incident_id, "a new episode of its alert began", now)
-        if incident is not None:
-            closed.append(incident)
-    return closed
-
-
-async def _record_firing(
-    db: asyncpg.Connection, event: Firing, now: float, owner: str, lease_until: float
-) -> FiringResult:
-    alert = event.alert
-    detail = firing_detail(event)
-    seen = await db.fetchrow(
-        "SELECT status, incident_id FROM episodes WHERE fingerprint = $1 AND starts_at = $2",
-        alert.fingerprint,
-        alert.starts_at,
-    )
-    newer = seen is None and bool(
-        await db.fetchval(
-            "SELECT 1 FROM episodes WHERE fingerprint = $1 AND starts_ts > $2 LIMIT 1",
-            alert.fingerprint,
-            alert.starts_ts,
-        )
-    )
-    decision = firing_decision(None if seen is None else seen["status"], newer)
-    if decision == "stale":
-        if seen is None:
-            await db.execute(
-                "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-                " VALUES ($1, $2, $3, 'stale', NULL, $4)",
-                alert.fingerprint,
-                alert.starts_at,
-                alert.starts_ts,
-                now,
-            )
-        await _audit(db, None if seen is None else seen["incident_id"], "stale_firing", detail, now)
-        return FiringResult(incident=None, created=False, duplicate=False, stale=True)
-    if decision == "duplicate":
-        row = await db.fetchrow("SELECT * FROM incidents WHERE id = $1", seen["incident_id"])
-        assert row is not None
-        await _audit(db, row["id"], "duplicate", detail, now)
-        return FiringResult(incident=incident_of(row), created=False, duplicate=True)
-    superseded = await _supersede(db, alert.fingerprint, now)
-    row = await db.fetchrow(
-        "SELECT * FROM incidents WHERE policy = $1 AND target = $2 AND status <> 'resolved'",
-        event.policy,
-        event.target,
-    )
-    created = row is None
-    if row is None:
-        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it.
-        row = await db.fetchrow(
-            "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels, annotations,"
-            " reason, lease_owner, lease_until, lease_epoch)"
-            " VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, 1) RETURNING *",
-            event.policy,
-            event.target,
-            "escalated" if event.reason else "active",
-            alert.severity,
-            now,
-            canonical_json(alert.labels),
-            canonical_json(alert.annotations),
-            event.reason,
-            owner,
-            lease_until,
-        )
-        assert row is not None
-    await db.execute(
-        "INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES ($1, $2, $3, 'firing')"
-        " ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = 'firing'",
-        row["id"],
-        alert.fingerprint,
-        alert.starts_at,
-    )
-    await db.execute(
-        "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-        " VALUES ($1, $2, $3, 'firing', $4, $5)",
-        alert.fingerprint,
-        alert.starts_at,
-        alert.starts_ts,
-        row["id"],
-        now,
-    )
-    await _audit(db, row["id"], "opened" if created else "attached", detail, now)
-    return FiringResult(
-        incident=incident_of(row), created=created, duplicate=False, superseded=tuple(superseded)
-    )
-
-
-async def _record_resolved(db: asyncpg.Connection, event: Resolved, now: float) -> list[Incident]:
-    """Resolve exactly the episode that resolved; remember an unseen one (see the SQLite store)."""
-    row = await db.fetchrow(
-        "SELECT status, incident_id FROM episodes WHERE fingerprint = $1 AND starts_at = $2",
-        event.fingerprint,
-        event.starts_at,
-    )
-    if row is None:
-        await db.execute(
-            "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-            " VALUES ($1, $2, $3, 'resolved', NULL, $4)",
-            event.fingerprint,
-            event.starts_at,
-            event.starts_ts,
-            now,
-        )
-        return []
-    if row["status"] != "firing":
-        return []
-    await db.execute(
-        "UPDATE episodes SET status = 'resolved' WHERE fingerprint = $1 AND starts_at = $2",
-        event.fingerprint,
-        event.starts_at,
-    )
-    incident_id = row["incident_id"]
-    if incident_id is None:
-        return []
-    await db.execute(
-        "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = $1 AND fingerprint = $2"
-        " AND starts_at = $3",
-        incident_id,
-        event.fingerprint,
-        event.starts_at,
-    )
-    await _audit(
-        db,
-        incident_id,
-        "alert_resolved",
-        {"fingerprint": event.fingerprint, "starts_at": event.starts_at},
-        now,
-    )
-    closed = await _close_if_quiet(db, incident_id, "every alert of the incident resolved", now)
-    return [] if closed is None else [closed]
 
 
 class PostgresStore:
@@ -372,13 +61,13 @@ class PostgresStore:
         except (asyncpg.DataError, OverflowError, UnicodeError) as exc:
             # This value cannot be stored; the same call would fail again (not an outage to retry).
             raise StoreDataError(f"postgres cannot store a value: {exc}") from exc
-        except _FAILURES as exc:
-            raise _mapped(exc) from exc
+        except FAILURES as exc:
+            raise mapped(exc) from exc
 
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(self.url, min_size=self.min_size, max_size=self.max_size)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise StoreError(f"cannot connect to postgres: {exc}") from exc
 
         async def migrate(db: asyncpg.Connection) -> None:
@@ -437,20 +126,20 @@ class PostgresStore:
             # The episodes of one alert (fingerprint) are decided under its own lock too, since a resolved
             # carries no (policy, target).
             keys = sorted(
-                {_key_lock(e.policy, e.target) for e in events if isinstance(e, Firing)}
-                | {_key_lock("", e.alert.fingerprint) for e in events if isinstance(e, Firing)}
-                | {_key_lock("", e.fingerprint) for e in events if isinstance(e, Resolved)}
+                {key_lock(e.policy, e.target) for e in events if isinstance(e, Firing)}
+                | {key_lock("", e.alert.fingerprint) for e in events if isinstance(e, Firing)}
+                | {key_lock("", e.fingerprint) for e in events if isinstance(e, Resolved)}
             )
             for key in keys:
                 await db.execute("SELECT pg_advisory_xact_lock($1)", key)
             results: list[IntakeResult] = []
             for event in events:
                 if isinstance(event, Firing):
-                    results.append(await _record_firing(db, event, now, owner, lease_until))
+                    results.append(await record_firing(db, event, now, owner, lease_until))
                 elif isinstance(event, Resolved):
-                    results.append(await _record_resolved(db, event, now))
+                    results.append(await record_resolved(db, event, now))
                 else:
-                    await _audit(db, None, event.kind, event.detail, now)
+                    await write_audit(db, None, event.kind, event.detail, now)
                     results.append(None)
             if inbox_ids:
                 await db.execute(
@@ -464,7 +153,7 @@ class PostgresStore:
         reason = storable(reason)
 
         async def update(db: asyncpg.Connection) -> None:
-            await _fenced(db, incident_id)
+            await fenced(db, incident_id)
             await db.execute(
                 "UPDATE incidents SET status = $1, reason = $2, updated_at = $3 WHERE id = $4 AND status <> 'resolved'",
                 status,
@@ -472,7 +161,7 @@ class PostgresStore:
                 now,
                 incident_id,
             )
-            await _audit(db, incident_id, status, {"reason": reason}, now)
+            await write_audit(db, incident_id, status, {"reason": reason}, now)
 
         await self._tx(update)
 
@@ -549,21 +238,21 @@ class PostgresStore:
         async with self._local_admission:
             try:
                 db = await self.pool.acquire()
-            except _FAILURES as exc:
-                raise _mapped(exc) from exc
+            except FAILURES as exc:
+                raise mapped(exc) from exc
             try:
                 try:
                     await db.execute("SELECT pg_advisory_lock($1)", ADMISSION_LOCK)
-                except _FAILURES as exc:
-                    raise _mapped(exc) from exc
+                except FAILURES as exc:
+                    raise mapped(exc) from exc
                 try:
                     yield
                 finally:
                     # A failure here means the session, and with it the lock, is gone already.
-                    with contextlib.suppress(*_FAILURES):
+                    with contextlib.suppress(*FAILURES):
                         await db.execute("SELECT pg_advisory_unlock($1)", ADMISSION_LOCK)
             finally:
-                with contextlib.suppress(*_FAILURES):
+                with contextlib.suppress(*FAILURES):
                     await self.pool.release(db)
 
     # -- steps and audit ----------------------------------------------------------------------------------
@@ -572,7 +261,7 @@ class PostgresStore:
         self, incident_id: int, index: int, kind: str, name: str, attempt: int, now: float
     ) -> int:
         async def start(db: asyncpg.Connection) -> int:
-            await _fenced(db, incident_id)
+            await fenced(db, incident_id)
             return int(
                 await db.fetchval(
                     "INSERT INTO steps (incident_id, idx, kind, name, attempt, status, started_at)"
@@ -592,7 +281,7 @@ class PostgresStore:
         detail = storable(detail)
 
         async def finish(db: asyncpg.Connection) -> None:
-            await _fenced(db, await db.fetchval("SELECT incident_id FROM steps WHERE id = $1", step_id))
+            await fenced(db, await db.fetchval("SELECT incident_id FROM steps WHERE id = $1", step_id))
             await db.execute(
                 "UPDATE steps SET status = $1, detail = $2, finished_at = $3 WHERE id = $4",
                 status,
@@ -605,8 +294,8 @@ class PostgresStore:
 
     async def audit(self, incident_id: int | None, kind: str, detail: dict[str, Any], now: float) -> None:
         async def write(db: asyncpg.Connection) -> None:
-            await _fenced(db, incident_id)
-            await _audit(db, incident_id, kind, detail, now)
+            await fenced(db, incident_id)
+            await write_audit(db, incident_id, kind, detail, now)
 
         await self._tx(write)
 
@@ -763,7 +452,7 @@ class PostgresStore:
         lease_until: float,
     ) -> OutboxEntry:
         async def put(db: asyncpg.Connection) -> OutboxEntry:
-            await _fenced(db, incident_id)
+            await fenced(db, incident_id)
             await db.execute(
                 "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at, lease_owner,"
                 " lease_until, lease_epoch) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, 1)"
@@ -877,7 +566,7 @@ class PostgresStore:
         owner, epoch = lease if lease is not None else (None, None)
 
         async def update(db: asyncpg.Connection) -> int:
-            return _count(
+            return count_of(
                 await db.execute(
                     "UPDATE outbox SET status = $1, attempts = $2, error = $3, updated_at = $4 WHERE id = $5"
                     " AND ($6::text IS NULL OR (lease_owner = $6 AND lease_epoch = $7))",

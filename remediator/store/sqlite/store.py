@@ -1,7 +1,7 @@
 """The default store: one SQLite file, one connection, used from the event loop.
 
 Durability: WAL journal; a write that must survive a power loss (an acknowledged notification, the start of
-an action) returns only after an fsync of the WAL, grouped across concurrent writers (store/wal.py). Schema
+an action) returns only after an fsync of the WAL, grouped across concurrent writers (wal.py). Schema
 changes are numbered migrations applied at open.
 """
 
@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from remediator.domain.fencing import Fence, current_fence
+from remediator.domain.fencing import Fence
 from remediator.domain.incidents import (
     AuditRecord,
     Incident,
@@ -26,302 +26,25 @@ from remediator.domain.incidents import (
     StepStatus,
 )
 from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
-from remediator.store.base import (
-    Firing,
-    FiringResult,
-    History,
-    IntakeEvent,
-    IntakeResult,
-    Resolved,
-    firing_decision,
-    firing_detail,
-)
+from remediator.store.base import Firing, History, IntakeEvent, IntakeResult, Resolved
 from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
-from remediator.store.wal import WalSync, is_io_error
+from remediator.store.sqlite.errors import mapped
+from remediator.store.sqlite.intake import (
+    INSERT_AUDIT,
+    AuditRow,
+    fenced,
+    insert_many,
+    record_firing,
+    record_resolved,
+    write_audit,
+)
+from remediator.store.sqlite.schema import MIGRATIONS
+from remediator.store.sqlite.wal import WalSync, is_io_error
 
 T = TypeVar("T")
 
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE inbox (
-        id INTEGER PRIMARY KEY, received_at REAL NOT NULL, body TEXT NOT NULL, processed_at REAL);
-    CREATE INDEX inbox_pending ON inbox(id) WHERE processed_at IS NULL;
-    CREATE TABLE incidents (
-        id INTEGER PRIMARY KEY, policy TEXT NOT NULL, target TEXT NOT NULL, status TEXT NOT NULL,
-        severity TEXT NOT NULL, opened_at REAL NOT NULL, updated_at REAL NOT NULL,
-        labels TEXT NOT NULL, annotations TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '');
-    CREATE UNIQUE INDEX incidents_one_open ON incidents(policy, target) WHERE status != 'resolved';
-    CREATE TABLE incident_alerts (
-        incident_id INTEGER NOT NULL REFERENCES incidents(id), fingerprint TEXT NOT NULL,
-        starts_at TEXT NOT NULL, status TEXT NOT NULL, PRIMARY KEY (incident_id, fingerprint, starts_at));
-    CREATE INDEX incident_alerts_firing ON incident_alerts(fingerprint) WHERE status = 'firing';
-    CREATE TABLE steps (
-        id INTEGER PRIMARY KEY, incident_id INTEGER NOT NULL REFERENCES incidents(id), idx INTEGER NOT NULL,
-        kind TEXT NOT NULL, name TEXT NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
-        started_at REAL NOT NULL, finished_at REAL, detail TEXT NOT NULL DEFAULT '');
-    CREATE INDEX steps_incident ON steps(incident_id);
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY, at REAL NOT NULL, incident_id INTEGER, kind TEXT NOT NULL, detail TEXT NOT NULL);
-    CREATE INDEX audit_incident ON audit(incident_id);
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY, incident_id INTEGER NOT NULL, notifier TEXT NOT NULL,
-        dedup_key TEXT NOT NULL UNIQUE, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-        status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', updated_at REAL NOT NULL);
-    """,
-    """
-    CREATE INDEX steps_act_started ON steps(started_at) WHERE kind = 'act';
-    CREATE INDEX incidents_key_opened ON incidents(policy, target, opened_at);
-    CREATE TABLE breakers (name TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL);
-    CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
-    """,
-    """
-    ALTER TABLE incidents ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
-    ALTER TABLE incidents ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
-    CREATE INDEX incidents_active_lease ON incidents(lease_until) WHERE status = 'active';
-    """,
-    """
-    ALTER TABLE outbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
-    ALTER TABLE outbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
-    CREATE INDEX outbox_pending_lease ON outbox(lease_until) WHERE status = 'pending';
-    """,
-    """
-    ALTER TABLE incidents ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE outbox ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE episodes (
-        fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, starts_ts REAL NOT NULL, status TEXT NOT NULL,
-        incident_id INTEGER, seen_at REAL NOT NULL, PRIMARY KEY (fingerprint, starts_at));
-    CREATE INDEX episodes_by_start ON episodes(fingerprint, starts_ts);
-    INSERT OR IGNORE INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)
-        SELECT fingerprint, starts_at, 0, status, incident_id, 0 FROM incident_alerts;
-    DROP INDEX IF EXISTS incident_alerts_firing;
-    CREATE INDEX incident_alerts_episode ON incident_alerts(fingerprint, starts_at) WHERE status = 'firing';
-    CREATE INDEX outbox_incident ON outbox(incident_id);
-    """,
-)
-
-
 # One process owns a SQLite file; every store object on that file shares one admission lock.
 _ADMISSION: dict[Path, asyncio.Lock] = {}
-
-
-_INSERT_AUDIT = "INSERT INTO audit (at, incident_id, kind, detail) VALUES"
-AuditRow = tuple[float, int | None, str, str]
-
-
-_ROWS_PER_STATEMENT = 200
-
-
-def _insert_many(db: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """``insert`` ("INSERT INTO t (a, b) VALUES") for many rows as a few multi-row statements: one SQLite
-    call per 200 rows instead of one per row."""
-    if not rows:
-        return
-    one = "(" + ", ".join("?" * len(rows[0])) + ")"
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        db.execute(f"{insert} {', '.join([one] * len(chunk))}", [v for row in chunk for v in row])
-
-
-def _audit(
-    db: sqlite3.Connection, incident_id: int | None, kind: str, detail: dict[str, Any], now: float
-) -> None:
-    db.execute(f"{_INSERT_AUDIT} (?, ?, ?, ?)", (now, incident_id, kind, canonical_json(detail)))
-
-
-def _fenced(db: sqlite3.Connection, incident_id: int | None) -> None:
-    """In the transaction of a write concerning ``incident_id``: refuse it when the ladder task making it holds a
-    fencing token that is no longer the incident's (docs/safety.md, F1)."""
-    fence = current_fence.get()
-    if fence is None or incident_id != fence.incident_id:
-        return
-    held = db.execute(
-        "SELECT 1 FROM incidents WHERE id = ? AND lease_owner = ? AND lease_epoch = ?",
-        (fence.incident_id, fence.owner, fence.epoch),
-    ).fetchone()
-    if held is None:
-        raise LeaseLost(f"incident {fence.incident_id}: {fence.owner} no longer holds lease {fence.epoch}")
-
-
-def _close_if_quiet(
-    db: sqlite3.Connection, incident_id: int, reason: str, now: float, audits: list[AuditRow]
-) -> Incident | None:
-    """Resolve the incident when none of its alerts fires any more; the closed incident, or None."""
-    if db.execute(
-        "SELECT 1 FROM incident_alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1", (incident_id,)
-    ).fetchone():
-        return None
-    row = db.execute(
-        "UPDATE incidents SET status = 'resolved', updated_at = ? WHERE id = ? AND status != 'resolved'"
-        " RETURNING *",
-        (now, incident_id),
-    ).fetchone()
-    if row is None:
-        return None
-    audits.append((now, incident_id, "resolved", canonical_json({"reason": reason})))
-    return incident_of(row)
-
-
-def _supersede(
-    db: sqlite3.Connection, fingerprint: str, now: float, audits: list[AuditRow]
-) -> list[Incident]:
-    """A new episode of ``fingerprint`` began: its earlier episodes that still fire have ended (an alert has one
-    episode at a time) even though no resolved came for them; their incidents close if nothing else fires."""
-    rows = db.execute(
-        "UPDATE episodes SET status = 'superseded' WHERE fingerprint = ? AND status = 'firing'"
-        " RETURNING starts_at, incident_id",
-        (fingerprint,),
-    ).fetchall()
-    closed: list[Incident] = []
-    for row in rows:
-        incident_id = row["incident_id"]
-        if incident_id is None:
-            continue
-        db.execute(
-            "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?"
-            " AND starts_at = ?",
-            (incident_id, fingerprint, row["starts_at"]),
-        )
-        detail = {"fingerprint": fingerprint, "starts_at": row["starts_at"]}
-        audits.append((now, incident_id, "alert_superseded", canonical_json(detail)))
-        incident = _close_if_quiet(db, incident_id, "a new episode of its alert began", now, audits)
-        if incident is not None:
-            closed.append(incident)
-    return closed
-
-
-def _record_firing(
-    db: sqlite3.Connection, event: Firing, now: float, owner: str, lease_until: float, audits: list[AuditRow]
-) -> FiringResult:
-    alert = event.alert
-    detail = firing_detail(event)
-    seen = db.execute(
-        "SELECT status, incident_id FROM episodes WHERE fingerprint = ? AND starts_at = ?",
-        (alert.fingerprint, alert.starts_at),
-    ).fetchone()
-    newer = (
-        seen is None
-        and db.execute(
-            "SELECT 1 FROM episodes WHERE fingerprint = ? AND starts_ts > ? LIMIT 1",
-            (alert.fingerprint, alert.starts_ts),
-        ).fetchone()
-        is not None
-    )
-    decision = firing_decision(None if seen is None else seen["status"], newer)
-    if decision == "stale":
-        if seen is None:  # remembered, so that its own resolved (or another copy) is recognised too
-            db.execute(
-                "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-                " VALUES (?, ?, ?, 'stale', NULL, ?)",
-                (alert.fingerprint, alert.starts_at, alert.starts_ts, now),
-            )
-        incident_id = None if seen is None else seen["incident_id"]
-        audits.append((now, incident_id, "stale_firing", canonical_json(detail)))
-        return FiringResult(incident=None, created=False, duplicate=False, stale=True)
-    if decision == "duplicate":
-        row = db.execute("SELECT * FROM incidents WHERE id = ?", (seen["incident_id"],)).fetchone()
-        audits.append((now, row["id"], "duplicate", canonical_json(detail)))
-        return FiringResult(incident=incident_of(row), created=False, duplicate=True)
-    superseded = _supersede(db, alert.fingerprint, now, audits)
-    row = db.execute(
-        "SELECT * FROM incidents WHERE policy = ? AND target = ? AND status != 'resolved'",
-        (event.policy, event.target),
-    ).fetchone()
-    created = row is None
-    if row is None:
-        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it.
-        cursor = db.execute(
-            "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
-            " annotations, reason, lease_owner, lease_until, lease_epoch)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-            (
-                event.policy,
-                event.target,
-                "escalated" if event.reason else "active",
-                alert.severity,
-                now,
-                now,
-                canonical_json(alert.labels),
-                canonical_json(alert.annotations),
-                event.reason,
-                owner,
-                lease_until,
-            ),
-        )
-        row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()
-    incident_id = row["id"]
-    db.execute(
-        "INSERT OR REPLACE INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES (?, ?, ?, 'firing')",
-        (incident_id, alert.fingerprint, alert.starts_at),
-    )
-    db.execute(
-        "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-        " VALUES (?, ?, ?, 'firing', ?, ?)",
-        (alert.fingerprint, alert.starts_at, alert.starts_ts, incident_id, now),
-    )
-    audits.append((now, incident_id, "opened" if created else "attached", canonical_json(detail)))
-    return FiringResult(
-        incident=incident_of(row), created=created, duplicate=False, superseded=tuple(superseded)
-    )
-
-
-def _record_resolved(
-    db: sqlite3.Connection, event: Resolved, now: float, audits: list[AuditRow]
-) -> list[Incident]:
-    """Resolve exactly the episode (fingerprint, startsAt) that resolved; remember an unseen one, so that a late
-    copy of its firing opens nothing."""
-    row = db.execute(
-        "SELECT status, incident_id FROM episodes WHERE fingerprint = ? AND starts_at = ?",
-        (event.fingerprint, event.starts_at),
-    ).fetchone()
-    if row is None:
-        db.execute(
-            "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-            " VALUES (?, ?, ?, 'resolved', NULL, ?)",
-            (event.fingerprint, event.starts_at, event.starts_ts, now),
-        )
-        return []
-    if row["status"] != "firing":
-        return []
-    db.execute(
-        "UPDATE episodes SET status = 'resolved' WHERE fingerprint = ? AND starts_at = ?",
-        (event.fingerprint, event.starts_at),
-    )
-    incident_id = row["incident_id"]
-    if incident_id is None:
-        return []
-    db.execute(
-        "UPDATE incident_alerts SET status = 'resolved' WHERE incident_id = ? AND fingerprint = ?"
-        " AND starts_at = ?",
-        (incident_id, event.fingerprint, event.starts_at),
-    )
-    detail = {"fingerprint": event.fingerprint, "starts_at": event.starts_at}
-    audits.append((now, incident_id, "alert_resolved", canonical_json(detail)))
-    closed = _close_if_quiet(db, incident_id, "every alert of the incident resolved", now, audits)
-    return [] if closed is None else [closed]
-
-
-# The disk, not the data: a full or read-only disk, a file another process holds, an I/O error.
-_UNAVAILABLE = frozenset(
-    {
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_READONLY,
-    }
-)
-
-
-def _mapped(exc: sqlite3.Error) -> StoreError:
-    """What a failed statement means to the caller: the store is unavailable (retry as long as it lasts), this
-    value can never be stored (one connection, one writer: a constraint fails the same way again), or unknown."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code in _UNAVAILABLE:
-        return StoreUnavailable(f"sqlite: {exc}")
-    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
-        return StoreDataError(f"sqlite cannot store a value: {exc}")
-    return StoreError(f"sqlite: {exc}")
 
 
 class SqliteStore:
@@ -352,7 +75,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             if is_io_error(exc):  # SQLite's own writes and syncs (a WAL restart, a checkpoint) count too
                 self._wal.fail(f"sqlite: {exc}")
-            raise _mapped(exc) from exc
+            raise mapped(exc) from exc
         except (OverflowError, UnicodeError) as exc:
             # A value SQLite cannot bind (an integer over 64 bits, a lone surrogate): this call can never
             # succeed, and must not look like an outage that is worth retrying.
@@ -418,7 +141,7 @@ class SqliteStore:
                 # whole batch is one statement.
                 first = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM inbox").fetchone()[0])
                 ids = list(range(first, first + len(rows)))
-                _insert_many(
+                insert_many(
                     db,
                     "INSERT INTO inbox (id, received_at, body) VALUES",
                     [(i, now, body) for i, (body, now, _) in zip(ids, rows, strict=True)],
@@ -464,13 +187,13 @@ class SqliteStore:
             audits: list[AuditRow] = []
             for event in events:
                 if isinstance(event, Firing):
-                    results.append(_record_firing(db, event, now, owner, lease_until, audits))
+                    results.append(record_firing(db, event, now, owner, lease_until, audits))
                 elif isinstance(event, Resolved):
-                    results.append(_record_resolved(db, event, now, audits))
+                    results.append(record_resolved(db, event, now, audits))
                 else:
                     audits.append((now, None, event.kind, canonical_json(event.detail)))
                     results.append(None)
-            _insert_many(db, _INSERT_AUDIT, audits)
+            insert_many(db, INSERT_AUDIT, audits)
             db.execute(
                 "UPDATE inbox SET processed_at = ? WHERE id IN (SELECT value FROM json_each(?))",
                 (now, json.dumps(list(inbox_ids))),
@@ -485,12 +208,12 @@ class SqliteStore:
         reason = storable(reason)
 
         def update(db: sqlite3.Connection) -> None:
-            _fenced(db, incident_id)
+            fenced(db, incident_id)
             db.execute(
                 "UPDATE incidents SET status = ?, reason = ?, updated_at = ? WHERE id = ? AND status != 'resolved'",
                 (status, reason, now, incident_id),
             )
-            _audit(db, incident_id, status, {"reason": reason}, now)
+            write_audit(db, incident_id, status, {"reason": reason}, now)
 
         await self._run(update)
 
@@ -500,7 +223,7 @@ class SqliteStore:
         self, incident_id: int, index: int, kind: str, name: str, attempt: int, now: float
     ) -> int:
         def start(db: sqlite3.Connection) -> int:
-            _fenced(db, incident_id)
+            fenced(db, incident_id)
             cursor = db.execute(
                 "INSERT INTO steps (incident_id, idx, kind, name, attempt, status, started_at)"
                 " VALUES (?, ?, ?, ?, ?, 'started', ?)",
@@ -515,7 +238,7 @@ class SqliteStore:
 
         def finish(db: sqlite3.Connection) -> None:
             row = db.execute("SELECT incident_id FROM steps WHERE id = ?", (step_id,)).fetchone()
-            _fenced(db, None if row is None else row["incident_id"])
+            fenced(db, None if row is None else row["incident_id"])
             db.execute(
                 "UPDATE steps SET status = ?, detail = ?, finished_at = ? WHERE id = ?",
                 (status, detail, now, step_id),
@@ -525,8 +248,8 @@ class SqliteStore:
 
     async def audit(self, incident_id: int | None, kind: str, detail: dict[str, Any], now: float) -> None:
         def write(db: sqlite3.Connection) -> None:
-            _fenced(db, incident_id)
-            _audit(db, incident_id, kind, detail, now)
+            fenced(db, incident_id)
+            write_audit(db, incident_id, kind, detail, now)
 
         await self._run(write)
 
@@ -736,7 +459,7 @@ class SqliteStore:
         lease_until: float,
     ) -> OutboxEntry:
         def put(db: sqlite3.Connection) -> OutboxEntry:
-            _fenced(db, incident_id)
+            fenced(db, incident_id)
             db.execute(
                 "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at, lease_owner,"
                 " lease_until, lease_epoch) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 1) ON CONFLICT (dedup_key)"
