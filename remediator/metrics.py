@@ -14,7 +14,12 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._intake(self.registry)
+        self._remediation(self.registry)
+        self._state(self.registry)
+
+    def _intake(self, r: CollectorRegistry) -> None:
+        """What arrives and what was decided about it."""
         self.alerts_received = Counter(
             "remediator_alerts_received_total",
             "Alerts received from Alertmanager, by status and alert name (a name no policy pins with"
@@ -35,6 +40,9 @@ class Metrics:
             ["decision"],
             registry=r,
         )
+
+    def _remediation(self, r: CollectorRegistry) -> None:
+        """What was done, how it went, and what was refused or escalated."""
         self.actions = Counter(
             "remediator_actions_total",
             "Action attempts, by policy, action and outcome (ok, temporary, permanent).",
@@ -61,6 +69,9 @@ class Metrics:
             ["policy", "notifier", "result"],
             registry=r,
         )
+
+    def _state(self, r: CollectorRegistry) -> None:
+        """How things stand now."""
         self.incidents_open = Gauge(
             "remediator_incidents_open",
             "Incidents not yet resolved (active, waiting or escalated).",
