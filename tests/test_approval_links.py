@@ -59,7 +59,7 @@ async def test_an_approval_link_shows_the_step_and_only_its_form_decides(
             page = await r.text()
             assert r.status == 200 and "container.restart" in page and "approve-db" in page
             assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
-        assert (await app.gate.approval(1))["state"] == "pending"  # type: ignore[index]
+        assert (await app.gate.approvals.get(1)).state  # type: ignore[union-attr] == "pending"  # type: ignore[index]
 
         for wrong in (
             link[:-4] + "0000",
@@ -75,8 +75,8 @@ async def test_an_approval_link_shows_the_step_and_only_its_form_decides(
 
         async with http.post(link, data={"decision": "approve"}) as r:
             assert r.status == 200 and "Approved" in await r.text()
-        state = await app.gate.approval(1)
-        assert state is not None and state["state"] == "approved" and state["by"].startswith("approval link")
+        state = await app.gate.approvals.get(1)
+        assert state is not None and state.state == "approved" and state.by.startswith("approval link")
         await eventually(lambda: _restarted(docker_daemon, before), timeout=30)
 
         async with http.get(link) as r:  # answered: the link opens nothing any more

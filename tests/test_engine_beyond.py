@@ -46,15 +46,17 @@ async def test_a_shadow_policy_acts_on_nothing_pages_nobody_and_counts(
     # The ladder is over: the incident waits for its alert, and no replica claims and runs it again.
     incident = await rig.store.get_incident(1)
     assert incident is not None and incident.status == "waiting"
-    assert await rig.store.claim_expired("other", now=rig.clock() + 3600, lease_until=rig.clock() + 3615) == []
+    assert (
+        await rig.store.claim_expired("other", now=rig.clock() + 3600, lease_until=rig.clock() + 3615) == []
+    )
 
 
 async def test_promoting_a_shadow_policy_makes_it_act(tmp_path: Path, rigs: list[Rig]) -> None:
     policy = make_policy(attempts=1, within=5, mode="shadow", allow="db-[0-9]", limits=LOOSE)
     rig = await start(rigs, tmp_path, policy)
-    assert await rig.gate.mode(policy) == "shadow"
-    await rig.gate.set_mode("database-down", "enforce", by="test")
-    assert await rig.gate.mode(policy) == "enforce"
+    assert await rig.gate.control.mode(policy) == "shadow"
+    await rig.gate.control.set_mode("database-down", "enforce", by="test")
+    assert await rig.gate.control.mode(policy) == "enforce"
     rig.send(alert(container="db-1"))
     await eventually(lambda: rig.restart.calls == ["db-1"])
     assert "policy_mode" in [a.kind for a in await rig.store.audit_trail()]
@@ -81,8 +83,8 @@ async def test_an_approval_that_times_out_denies_and_escalates(tmp_path: Path, r
     assert "refused (approval_denied)" in escalation["reason"]
     trail = await kinds(rig)
     assert "approval_requested" in trail and "denied" in trail
-    state = await rig.gate.approval(1)
-    assert state is not None and state["state"] == "denied" and state["by"].startswith("timeout")
+    state = await rig.gate.approvals.get(1)
+    assert state is not None and state.state == "denied" and state.by.startswith("timeout")
 
 
 async def test_an_approval_that_times_out_may_proceed_if_the_policy_says_so(
@@ -99,9 +101,9 @@ async def test_an_approved_step_acts_and_still_counts_against_the_budget(
     policy = approval_policy("deny", timeout_s=30)
     rig = await start(rigs, tmp_path, policy, guards=GuardSettings(budget_count=0))
     rig.send(alert(container="db"))
-    await eventually(lambda: rig.gate.approval(1))
-    assert await rig.gate.decide_approval(1, True, by="alice")
-    assert not await rig.gate.decide_approval(1, True, by="bob")  # nothing pending any more
+    await eventually(lambda: rig.gate.approvals.get(1))
+    assert await rig.gate.approvals.decide(1, True, by="alice")
+    assert not await rig.gate.approvals.decide(1, True, by="bob")  # nothing pending any more
     await eventually(lambda: len(rig.notifier.sent) == 2)
     assert rig.restart.calls == []  # approved, but the budget (0) still refuses
     assert "refused (budget)" in rig.notifier.sent[1][1]["reason"]
@@ -111,8 +113,8 @@ async def test_an_approved_step_acts_and_still_counts_against_the_budget(
 async def test_an_approved_step_acts(tmp_path: Path, rigs: list[Rig]) -> None:
     rig = await start(rigs, tmp_path, approval_policy("deny", timeout_s=30))
     rig.send(alert(container="db"))
-    await eventually(lambda: rig.gate.approval(1))
-    await rig.gate.decide_approval(1, True, by="alice")
+    await eventually(lambda: rig.gate.approvals.get(1))
+    await rig.gate.approvals.decide(1, True, by="alice")
     await eventually(lambda: rig.restart.calls == ["db"])
 
 

@@ -178,11 +178,11 @@ async def test_policy_dry_run_leaves_other_policies_acting(tmp_path: Path, rigs:
 
 async def test_pause_stops_every_action_and_resume_restores(tmp_path: Path, rigs: list[Rig]) -> None:
     rig = await start(rigs, tmp_path, make_policy(attempts=1, within=5, allow="db-[0-9]", limits=LOOSE))
-    await rig.gate.set_paused(True, by="test")
+    await rig.gate.control.set_paused(True, by="test")
     rig.send(alert(container="db-1", fingerprint="1"))
     await eventually(lambda: rig.notifier.sent)
     assert rig.restart.calls == [] and "refused (paused)" in rig.notifier.sent[0][1]["reason"]
-    await rig.gate.set_paused(False, by="test")
+    await rig.gate.control.set_paused(False, by="test")
     rig.send(alert(container="db-2", fingerprint="2"))
     await eventually(lambda: rig.restart.calls == ["db-2"])
     trail = [a.kind for a in await rig.store.audit_trail()]

@@ -157,3 +157,25 @@ async def test_a_docker_call_past_its_deadline_is_dropped_not_sent(docker_daemon
     finally:
         backend.close()
         docker_daemon.client.containers.get("fence-0").remove(force=True)
+
+
+async def test_two_answers_to_one_approval_cannot_both_win(two: tuple[Store, Store]) -> None:
+    """A link clicked as the request times out (or two replicas answering): one answer wins, the other is told
+    nothing is pending, and the record says who won (it used to be read, then overwritten)."""
+    from remediator.engine.approvals import Approvals
+
+    a, b = two
+    (r,) = await a.record_intake([Firing("p", "db", ref())], [], 100, "a", 115)
+    assert isinstance(r, FiringResult) and r.incident is not None
+    clock = iter(range(200, 300)).__next__
+    here, there = Approvals(a, clock), Approvals(b, clock)
+    await here.request(r.incident, "container.restart", 60)
+    results = await asyncio.gather(
+        here.decide(r.incident.id, False, by="timeout after 60s"),
+        there.decide(r.incident.id, True, by="approval link"),
+    )
+    assert sorted(results) == [False, True]
+    answer = await here.get(r.incident.id)
+    assert answer is not None
+    assert (answer.state, answer.by) in (("denied", "timeout after 60s"), ("approved", "approval link"))
+    assert [x.kind for x in await a.audit_trail(r.incident.id)].count(answer.state) == 1

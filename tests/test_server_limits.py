@@ -227,9 +227,9 @@ async def test_an_approval_form_with_a_body_it_cannot_read_gets_400(start_app: C
     body = json.dumps(notification(alert(container="approve-db"))).encode()
     status, _ = await exchange(app.port, post(b"/alerts", body, AUTH, b"Content-Type: application/json\r\n"))
     assert status == 200
-    pending = await eventually(lambda: app.gate.approval(1), timeout=30)
+    pending = await eventually(lambda: app.gate.approvals.get(1), timeout=30)
     assert app.escalator.link_key is not None
-    sig = approval_signature(app.escalator.link_key, 1, float(pending["requested_at"]))
+    sig = approval_signature(app.escalator.link_key, 1, pending.requested_at)
     link = b"/approval/1?sig=" + sig.encode()
     assert (await exchange(app.port, get(link)))[0] == 200
     form = b"Content-Type: application/x-www-form-urlencoded\r\n"
@@ -241,12 +241,12 @@ async def test_an_approval_form_with_a_body_it_cannot_read_gets_400(start_app: C
     ):
         status, answer = await exchange(app.port, request)
         assert status == 400, answer
-        assert (await app.gate.approval(1))["state"] == "pending"
+        assert (await app.gate.approvals.get(1)).state  # type: ignore[union-attr] == "pending"
     # An unknown charset is no reason for a 500 either: the form's bytes are read as UTF-8.
     charset = b"Content-Type: application/x-www-form-urlencoded; charset=nope\r\n"
     status, answer = await exchange(app.port, post(link, b"decision=deny", charset))
     assert status == 200, answer
-    assert (await app.gate.approval(1))["state"] == "denied"
+    assert (await app.gate.approvals.get(1)).state  # type: ignore[union-attr] == "denied"
 
 
 async def test_a_signature_header_that_is_not_ascii_gets_401(start_app: Callable[..., Any]) -> None:

@@ -15,9 +15,8 @@ import pytest_asyncio
 from helpers import eventually
 
 from remediator.errors import StoreError
-from remediator.store.sqlite import wal
 from remediator.store.base import Note
-from remediator.store.sqlite import SqliteStore
+from remediator.store.sqlite import SqliteStore, wal
 
 
 @pytest_asyncio.fixture

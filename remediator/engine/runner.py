@@ -189,7 +189,7 @@ class Runner:
                 return
             if step.kind == "escalate":
                 reason = last_failure or "the policy's ladder reached its escalation step"
-                if await self.gate.mode(policy) == "shadow":
+                if await self.gate.control.mode(policy) == "shadow":
                     await self._shadow(
                         incident, policy, step, f"would have escalated to {step.name}: {reason}"
                     )
@@ -215,7 +215,7 @@ class Runner:
                     return
         if resolved.is_set() or escalated:
             return
-        if await self.gate.mode(policy) == "shadow":
+        if await self.gate.control.mode(policy) == "shadow":
             # Nothing acted and nobody was paged; the ladder is over all the same: never claimed and run again.
             how = "shadow mode: the ladder ran without acting; waiting for the alerts to resolve"
             await self.store.set_status(incident.id, "waiting", how, self.clock())
@@ -240,7 +240,7 @@ class Runner:
             if resolved.is_set():
                 return ActResult(recovered=True)
             if not (verify_first and attempt == first):
-                if await self.gate.mode(policy) == "shadow":
+                if await self.gate.control.mode(policy) == "shadow":
                     shadow = await self._shadow(
                         incident, policy, step, f"would have run {step.name} on {incident.target}"
                     )
@@ -322,23 +322,27 @@ class Runner:
     async def _approved(self, incident: Incident, policy: Policy, step: Step, index: int) -> bool:
         approval = step.approval
         assert approval is not None
-        requested_at = await self.gate.request_approval(incident, step, approval.timeout_s)
+        approvals = self.gate.approvals
+        request = await approvals.request(incident, step.name, approval.timeout_s)
         await self.escalator.request_approval(
-            incident, policy, index, step.name, approval.timeout_s, requested_at
+            incident, policy, index, step.name, approval.timeout_s, request.requested_at
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + approval.timeout_s
         while loop.time() < deadline and not self._resolved[incident.id].is_set():
-            state = await self.gate.approval(incident.id)
-            if state is not None and state["state"] != "pending":
-                return bool(state["state"] == "approved")
+            answer = await approvals.get(incident.id)
+            if answer is not None and answer.state != "pending":
+                return answer.state == "approved"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._resolved[incident.id].wait(), min(self.poll_s, deadline - loop.time())
                 )
         proceed = approval.on_timeout == "proceed"
-        await self.gate.decide_approval(incident.id, proceed, by=f"timeout after {approval.timeout_s:g}s")
-        return proceed
+        if await approvals.decide(incident.id, proceed, by=f"timeout after {approval.timeout_s:g}s"):
+            return proceed
+        # A person answered at the very moment it timed out: their answer stands.
+        answer = await approvals.get(incident.id)
+        return answer is not None and answer.state == "approved"
 
     async def _verify(self, incident: Incident, policy: Policy, step: Step, attempt: int) -> bool:
         """Wait for the alert to resolve or for every configured check to hold, within the step's window."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from remediator.engine.control import Mode
 from remediator.engine.escalate import incident_timeline
 from remediator.server.params import error, parse_id, parse_limit
 from remediator.server.state import GATE, INTAKE, POLICIES, STORE
@@ -41,7 +42,7 @@ async def status(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     return web.json_response(
         {
-            "paused": await gate.paused(),
+            "paused": await gate.control.paused(),
             "dry_run": gate.settings.dry_run,
             "open_incidents": len(await request.app[STORE].open_incidents()),
             "backlog": request.app[INTAKE].backlog,
@@ -51,12 +52,12 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def pause(request: web.Request) -> web.Response:
-    await request.app[GATE].set_paused(True, by=f"api from {request.remote}")
+    await request.app[GATE].control.set_paused(True, by=f"api from {request.remote}")
     return web.json_response({"paused": True})
 
 
 async def resume(request: web.Request) -> web.Response:
-    await request.app[GATE].set_paused(False, by=f"api from {request.remote}")
+    await request.app[GATE].control.set_paused(False, by=f"api from {request.remote}")
     return web.json_response({"paused": False})
 
 
@@ -65,7 +66,7 @@ async def policies(request: web.Request) -> web.Response:
     listed = [
         {
             "name": p.name,
-            "mode": await gate.mode(p),
+            "mode": await gate.control.mode(p),
             "file_mode": p.mode,
             "dry_run": p.dry_run,
             "source": p.source,
@@ -82,8 +83,8 @@ async def set_mode(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in {p.name for p in request.app[POLICIES]}:
         return error(404, f"no policy {name!r}")
-    mode = "enforce" if request.match_info["action"] == "promote" else "shadow"
-    await request.app[GATE].set_mode(name, mode, by=f"api from {request.remote}")
+    mode: Mode = "enforce" if request.match_info["action"] == "promote" else "shadow"
+    await request.app[GATE].control.set_mode(name, mode, by=f"api from {request.remote}")
     return web.json_response({"policy": name, "mode": mode})
 
 
@@ -91,6 +92,6 @@ async def decide(request: web.Request) -> web.Response:
     """POST /api/incidents/{id}/approve or /deny: the answer to a pending approval request."""
     incident_id = parse_id(request.match_info["id"])
     approve = request.match_info["action"] == "approve"
-    if not await request.app[GATE].decide_approval(incident_id, approve, by=f"api from {request.remote}"):
+    if not await request.app[GATE].approvals.decide(incident_id, approve, by=f"api from {request.remote}"):
         return error(409, f"incident {incident_id} has no pending approval")
     return web.json_response({"incident_id": incident_id, "approved": approve})

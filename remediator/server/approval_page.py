@@ -9,10 +9,7 @@ previews (chat unfurlers, mail scanners) fetch a link with GET, so a GET must ne
 from __future__ import annotations
 
 import html
-import math
 import urllib.parse
-from collections.abc import Mapping
-from typing import Any
 
 from aiohttp import web
 
@@ -43,21 +40,6 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
     )
 
 
-def pending_times(pending: Mapping[str, Any] | None) -> tuple[float, float] | None:
-    """``(requested_at, expires_at)`` of a pending approval; None when there is none, or when the record is not
-    one we could have written (a missing field or a non-finite time never makes a link valid)."""
-    if pending is None or pending.get("state") != "pending":
-        return None
-    try:
-        requested_at = float(pending["requested_at"])
-        expires_at = float(pending["expires_at"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not (math.isfinite(requested_at) and math.isfinite(expires_at)):
-        return None
-    return requested_at, expires_at
-
-
 async def _request_of_link(request: web.Request) -> tuple[int, float, str] | web.Response:
     """The incident of a valid link, when its request expires, and what it asks for (HTML); or the page that
     says the link leads nowhere (malformed, stale, or not signed with our key)."""
@@ -66,23 +48,21 @@ async def _request_of_link(request: web.Request) -> tuple[int, float, str] | web
         incident_id = parse_id(request.match_info["id"])
     except BadParameter:
         return _page("Not found", "<p>No such incident.</p>", 404)
-    pending = await app[GATE].approval(incident_id)
-    times = pending_times(pending)
+    pending = await app[GATE].approvals.get(incident_id)
     signature = request.query.get("sig", "")
     if (
         pending is None
-        or times is None
-        or times[1] <= app[CLOCK]()
-        or not approval_link_valid(app[LINK_KEY], incident_id, times[0], signature)
+        or not pending.open_at(app[CLOCK]())
+        or not approval_link_valid(app[LINK_KEY], incident_id, pending.requested_at, signature)
     ):
         return _page("Nothing to approve", _STALE_LINK, 404)
     incident = await app[STORE].get_incident(incident_id)
     policy, target = (incident.policy, incident.target) if incident else ("?", "?")
     what = (
         f"<p>Incident {incident_id}: policy <b>{html.escape(policy)}</b> wants to run"
-        f" <b>{html.escape(str(pending.get('step', '?')))}</b> on <b>{html.escape(target)}</b>.</p>"
+        f" <b>{html.escape(pending.step)}</b> on <b>{html.escape(target)}</b>.</p>"
     )
-    return incident_id, times[1], what
+    return incident_id, pending.expires_at, what
 
 
 async def show(request: web.Request) -> web.Response:
@@ -111,7 +91,7 @@ async def decide(request: web.Request) -> web.Response:
         return _page("Bad request", "<p>Choose Approve or Deny.</p>", 400)
     approve = decision == "approve"
     by = f"approval link from {request.remote}"
-    if not await request.app[GATE].decide_approval(incident_id, approve, by=by):
+    if not await request.app[GATE].approvals.decide(incident_id, approve, by=by):
         return _page("Nothing to approve", "<p>The request was answered meanwhile.</p>", 409)
     outcome = "Approved: remediator runs the step now (its limits still apply)." if approve else "Denied."
     return _page("Approved" if approve else "Denied", f"{what}<p>{outcome}</p>")

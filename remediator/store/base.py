@@ -218,6 +218,11 @@ class Store(Protocol):
     async def control_get(self, key: str) -> str | None: ...
     async def control_set(self, key: str, value: str, now: float) -> None: ...
 
+    async def control_swap(self, key: str, expected: str, value: str, now: float) -> bool:
+        """Set ``key`` to ``value`` only if it still holds ``expected`` (compare and set); whether it did. Two
+        answers to one approval (a link and its timeout, two replicas) cannot both win."""
+        ...
+
     async def outbox_put(
         self,
         incident_id: int,

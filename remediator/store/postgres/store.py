@@ -439,6 +439,19 @@ class PostgresStore:
 
         await self._tx(set_)
 
+    async def control_swap(self, key: str, expected: str, value: str, now: float) -> bool:
+        async def swap(db: asyncpg.Connection) -> bool:
+            status = await db.execute(
+                "UPDATE control SET value = $1, updated_at = $2 WHERE key = $3 AND value = $4",
+                value,
+                now,
+                key,
+                expected,
+            )
+            return count_of(status) == 1
+
+        return await self._tx(swap)
+
     # -- escalation outbox --------------------------------------------------------------------------------
 
     async def outbox_put(

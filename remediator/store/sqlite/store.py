@@ -446,6 +446,18 @@ class SqliteStore:
             )
         )
 
+    async def control_swap(self, key: str, expected: str, value: str, now: float) -> bool:
+        def swap(db: sqlite3.Connection) -> bool:
+            return (
+                db.execute(
+                    "UPDATE control SET value = ?, updated_at = ? WHERE key = ? AND value = ?",
+                    (value, now, key, expected),
+                ).rowcount
+                == 1
+            )
+
+        return await self._run(swap)
+
     # -- escalation outbox --------------------------------------------------------------------------------
 
     async def outbox_put(
