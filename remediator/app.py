@@ -8,6 +8,8 @@ import gc
 import logging
 import resource
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -22,8 +24,9 @@ from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.leases import LeaseKeeper
+from remediator.engine.outbox import Outbox
 from remediator.engine.runner import RetryPolicy, Runner
-from remediator.errors import ConfigError, StoreError
+from remediator.errors import ConfigError, RemediatorError, StoreError
 from remediator.escalation.base import Notifier
 from remediator.escalation.catalogue import build_notifiers
 from remediator.escalation.log import LogNotifier
@@ -114,11 +117,11 @@ class App:
         self.actions: dict[str, Action] = build_actions(self.docker, settings)
         self.notifiers: dict[str, Notifier] = build_notifiers(settings.escalation)
         self.gate = Gate(self.store, settings.guards, self.metrics, clock)
-        self.escalator = Escalator(
+        outbox = Outbox(
             self.store,
             self.notifiers,
             LogNotifier(),
-            self.gate,
+            self.gate.circuits,
             self.metrics,
             clock,
             settings.escalation.attempts,
@@ -126,6 +129,7 @@ class App:
             owner=settings.replica_id,
             lease_s=settings.store.lease_s,
         )
+        self.escalator = Escalator(self.store, outbox, self.metrics, clock)
         self.probes: dict[str, Probe] = build_probes(settings)
         self.runner = Runner(
             self.store,
@@ -148,6 +152,9 @@ class App:
         self.leases: LeaseKeeper | None = None
         self._ready = False
         self._stopped = False
+        self.dead = asyncio.Event()
+        """Set when a root task ended on its own (``died`` says which and why)."""
+        self.died = ""
         self.port = 0
 
     async def start(self) -> None:
@@ -185,9 +192,9 @@ class App:
         await self.intake.recover()
         # Resume the ladders and deliveries this replica held before a restart, and what nobody holds.
         await self.leases.tick()
-        self._worker = asyncio.create_task(self.intake.run(), name="intake")
-        self._sweeper = asyncio.create_task(self.intake.sweep(), name="inbox-sweep")
-        self._keeper = asyncio.create_task(self.leases.run(), name="leases")
+        self._worker = self._supervised(self.intake.run(), "intake")
+        self._sweeper = self._supervised(self.intake.sweep(), "inbox-sweep")
+        self._keeper = self._supervised(self.leases.run(), "leases")
         server = self.settings.server
         token = webhook_token(self.settings)
         auth = Auth(token, server.basic_username, server.auth_disabled)
@@ -222,6 +229,24 @@ class App:
             len(self.policies),
             self.settings.policies_dir,
         )
+
+    def _supervised(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A root task: these loop until cancelled at stop. One that ends otherwise (a bug that escaped its own
+        handling) leaves the daemon unable to take or act on alerts: it is not ready any more, and ``died``
+        tells ``serve`` to stop, so that its supervisor (systemd, Docker, Kubernetes) starts it again."""
+        task = asyncio.create_task(work, name=name)
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if self._stopped or done.cancelled():
+                return
+            error = done.exception()
+            logger.critical("root task %s ended (%r): stopping; remediator must be restarted", name, error)
+            self._ready = False
+            self.died = f"{name} ended: {error!r}"
+            self.dead.set()
+
+        task.add_done_callback(ended)
+        return task
 
     async def stop(self) -> None:
         """Stop taking alerts, let running steps finish within the grace period, then close everything.
@@ -273,7 +298,12 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(app.dead.wait())]
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in pending:
+        waiter.cancel()
     logger.info("stopping: draining running steps (grace %.0fs)", settings.server.shutdown_grace_s)
     await app.stop()
     logs.flush()
+    if app.died:
+        raise RemediatorError(f"stopped because a root task ended: {app.died}")

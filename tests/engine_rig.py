@@ -17,6 +17,7 @@ from remediator.domain.policies import Policy
 from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
+from remediator.engine.outbox import Outbox
 from remediator.engine.runner import RetryPolicy, Runner
 from remediator.errors import NotifyError
 from remediator.escalation.log import LogNotifier
@@ -119,9 +120,18 @@ async def build(
     clock = FakeClock()
     gate = Gate(store, guards or GuardSettings(), metrics, clock)
     await gate.load()
-    escalator = Escalator(
-        store, {"oncall": notifier}, LogNotifier(), gate, metrics, clock, 4, 0.05, backoff_initial_s=0.01
+    outbox = Outbox(
+        store,
+        {"oncall": notifier},
+        LogNotifier(),
+        gate.circuits,
+        metrics,
+        clock,
+        4,
+        0.05,
+        backoff_initial_s=0.01,
     )
+    escalator = Escalator(store, outbox, metrics, clock)
     runner = Runner(
         store,
         {a.name: a for a in (restart, logs)},

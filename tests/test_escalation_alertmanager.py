@@ -20,6 +20,7 @@ from remediator.domain.clock import system_clock
 from remediator.domain.incidents import Incident, StepRecord
 from remediator.engine.escalate import Escalator, build_payload
 from remediator.engine.gate import Gate
+from remediator.engine.outbox import Outbox
 from remediator.escalation.alertmanager import AlertmanagerNotifier
 from remediator.escalation.base import Notifiers
 from remediator.escalation.log import LogNotifier
@@ -148,9 +149,10 @@ async def test_the_escalator_silences_while_remediation_runs_and_ends_it_with_th
     await store.open()
     metrics = Metrics()
     gate = Gate(store, GuardSettings(), metrics, system_clock)
-    escalator = Escalator(
-        store, Notifiers({"am": notifier}), LogNotifier(), gate, metrics, system_clock, 5, 0.1
+    outbox = Outbox(
+        store, Notifiers({"am": notifier}), LogNotifier(), gate.circuits, metrics, system_clock, 5, 0.1
     )
+    escalator = Escalator(store, outbox, metrics, system_clock)
     try:
         ref = AlertRef("f1", "2026-11-23T10:00:00+00:00", LABELS, ANNOTATIONS)
         (result,) = await store.record_intake(

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from remediator.domain.incidents import Incident, StepRecord
 from remediator.engine.escalate import Escalator, incident_timeline, remediation_window_s
 from remediator.engine.gate import Gate
+from remediator.engine.outbox import Outbox
 from remediator.errors import NotifyError
 from remediator.escalation.base import Notifiers
 from remediator.escalation.catalogue import build_notifiers
@@ -100,17 +101,18 @@ async def bench(tmp_path: Path) -> AsyncIterator[Any]:
         metrics, clock = Metrics(), FakeClock()
         gate = Gate(store, GuardSettings(), metrics, clock)
         await gate.load()
-        escalator = Escalator(
+        outbox = Outbox(
             store,
             Notifiers(notifiers, routing),
             LogNotifier(),
-            gate,
+            gate.circuits,
             metrics,
             clock,
             10,
             0.02,
             backoff_initial_s=0.01,
         )
+        escalator = Escalator(store, outbox, metrics, clock)
         made.append(Bench(store, metrics, escalator))
         return made[-1]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from remediator.domain.clock import Clock
@@ -22,7 +22,6 @@ from remediator.domain.policies import Policy
 from remediator.domain.story import build_payload as build_payload
 from remediator.domain.story import incident_timeline as incident_timeline  # until server and cli import it
 from remediator.domain.story import iso
-from remediator.engine.gate import Gate
 from remediator.engine.outbox import Outbox
 from remediator.errors import NotifyError
 from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, pages
@@ -58,46 +57,27 @@ class Escalator:
     def __init__(
         self,
         store: Store,
-        notifiers: Mapping[str, Notifier],
-        fallback: Notifier,
-        gate: Gate,
+        outbox: Outbox,
         metrics: Metrics,
         clock: Clock,
-        attempts: int,
-        backoff_max_s: float,
-        backoff_initial_s: float = 0.5,
         routing: RoutingSettings | None = None,
         public_url: str = "",
-        owner: str = "local",
-        lease_s: float = 15.0,
     ) -> None:
         self.public_url = public_url
         """Base URL of this daemon's API, for the approve/deny links (set once the listener is up)."""
         self.link_key: str | None = None
         """Signs one-click approval links (the webhook token); None: the links need the API token."""
         self.store = store
-        self.notifiers = notifiers
-        self.fallback = fallback
-        self.gate = gate
+        self.outbox = outbox
+        """Where every escalation, resolve and silence expiry is stored, then delivered."""
+        self.notifiers = outbox.notifiers
+        self.fallback = outbox.fallback
         self.metrics = metrics
         self.clock = clock
         if routing is None:
+            notifiers = outbox.notifiers
             routing = notifiers.routing if isinstance(notifiers, Notifiers) else RoutingSettings()
         self.routing = routing
-        self.outbox = Outbox(
-            store,
-            notifiers,
-            fallback,
-            gate.circuits,
-            metrics,
-            clock,
-            attempts,
-            backoff_max_s,
-            backoff_initial_s,
-            owner,
-            lease_s,
-        )
-        """Where every escalation, resolve and silence expiry is stored, then delivered."""
         self._tasks: set[asyncio.Task[None]] = set()  # silences being created
 
     def _notifier(self, name: str) -> Notifier:
