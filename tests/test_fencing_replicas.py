@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
 import pytest
 from helpers import TOKEN, alert, eventually, notification
 from realparts import DockerDaemon
-from test_replicas import Replica, db_rows, post_everywhere, remove_containers, restarts
+from test_replicas import Replica, db_rows, post_everywhere, restarts
+from test_replicas import replicas as replicas  # the fixture, for the pair below
 
 POLICY = """\
 name: fenced
 match: [alertname = FenceAlert]
-target: {kind: container, from_label: container, allow: ["fen-[0-9]+"]}
+target: {kind: container, from_label: container, allow: ["rep-f[0-9]+"]}
 steps:
   - act: container.restart
     attempts: 2
@@ -37,39 +37,22 @@ LEASE_S = 3.0
 
 
 @pytest.fixture
-def pair(
-    tmp_path: Path, fresh_pg_url: str, docker_daemon: DockerDaemon
-) -> Iterator[Callable[..., list[Replica]]]:
-    started: list[Replica] = []
+def pair(replicas: Callable[..., list[Replica]]) -> Callable[..., list[Replica]]:
+    """Two replicas (A and B) with a short lease; a call's lease covers its timeout (restart timeout + the
+    Docker timeout set here), so the takeover comes within seconds."""
 
     def start(verify_s: float, restart_timeout_s: int, policy: str = POLICY) -> list[Replica]:
-        policies = tmp_path / "policies"
-        policies.mkdir(exist_ok=True)
-        text = policy.replace("VERIFY", str(verify_s)).replace("RESTART_TIMEOUT", str(restart_timeout_s))
-        (policies / "fenced.yaml").write_text(text)
-        env = {
-            "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
-            "REMEDIATOR_POLICIES_DIR": str(policies),
-            "REMEDIATOR_SERVER__TOKEN": TOKEN,
-            "REMEDIATOR_STORE__URL": fresh_pg_url,
-            "REMEDIATOR_STORE__LEASE_S": str(LEASE_S),
-            "REMEDIATOR_DOCKER__HOST": docker_daemon.host,
-            # A call's lease covers its timeout (restart timeout + this): keep the takeover within seconds.
-            "REMEDIATOR_DOCKER__TIMEOUT_S": "5",
-            "REMEDIATOR_SERVER__SHUTDOWN_GRACE_S": "2",
-        }
-        new = [Replica(name, env) for name in ("replica-a", "replica-b")]
-        started.extend(new)
-        for replica in new:
-            replica.wait_ready()
-        return new
+        return replicas(
+            2,
+            verify_s,
+            restart_timeout_s,
+            policy,
+            REMEDIATOR_STORE__LEASE_S=str(LEASE_S),
+            REMEDIATOR_DOCKER__TIMEOUT_S="5",
+            REMEDIATOR_LOG__FORMAT="text",
+        )
 
-    yield start
-    for replica in started:
-        if replica.proc.poll() is None:
-            replica.proc.send_signal(signal.SIGCONT)
-        replica.stop()
-    remove_containers(docker_daemon, "fen-")
+    return start
 
 
 async def act_steps(url: str) -> list[tuple[int, str]]:
@@ -87,10 +70,10 @@ async def test_a_replica_frozen_during_its_docker_call_neither_records_nor_acts_
     pair: Callable[..., list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
 ) -> None:
     # No init: PID 1 ignores SIGTERM, so the restart takes its whole 4 s stop timeout: A is frozen mid-call.
-    await asyncio.to_thread(docker_daemon.run_container, "fen-0", init=False)
+    await asyncio.to_thread(docker_daemon.run_container, "rep-f0", init=False)
     since = datetime.now(UTC)
     a, _b = await asyncio.to_thread(pair, 1.0, 4)
-    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x0", container="fen-0"))])
+    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x0", container="rep-f0"))])
     await eventually(lambda: act_steps(fresh_pg_url), timeout=30)
     a.proc.send_signal(signal.SIGSTOP)
     try:
@@ -106,7 +89,7 @@ async def test_a_replica_frozen_during_its_docker_call_neither_records_nor_acts_
     counts = await asyncio.to_thread(restarts, docker_daemon, since)
     # At most one restart per recorded attempt, as the ladder allows. A may have been frozen just before its
     # request went out: then the deadline check drops it when A wakes, and only B's restart happened.
-    assert 1 <= counts.get("fen-0", 0) <= len(steps) <= 2, (counts, steps)
+    assert 1 <= counts.get("rep-f0", 0) <= len(steps) <= 2, (counts, steps)
     # A learnt it lost the lease (from its keeper, or from a refused write): either way it stopped.
     assert "lease" in a.log.read_text()
 
@@ -114,10 +97,10 @@ async def test_a_replica_frozen_during_its_docker_call_neither_records_nor_acts_
 async def test_a_replica_frozen_during_verification_does_not_act_again(
     pair: Callable[..., list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
 ) -> None:
-    await asyncio.to_thread(docker_daemon.run_container, "fen-1")
+    await asyncio.to_thread(docker_daemon.run_container, "rep-f1")
     since = datetime.now(UTC)
     a, _b = await asyncio.to_thread(pair, 8.0, 2)
-    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x1", container="fen-1"))])
+    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x1", container="rep-f1"))])
 
     async def first_ok() -> bool:
         return (1, "ok") in await act_steps(fresh_pg_url)
@@ -132,14 +115,14 @@ async def test_a_replica_frozen_during_verification_does_not_act_again(
     steps = await act_steps(fresh_pg_url)
     assert steps == [(1, "ok"), (2, "ok")], steps  # A's first attempt, B's second: what the ladder allows
     counts = await asyncio.to_thread(restarts, docker_daemon, since)
-    assert counts.get("fen-1", 0) == 2
+    assert counts.get("rep-f1", 0) == 2
     assert "lease" in a.log.read_text()
 
 
 APPROVAL_POLICY = """\
 name: fenced
 match: [alertname = FenceAlert]
-target: {kind: container, from_label: container, allow: ["fen-[0-9]+"]}
+target: {kind: container, from_label: container, allow: ["rep-f[0-9]+"]}
 steps:
   - act: container.restart
     approval: {timeout_s: 120}
@@ -155,10 +138,10 @@ limits:
 async def test_a_replica_frozen_while_waiting_for_approval_does_not_act_on_the_answer(
     pair: Callable[..., list[Replica]], docker_daemon: DockerDaemon, fresh_pg_url: str
 ) -> None:
-    await asyncio.to_thread(docker_daemon.run_container, "fen-2")
+    await asyncio.to_thread(docker_daemon.run_container, "rep-f2")
     since = datetime.now(UTC)
     a, b = await asyncio.to_thread(pair, 0, 2, APPROVAL_POLICY)
-    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x2", container="fen-2"))])
+    await post_everywhere([a], [notification(alert("FenceAlert", fingerprint="x2", container="rep-f2"))])
 
     async def requested() -> bool:
         return bool(await db_rows(fresh_pg_url, "SELECT 1 FROM audit WHERE kind = 'approval_requested'"))
@@ -179,7 +162,7 @@ async def test_a_replica_frozen_while_waiting_for_approval_does_not_act_on_the_a
     await asyncio.sleep(2 * LEASE_S)  # A sees the approval when it wakes: it must not act on it
     assert len(await act_steps(fresh_pg_url)) == 1
     counts = await asyncio.to_thread(restarts, docker_daemon, since)
-    assert counts.get("fen-2", 0) == 1
+    assert counts.get("rep-f2", 0) == 1
     assert "lease" in a.log.read_text()
 
 

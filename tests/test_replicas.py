@@ -85,10 +85,13 @@ def replicas(
 ) -> Iterator[Callable[..., list[Replica]]]:
     started: list[Replica] = []
 
-    def start(n: int, verify_s: float, restart_timeout_s: int) -> list[Replica]:
+    def start(
+        n: int, verify_s: float, restart_timeout_s: int, policy: str = POLICY, **extra: str
+    ) -> list[Replica]:
+        """``n`` replicas on the policy template (VERIFY and RESTART_TIMEOUT filled in); ``extra`` settings."""
         policies = tmp_path / "policies"
         policies.mkdir(exist_ok=True)
-        text = POLICY.replace("VERIFY", str(verify_s)).replace("RESTART_TIMEOUT", str(restart_timeout_s))
+        text = policy.replace("VERIFY", str(verify_s)).replace("RESTART_TIMEOUT", str(restart_timeout_s))
         (policies / "replicated.yaml").write_text(text)
         env = {
             "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
@@ -99,6 +102,7 @@ def replicas(
             "REMEDIATOR_DOCKER__HOST": docker_daemon.host,
             "REMEDIATOR_SERVER__SHUTDOWN_GRACE_S": "2",
             "REMEDIATOR_LOG__FORMAT": "json",
+            **extra,
         }
         new = [Replica(f"replica-{len(started) + i}", env) for i in range(n)]
         started.extend(new)
@@ -108,6 +112,8 @@ def replicas(
 
     yield start
     for replica in started:
+        if replica.proc.poll() is None:
+            replica.proc.send_signal(signal.SIGCONT)  # a test may have left one frozen
         replica.stop()
     remove_containers(docker_daemon, "rep-")
 
