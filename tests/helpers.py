@@ -86,3 +86,23 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+async def post_alerts(port: int, bodies: list[dict[str, Any]], token: str = TOKEN) -> list[int]:
+    """POST each notification to the daemon's webhook on 127.0.0.1:``port`` (50 at a time, as a burst from a
+    few Alertmanagers would); the status of each, in order."""
+    import aiohttp  # here: the helpers above serve tests that need no HTTP client
+
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"http://127.0.0.1:{port}/alerts"
+    async with aiohttp.ClientSession() as http:
+
+        async def one(body: dict[str, Any]) -> int:
+            async with http.post(url, json=body, headers=headers) as r:
+                await r.read()
+                return r.status
+
+        statuses: list[int] = []
+        for start in range(0, len(bodies), 50):
+            statuses.extend(await asyncio.gather(*(one(b) for b in bodies[start : start + 50])))
+        return statuses

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
-from helpers import TOKEN, alert, eventually, notification, settings_env
+from helpers import TOKEN, alert, eventually, notification, post_alerts, settings_env
 from realparts import Postgres
 
 from remediator.api_client import ApiClient
@@ -50,10 +49,7 @@ async def idle_drill_sessions(dsn: str) -> list[Any]:
 
 
 async def post(app: App, body: dict[str, Any]) -> None:
-    url = f"http://127.0.0.1:{app.port}/alerts"
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as r:
-        assert r.status == 200
+    assert await post_alerts(app.port, [body]) == [200]
 
 
 async def test_an_idle_transaction_drill_is_injected_remediated_and_timed(

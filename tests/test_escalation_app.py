@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import TOKEN, alert, eventually, notification
+from helpers import TOKEN, alert, eventually, notification, post_alerts
 from realparts import CapturedRequest, CaptureServer
 
 from remediator.app import App
@@ -44,15 +44,7 @@ def daemon(start_app: Callable[..., Any]) -> Callable[..., Any]:
 
 
 async def post(app: App, *alerts: dict[str, Any]) -> None:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"http://127.0.0.1:{app.port}/alerts",
-            json=notification(*alerts),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as response,
-    ):
-        assert response.status == 200
+    assert await post_alerts(app.port, [notification(*alerts)]) == [200]
 
 
 async def api(app: App, path: str) -> Any:

@@ -12,7 +12,7 @@ import aiohttp
 import pytest_asyncio
 import yaml
 from aiohttp import web
-from helpers import TOKEN, alert, eventually, notification
+from helpers import alert, eventually, notification, post_alerts
 from realparts import DockerDaemon, Prometheus, free_port
 
 from remediator.app import App
@@ -91,10 +91,7 @@ async def rig(
 
 
 async def post(app: App, body: dict[str, Any]) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    url = f"http://127.0.0.1:{app.port}/alerts"
-    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as r:
-        assert r.status == 200
+    assert await post_alerts(app.port, [body]) == [200]
 
 
 async def query(prometheus: Prometheus, promql: str) -> list[Any]:

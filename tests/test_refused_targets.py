@@ -5,14 +5,12 @@ the runner's last-moment check, which refuses a target the policy (as loaded now
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import pytest
-from helpers import TOKEN, alert, eventually, notification
+from helpers import alert, eventually, notification, post_alerts
 from realparts import DockerDaemon
 from test_replicas import restarts
 
@@ -29,17 +27,7 @@ steps:
 
 
 async def post(app: Any, bodies: list[dict[str, Any]]) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    async with aiohttp.ClientSession() as http:
-
-        async def one(body: dict[str, Any]) -> None:
-            async with http.post(
-                f"http://127.0.0.1:{app.port}/alerts", data=json.dumps(body), headers=headers
-            ) as r:
-                assert r.status == 200, await r.text()
-
-        for start in range(0, len(bodies), 50):
-            await asyncio.gather(*(one(b) for b in bodies[start : start + 50]))
+    assert set(await post_alerts(app.port, bodies)) == {200}
 
 
 async def test_a_burst_of_refused_targets_never_reaches_docker(

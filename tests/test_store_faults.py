@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import TOKEN, FakeClock, alert, eventually, notification
+from helpers import FakeClock, alert, eventually, notification, post_alerts
 
 from remediator.domain.alerts import Notification
 from remediator.engine import intake as intake_module
@@ -46,12 +46,8 @@ def fill(directory: Path) -> Path:
 
 
 async def post(app: Any, body: dict[str, Any]) -> int:
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"http://127.0.0.1:{app.port}/alerts", data=json.dumps(body), headers=headers) as r,
-    ):
-        return r.status
+    (status,) = await post_alerts(app.port, [body])
+    return status
 
 
 async def test_acknowledged_alerts_are_processed_once_the_disk_has_room_again(
