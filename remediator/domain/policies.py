@@ -7,12 +7,25 @@ refuses unknown keys, so a typo in a policy fails at load instead of being silen
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
+from remediator.domain.patterns import Pattern, PatternError, charge, compile_pattern
+
+# Applied to the stripped text, and each part starts where the one before cannot go on: the former
+# ``\s*(.*?)\s*$`` was quadratic in a run of inner blanks (a minute for 100k), and policy files are input.
+_MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(\S.*)?")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 # Names a target may take whatever the allow list says: what Docker accepts for a container or service name,
 # and a PostgreSQL identifier. A second fence behind the allow list; shells and query strings never see it.
@@ -31,43 +44,60 @@ class Matcher:
     """One Alertmanager matcher: ``label OP value``, OP one of ``=``, ``!=``, ``=~``, ``!~``.
 
     As in Alertmanager, a regex must match the whole value (it is anchored), and a missing label reads as "".
+    Regexes are RE2, as in Alertmanager (see ``domain.patterns``); a value that compiles only once wrapped in
+    Alertmanager's ``^(?:...)$`` (such as ``a)|(b``) is refused rather than given that odd meaning.
     """
 
     label: str
     op: Literal["=", "!=", "=~", "!~"]
     value: str
+    pattern: Pattern | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.op in ("=~", "!~") and self.pattern is None:
+            object.__setattr__(self, "pattern", compile_pattern(self.value))
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
-        found = _MATCHER.match(text)
+        found = _MATCHER.fullmatch(text.strip())
         if found is None:
-            raise ValueError(f"not a matcher: {text!r} (expected: label = value, !=, =~ or !~)")
-        label, op, raw = found.groups()
+            raise ValueError(f"not a matcher: {_shown(text)} (expected: label = value, !=, =~ or !~)")
+        label, op, raw = found.group(1), found.group(2), found.group(3) or ""
         if raw[:1] in ("=", "~", "!"):
-            raise ValueError(f"not a matcher: {text!r} (quote a value that starts with {raw[0]!r})")
-        matcher = cls(label=label, op=op, value=_unquote(raw))  # type: ignore[arg-type]
+            raise ValueError(f"not a matcher: {_shown(text)} (quote a value that starts with {raw[0]!r})")
+        value = _unquote(raw)
+        pattern = None
         if op in ("=~", "!~"):
             try:
-                re.compile(matcher.value)
-            except re.error as exc:
-                raise ValueError(f"bad regex in matcher {text!r}: {exc}") from exc
-        return matcher
+                pattern = compile_pattern(value)
+            except PatternError as exc:
+                raise ValueError(f"bad regex in matcher {_shown(text)}: {exc}") from exc
+        return cls(label=label, op=op, value=value, pattern=pattern)  # type: ignore[arg-type]
 
     def matches(self, labels: dict[str, str]) -> bool:
         actual = labels.get(self.label, "")
-        if self.op == "=":
-            return actual == self.value
-        if self.op == "!=":
-            return actual != self.value
-        hit = re.fullmatch(self.value, actual) is not None
-        return hit if self.op == "=~" else not hit
+        if self.pattern is None:
+            return (actual == self.value) == (self.op == "=")
+        return self.pattern.fullmatch(actual) == (self.op == "=~")
 
     def __str__(self) -> str:
         return f'{self.label}{self.op}"{self.value}"'
 
 
-def _matcher(raw: object) -> object:
-    return Matcher.parse(raw) if isinstance(raw, str) else raw
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 200 else f"{text[:200]!r}... ({len(text)} characters)"
+
+
+def _matcher(raw: object, info: ValidationInfo) -> object:
+    if not isinstance(raw, str):
+        return raw
+    matcher = Matcher.parse(raw)
+    if matcher.pattern is not None:
+        try:
+            charge(info.context, matcher.pattern)
+        except PatternError as exc:
+            raise ValueError(f"bad regex in matcher {_shown(raw)}: {exc}") from exc
+    return matcher
 
 
 class _Frozen(BaseModel):
@@ -96,22 +126,30 @@ class Target(_Frozen):
     kind: TargetKind
     from_label: str = Field(min_length=1)
     allow: tuple[str, ...] = Field(min_length=1)
+    _patterns: tuple[Pattern, ...] = PrivateAttr(default=())
 
     @field_validator("allow")
     @classmethod
-    def _regexes_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
+    def _regexes_compile(cls, sources: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        for source in sources:
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"allow pattern {pattern!r} is not a regex: {exc}") from exc
-        return patterns
+                charge(info.context, compile_pattern(source))
+            except PatternError as exc:
+                raise ValueError(f"allow pattern {_shown(source)} {exc}") from exc
+        return sources
+
+    @model_validator(mode="after")
+    def _keep_compiled(self) -> Target:
+        # Compiled again rather than carried over from the field validator: cheap, and only valid patterns
+        # get here.
+        self._patterns = tuple(compile_pattern(source) for source in self.allow)
+        return self
 
     def admits(self, value: str) -> bool:
         """True when ``value`` is a safe name that one of the allow patterns matches in full."""
         if SAFE_TARGET.fullmatch(value) is None:
             return False
-        return any(re.fullmatch(pattern, value) for pattern in self.allow)
+        return any(pattern.fullmatch(value) for pattern in self._patterns)
 
 
 class HttpCheck(_Frozen):
@@ -121,16 +159,27 @@ class HttpCheck(_Frozen):
     status: int = Field(default=200, ge=100, le=599)
     body: str | None = None
     timeout_s: float = Field(default=5.0, gt=0, le=60)
+    _body_pattern: Pattern | None = PrivateAttr(default=None)
 
     @field_validator("body")
     @classmethod
-    def _body_is_a_regex(cls, body: str | None) -> str | None:
+    def _body_is_a_regex(cls, body: str | None, info: ValidationInfo) -> str | None:
         if body is not None:
             try:
-                re.compile(body)
-            except re.error as exc:
-                raise ValueError(f"body {body!r} is not a regex: {exc}") from exc
+                charge(info.context, compile_pattern(body))
+            except PatternError as exc:
+                raise ValueError(f"body {_shown(body)} {exc}") from exc
         return body
+
+    @model_validator(mode="after")
+    def _keep_compiled(self) -> HttpCheck:
+        self._body_pattern = compile_pattern(self.body) if self.body is not None else None
+        return self
+
+    @property
+    def body_pattern(self) -> Pattern | None:
+        """``body`` compiled (RE2); the probe searches the response for it."""
+        return self._body_pattern
 
 
 class PrometheusCheck(_Frozen):
