@@ -324,3 +324,29 @@ def test_the_directory_as_a_whole_is_bounded(tmp_path: Path) -> None:
         write(tmp_path, GOOD.replace("name: db", f"name: db{i}") + padding, f"p{i}.yaml")
     with pytest.raises(PolicyError, match="bytes together"):
         load_dir(tmp_path, SPECS)
+
+
+def test_the_escalation_target_is_one_rule() -> None:
+    """Intake (a refused target), the runner (a guard's refusal) and approval requests all ask this."""
+    from remediator.domain.policies import Policy
+
+    def policy(*steps: dict[str, object]) -> Policy:
+        return Policy.model_validate(
+            {
+                "name": "p",
+                "match": ["alertname = A"],
+                "target": {"kind": "container", "from_label": "c", "allow": ["db"]},
+                "steps": list(steps),
+            }
+        )
+
+    act = {"act": "container.restart", "verify": {"resolved_within_s": 1}}
+    two = policy({"escalate": "first"}, act, {"escalate": "second"})
+    assert (two.escalation_target(), two.escalation_target(1), two.escalation_target(2)) == (
+        "first",
+        "second",
+        "second",
+    )
+    only_before = policy({"escalate": "first"}, act)
+    assert only_before.escalation_target(1) == "first"  # none later: the policy's first
+    assert policy(act).escalation_target() == "log"

@@ -336,5 +336,13 @@ class Policy(_Frozen):
             raise ValueError("name must be lower-case letters, digits, '-', '_' or '.' (at most 63)")
         return name
 
+    def escalation_target(self, from_index: int = 0) -> str:
+        """Whom a human-owned problem goes to: the first escalate step at or after ``from_index``, else the
+        policy's first escalate step, else the log. One rule for intake (a refused target), the runner (a
+        guard's refusal) and approval requests."""
+        later = [s.name for s in self.steps[from_index:] if s.kind == "escalate"]
+        anywhere = [s.name for s in self.steps if s.kind == "escalate"]
+        return (later or anywhere or ["log"])[0]
+
     def matches(self, labels: dict[str, str]) -> bool:
         return all(m.matches(labels) for m in self.match)

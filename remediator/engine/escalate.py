@@ -142,7 +142,7 @@ class Escalator:
         links (and the CLI command); the incident stays active while it waits. ``requested_at`` (from the gate)
         names this request: its link and its dedup key."""
         now = self.clock()
-        wanted = next((s.name for s in policy.steps if s.kind == "escalate"), self.fallback.name)
+        wanted = policy.escalation_target()
         notifier = self._notifier(wanted)
         reason = f"approval needed: {step_name} on {incident.target}, within {timeout_s:g}s"
         payload = build_payload(

@@ -273,7 +273,7 @@ class Intake:
         elif event.reason:
             self._decide("target_refused")
             self.metrics.incidents_open.inc()
-            notifier = next((s.name for s in policy.steps if s.kind == "escalate"), "log")
+            notifier = policy.escalation_target()
             await self.escalator.escalate(result.incident, policy, notifier, -1, event.reason)
         else:
             self._decide("opened")

@@ -224,8 +224,7 @@ class Runner:
         await self.escalator.escalate(incident, policy, "log", len(policy.steps), reason)
 
     async def _escalate_now(self, incident: Incident, policy: Policy, index: int, reason: str) -> None:
-        notifier = next((s.name for s in policy.steps[index:] if s.kind == "escalate"), None)
-        notifier = notifier or next((s.name for s in policy.steps if s.kind == "escalate"), "log")
+        notifier = policy.escalation_target(index)
         await self.escalator.escalate(incident, policy, notifier, index, reason)
 
     async def _act(
