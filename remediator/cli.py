@@ -79,7 +79,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         policies = load_dir(settings.policies_dir, SPECS)
-        raw = sys.stdin.read() if args.payload == "-" else Path(args.payload).read_text()
+        # Bounded like the webhook's body: a payload that big is not one Alertmanager sends.
+        limit = settings.server.max_body_bytes
+        if args.payload == "-":
+            raw = sys.stdin.buffer.read(limit + 1)
+        else:
+            with Path(args.payload).open("rb") as file:
+                raw = file.read(limit + 1)
+        if len(raw) > limit:
+            raise OSError(f"{args.payload} is over {limit} bytes (REMEDIATOR_SERVER__MAX_BODY_BYTES)")
         notification = Notification.model_validate_json(raw)
     except (PolicyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -180,3 +180,17 @@ def test_the_cli_finds_the_token_where_the_daemon_does_with_only_a_token_file_se
         proc.terminate()
         proc.wait(timeout=20)
     assert not (tmp_path / "state" / "token").exists(), "neither side generated a token of its own"
+
+
+def test_simulate_refuses_a_payload_larger_than_the_webhook_takes(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (2 * 1024 * 1024) + b"{}")  # 2 MiB of nothing: read in full before, now refused
+    done = subprocess.run(
+        [sys.executable, "-m", "remediator", "simulate", str(big)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "REMEDIATOR_STATE_DIR": str(tmp_path / "state")},
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "over 1048576 bytes" in done.stderr and "Traceback" not in done.stderr
