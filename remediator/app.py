@@ -19,14 +19,14 @@ from remediator.actions.base import Action, Probe
 from remediator.actions.catalogue import SPECS, build_actions, build_probes
 from remediator.actions.docker import DockerBackend
 from remediator.domain.clock import Clock, system_clock
-from remediator.domain.policies import Policy
+from remediator.domain.policies import Policy, policy_set_version
 from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.leases import LeaseKeeper
 from remediator.engine.outbox import Outbox
 from remediator.engine.runner import RetryPolicy, Runner
-from remediator.errors import ConfigError, RemediatorError, StoreError
+from remediator.errors import ConfigError, PolicyError, RemediatorError, StoreError
 from remediator.escalation.base import Notifier
 from remediator.escalation.catalogue import build_notifiers
 from remediator.escalation.log import LogNotifier
@@ -144,6 +144,7 @@ class App:
             call_timeout_s=settings.docker.timeout_s,
         )
         self.policies: list[Policy] = []
+        self._reloading = asyncio.Lock()
         self.intake: Intake | None = None
         self._web: HttpServer | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -157,16 +158,75 @@ class App:
         self.died = ""
         self.port = 0
 
-    async def start(self) -> None:
-        self.policies = load_policies(self.settings)
-        needing = [p.name for p in self.policies if uses_prometheus(p)]
+    def _checked(self, policies: list[Policy]) -> list[Policy]:
+        """``policies`` if this daemon can run them (ConfigError otherwise), warning of what falls back."""
+        needing = [p.name for p in policies if uses_prometheus(p)]
         if needing and "prometheus" not in self.probes:
             raise ConfigError(
                 f"policies {', '.join(needing)} query Prometheus: set REMEDIATOR_PROMETHEUS__URL"
             )
-        for missing in unknown_notifiers(self.policies, self.settings):
+        for missing in unknown_notifiers(policies, self.settings):
             logger.warning("escalation target not configured, escalations go to the log: %s", missing)
-        self.metrics.policies_loaded.set(len(self.policies))
+        return policies
+
+    def _in_force(self, policies: list[Policy]) -> dict[str, Any]:
+        """Make ``policies`` the set new alerts are matched against, and say so in the metrics."""
+        self.policies[:] = policies  # the same list the API reads
+        version = policy_set_version(policies)
+        self.metrics.policies_loaded.set(len(policies))
+        self.metrics.policies_version.clear()
+        self.metrics.policies_version.labels(version).set(1)
+        self.metrics.reload_successful.set(1)
+        self.metrics.reload_success_time.set(self.clock())
+        return {"policies": len(policies), "version": version}
+
+    async def reload(self, by: str) -> dict[str, Any]:
+        """Load ``policies_dir`` again (SIGHUP, POST /-/reload, ``remediator reload``); one reload at a time.
+
+        A broken set (PolicyError, ConfigError) is refused and the policies in force stay. An incident whose
+        ladder runs keeps the policy object it started with; a removed policy's running ladders finish their
+        current step and escalate. New alerts use the new set at once."""
+        async with self._reloading:
+            try:
+                # In a thread: parsing is bounded, but not free, and the loop answers webhooks meanwhile.
+                loaded = self._checked(await asyncio.to_thread(load_policies, self.settings))
+                if not loaded:
+                    raise PolicyError(
+                        str(self.settings.policies_dir), None, "no policies: refusing to run none"
+                    )
+            except (PolicyError, ConfigError) as exc:
+                self.metrics.reload_successful.set(0)
+                logger.error(
+                    "policy reload by %s refused; the %d policies in force stay: %s",
+                    by,
+                    len(self.policies),
+                    exc,
+                )
+                raise
+            before = {p.name: p.version for p in self.policies}
+            after = {p.name: p.version for p in loaded}
+            removed = set(before) - set(after)
+            changed = sorted(n for n in set(before) & set(after) if before[n] != after[n])
+            in_force = self._in_force(loaded)
+            if self.intake is not None:
+                self.intake.set_policies(loaded)
+            if self.leases is not None:
+                self.leases.policies = {p.name: p for p in loaded}
+            orphaned = self.runner.policies_removed(removed, f"reloaded by {by}")
+            detail = {
+                "by": by,
+                **in_force,
+                "added": sorted(set(after) - set(before)),
+                "removed": sorted(removed),
+                "changed": changed,
+                "incidents_to_escalate": orphaned,
+            }
+            await self.store.audit(None, "policies_reloaded", detail, self.clock())
+            logger.info("policies reloaded by %s: %s", by, detail)
+            return in_force
+
+    async def start(self) -> None:
+        self._in_force(self._checked(load_policies(self.settings)))
         await self.store.open()
         await self.gate.load()
         settings = self.settings
@@ -216,6 +276,7 @@ class App:
             token,
             body_timeout_s=server.body_timeout_s,
             replica=settings.replica_id,
+            reload=self.reload,
         )
         self._web = await start_http(app, self.settings)
         self.port = self._web.port
@@ -298,6 +359,20 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def on_sighup() -> None:
+        # A refused reload is logged and counted by reload(); the daemon goes on with the policies in force.
+        task = asyncio.create_task(app.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(_reload_done)
+
+    def _reload_done(done: asyncio.Task[Any]) -> None:
+        reloads.discard(done)
+        if not done.cancelled():
+            done.exception()  # retrieved: reload() logged it already
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(app.dead.wait())]
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for waiter in pending:

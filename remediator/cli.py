@@ -174,6 +174,9 @@ def _daemon(args: argparse.Namespace) -> ApiClient:
 def cmd_control(args: argparse.Namespace) -> int:
     if args.command == "status":
         print(json.dumps(_daemon(args).get("/api/status"), indent=2, sort_keys=True))
+    elif args.command == "reload":
+        answer = _daemon(args).post("/-/reload")
+        print(f"{answer['policies']} policies in force (version {answer['version']})")
     else:
         answer = _daemon(args).post(f"/api/{args.command}")
         print(
@@ -255,6 +258,7 @@ def parser() -> argparse.ArgumentParser:
         ("pause", "kill switch: stop every action now (alerts are still recorded and escalated)"),
         ("resume", "undo pause"),
         ("status", "paused?, dry-run?, open incidents, breaker states of the running daemon"),
+        ("reload", "load the policy files again (a broken set is refused; the policies in force stay)"),
     ):
         ctl = sub.add_parser(name, help=text)
         ctl.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")

@@ -70,6 +70,27 @@ class Metrics:
             registry=r,
         )
 
+    def _config(self, r: CollectorRegistry) -> None:
+        """Whether the policies in force are the ones on disk (named as Prometheus names its own)."""
+        self.reload_successful = Gauge(
+            "remediator_config_last_reload_successful",
+            "1 when the last policy reload (or the start) succeeded; 0 when it was refused and the previous"
+            " policies stay in force.",
+            registry=r,
+        )
+        self.reload_success_time = Gauge(
+            "remediator_config_last_reload_success_timestamp_seconds",
+            "When the policies in force were loaded.",
+            registry=r,
+        )
+        self.policies_version = Gauge(
+            "remediator_policies_info",
+            "1, labelled with the version (a hash) of the policy set in force: replicas that disagree show"
+            " different versions.",
+            ["version"],
+            registry=r,
+        )
+
     def _state(self, r: CollectorRegistry) -> None:
         """How things stand now."""
         self.incidents_open = Gauge(

@@ -82,7 +82,7 @@ def load_yaml(path: Path) -> Any:
 
 def test_prometheus_configs_and_rules_pass_promtool() -> None:
     promtool = require("promtool")
-    assert "SUCCESS: 5 rules found" in run([promtool, "check", "rules", str(RULES)])
+    assert "SUCCESS: 7 rules found" in run([promtool, "check", "rules", str(RULES)])
     for config in ("prometheus.yml", "prometheus-swarm.yml"):
         run([promtool, "check", "config", str(DEPLOY / "prometheus" / config)])
     assert "SUCCESS" in run([promtool, "test", "rules", str(RULE_TESTS)])

@@ -6,7 +6,9 @@ refuses unknown keys, so a typo in a policy fails at load instead of being silen
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -328,6 +330,10 @@ class Policy(_Frozen):
     dry_run: bool = False
     """Record what would be done and do nothing (escalations still go out, saying nothing was done)."""
     source: str = ""
+    """``file:line`` of the policy (set by the loader)."""
+    version: str = ""
+    """A hash of what the file says for this policy (set by the loader): an incident records the version it
+    was opened under, and a reload shows which policies changed."""
 
     @field_validator("name")
     @classmethod
@@ -346,3 +352,11 @@ class Policy(_Frozen):
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(m.matches(labels) for m in self.match)
+
+
+def policy_set_version(policies: Sequence[Policy]) -> str:
+    """One hash for a loaded set of policies: replicas that loaded the same files show the same one."""
+    digest = hashlib.sha256()
+    for policy in sorted(policies, key=lambda p: p.name):
+        digest.update(f"{policy.name}\x1f{policy.version}\x1e".encode())
+    return digest.hexdigest()[:12]

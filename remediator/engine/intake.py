@@ -74,10 +74,7 @@ class Intake:
         self.metrics = metrics
         self.clock = clock
         self._queue: asyncio.Queue[tuple[int, Notification]] = asyncio.Queue()
-        self._index = PolicyIndex(policies)
-        self._known_names = frozenset(
-            m.value for p in policies for m in p.match if m.label == "alertname" and m.op == "="
-        )
+        self.set_policies(policies)
         self._queued: set[int] = set()  # inbox ids submitted and not yet processed, for the sweep
         self.sweep_s = sweep_s
         self.stuck_s = stuck_s
@@ -87,6 +84,13 @@ class Intake:
         self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self.owner = owner
         self.lease_s = lease_s
+
+    def set_policies(self, policies: Sequence[Policy]) -> None:
+        """The policies new alerts are matched against (at start, and after a reload)."""
+        self._index = PolicyIndex(policies)
+        self._known_names = frozenset(
+            m.value for p in policies for m in p.match if m.label == "alertname" and m.op == "="
+        )
 
     def submit(self, inbox_id: int, notification: Notification) -> None:
         """Hand over a notification that is already stored."""
@@ -248,7 +252,8 @@ class Intake:
         # An admitted target is used exactly as the allow list saw it (the safe-name fence bounds its length);
         # cutting it could name something else. A refused one is only shown, so it is cut and made storable.
         target = match.target if not match.refused else storable(match.target[:_MAX_REFUSED_TARGET_CHARS])
-        return Firing(match.policy.name, target, ref, match.refused, inbox_id), match.policy
+        firing = Firing(match.policy.name, target, ref, match.refused, inbox_id, match.policy.version)
+        return firing, match.policy
 
     def _count(self, metric: Counter, *labels: str) -> None:
         child = self._children.get((metric, labels))

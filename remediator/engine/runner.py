@@ -96,6 +96,8 @@ class Runner:
         """The longest a backend call may take besides its own ``timeout_s`` (the Docker client's timeout)."""
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._fences: dict[int, Fence] = {}
+        self._policy_of: dict[int, str] = {}  # incident -> the name of the policy its ladder runs
+        self._orphaned: dict[int, str] = {}  # incident -> why its policy is gone (a reload removed it)
         self._busy: set[int] = set()  # incidents whose action is running right now
         self._idle = asyncio.Event()  # set whenever _busy empties, for drain
         self._resolved: dict[int, asyncio.Event] = {}
@@ -134,6 +136,7 @@ class Runner:
             return
         self._resolved[incident.id] = asyncio.Event()
         self._fences[incident.id] = Fence(incident.id, incident.lease_owner, incident.lease_epoch)
+        self._policy_of[incident.id] = policy.name
         # A context of its own: the fence set in it is seen by this ladder's writes and by nothing else.
         task = asyncio.create_task(
             self._guarded(incident, policy, reconcile),
@@ -149,6 +152,16 @@ class Runner:
             del self._tasks[incident_id]
             self._resolved.pop(incident_id, None)
             self._fences.pop(incident_id, None)
+            self._policy_of.pop(incident_id, None)
+            self._orphaned.pop(incident_id, None)
+
+    def policies_removed(self, names: set[str], why: str) -> list[int]:
+        """A reload removed these policies: each running ladder of one of them finishes its current step (its
+        policy object stays in force for it until then) and escalates with ``why``; the incidents affected."""
+        hit = sorted(i for i, name in self._policy_of.items() if name in names)
+        for incident_id in hit:
+            self._orphaned[incident_id] = f"{why}: policy {self._policy_of[incident_id]!r} was removed"
+        return hit
 
     def resolved(self, incident_id: int) -> None:
         """The incident's alerts resolved: verifications succeed, steps not yet started are skipped."""
@@ -186,6 +199,10 @@ class Runner:
             step = policy.steps[index]
             if resolved.is_set():
                 await self._skip_rest(incident, policy, index)
+                return
+            if incident.id in self._orphaned:
+                # The step that was running finished; the policy is gone, so a person decides the rest.
+                await self._escalate_now(incident, policy, index, self._orphaned[incident.id])
                 return
             if step.kind == "escalate":
                 reason = last_failure or "the policy's ladder reached its escalation step"

@@ -22,6 +22,8 @@ per directory.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -269,7 +271,8 @@ def _load(
         except ValidationError as exc:
             first = exc.errors()[0]
             raise PolicyError(file, _line_for(first["loc"], lines), _format_error(first)) from exc
-        policy = policy.model_copy(update={"source": f"{file}:{lines.get((), 1)}"})
+        version = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        policy = policy.model_copy(update={"source": f"{file}:{lines.get((), 1)}", "version": version})
         if known_actions is not None:
             _check_steps(policy, lines, file, known_actions)
         policies.append(policy)

@@ -19,7 +19,8 @@ One module a concern, handlers at module level reading the parts from the applic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -41,6 +42,7 @@ from remediator.server.state import (
     METRICS,
     POLICIES,
     READY,
+    RELOAD,
     REPLICA,
     STORE,
 )
@@ -65,6 +67,7 @@ def build_app(
     *,
     body_timeout_s: float = 30.0,
     replica: str = "remediator",
+    reload: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
 ) -> web.Application:
     """The aiohttp application; the composition root runs it (behind an HttpServer)."""
     app = web.Application(middlewares=[refuse_bad_input, authenticate], client_max_size=max_body_bytes)
@@ -79,6 +82,7 @@ def build_app(
     app[CLOCK] = clock
     app[READY] = ready
     app[REPLICA] = replica
+    app[RELOAD] = reload
     app[webhook.SIGNATURES] = signatures
     app[approval_page.LINK_KEY] = link_key
     app[health.WRITE_PROBE] = health.WriteProbe()
@@ -96,6 +100,7 @@ def build_app(
             web.post("/api/resume", api.resume),
             web.get("/api/policies", api.policies),
             web.post("/api/policies/{name}/{action:promote|shadow}", api.set_mode),
+            web.post("/-/reload", api.reload),
             web.post("/api/incidents/{id}/{action:approve|deny}", api.decide),
             web.route("GET", APPROVAL_LINKS + "{id}", approval_page.show),
             web.route("POST", APPROVAL_LINKS + "{id}", approval_page.decide),

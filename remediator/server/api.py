@@ -12,8 +12,9 @@ from aiohttp import web
 
 from remediator.engine.control import Mode
 from remediator.engine.escalate import incident_timeline
+from remediator.errors import ConfigError, PolicyError
 from remediator.server.params import error, parse_id, parse_limit
-from remediator.server.state import GATE, INTAKE, POLICIES, STORE
+from remediator.server.state import GATE, INTAKE, POLICIES, RELOAD, STORE
 
 
 async def incidents(request: web.Request) -> web.Response:
@@ -95,3 +96,16 @@ async def decide(request: web.Request) -> web.Response:
     if not await request.app[GATE].approvals.decide(incident_id, approve, by=f"api from {request.remote}"):
         return error(409, f"incident {incident_id} has no pending approval")
     return web.json_response({"incident_id": incident_id, "approved": approve})
+
+
+async def reload(request: web.Request) -> web.Response:
+    """POST /-/reload (as Prometheus and Alertmanager have it): load the policy files again. A broken set is
+    refused with the reason ``remediator check`` gives, and the policies in force stay."""
+    reloading = request.app[RELOAD]
+    if reloading is None:
+        return error(404, "this daemon cannot reload")
+    try:
+        loaded = await reloading(f"api from {request.remote}")
+    except (PolicyError, ConfigError) as exc:
+        return error(400, f"reload refused, the policies in force stay: {exc}")
+    return web.json_response(loaded)

@@ -6,7 +6,8 @@ Also the one body read every route that takes a body uses, bounded in time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -28,6 +29,8 @@ READY = web.AppKey[Callable[[], bool]]("ready")
 REPLICA = web.AppKey("replica", str)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
+RELOAD = web.AppKey[Callable[[str], Awaitable[dict[str, Any]]] | None]("reload")
+"""Reloads the policies (``by`` whom) and returns what is in force; raises PolicyError or ConfigError."""
 
 
 async def read_body(request: web.Request) -> bytes | None:

@@ -56,6 +56,7 @@ def firing_detail(event: Firing) -> dict[str, Any]:
         "starts_at": event.alert.starts_at,
         "alertname": event.alert.labels.get("alertname", ""),
         "policy": event.policy,
+        "policy_version": event.policy_version,
         "inbox_id": event.inbox_id,
     }
 
@@ -87,6 +88,8 @@ class Firing:
     alert: AlertRef
     reason: str = ""
     inbox_id: int | None = None
+    policy_version: str = ""
+    """The version of the policy the alert matched (its opened record shows it)."""
 
 
 @dataclass(frozen=True)
