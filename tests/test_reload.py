@@ -193,3 +193,16 @@ def _wait(check: Any, timeout: float = 20) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met"
         time.sleep(0.2)
+
+
+async def test_a_vanished_or_empty_directory_is_a_refused_reload(start_app: Any, tmp_path: Path) -> None:
+    app = await start_app(policies={"db.yaml": policy()})
+    directory = tmp_path / "policies"
+    (directory / "db.yaml").unlink()
+    status, body = await reload(app)  # empty: never "no policies at all" by accident
+    assert status == 400 and "no policies" in body["error"]
+    directory.rmdir()
+    status, body = await reload(app)
+    assert status == 400 and "not a directory" in body["error"]
+    assert [p.name for p in app.policies] == ["db-down"]
+    assert gauge(app, "remediator_config_last_reload_successful") == 0
