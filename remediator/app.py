@@ -25,6 +25,7 @@ from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.leases import LeaseKeeper
 from remediator.engine.outbox import Outbox
+from remediator.engine.retention import Retention
 from remediator.engine.runner import RetryPolicy, Runner
 from remediator.errors import ConfigError, PolicyError, RemediatorError, StoreError
 from remediator.escalation.base import Notifier
@@ -150,6 +151,7 @@ class App:
         self._worker: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self.leases: LeaseKeeper | None = None
         self._ready = False
         self._stopped = False
@@ -255,6 +257,10 @@ class App:
         self._worker = self._supervised(self.intake.run(), "intake")
         self._sweeper = self._supervised(self.intake.sweep(), "inbox-sweep")
         self._keeper = self._supervised(self.leases.run(), "leases")
+        retention = Retention(
+            self.store, settings.retention, settings.guards, lambda: self.policies, self.metrics, self.clock
+        )
+        self._retention = self._supervised(retention.run(), "retention")
         server = self.settings.server
         token = webhook_token(self.settings)
         auth = Auth(token, server.basic_username, server.auth_disabled)
@@ -322,7 +328,7 @@ class App:
         if self.intake is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.intake.join(), grace)
-        for task in (self._worker, self._sweeper):
+        for task in (self._worker, self._sweeper, self._retention):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

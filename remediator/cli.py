@@ -163,6 +163,26 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return asyncio.run(_incidents(args, _settings(args)))
 
 
+async def _store_stats(settings: Settings) -> dict[str, Any]:
+    store = build_store(settings)
+    await store.open()
+    try:
+        return {"tables": await store.table_rows(), "size_bytes": await store.size_bytes()}
+    finally:
+        await store.close()
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    stats = asyncio.run(_store_stats(_settings(args)))
+    if args.output == "json":
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    for table, rows in stats["tables"].items():
+        print(f"{table:<16} {rows:>12} rows")
+    print(f"{'size on disk':<16} {stats['size_bytes']:>12} bytes ({stats['size_bytes'] / 2**20:.1f} MiB)")
+    return 0
+
+
 def _daemon(args: argparse.Namespace) -> ApiClient:
     """The running daemon's API at --url (default: REMEDIATOR_SERVER__HOST/PORT), with the token the daemon
     uses (REMEDIATOR_SERVER__TOKEN, the token file, or <state_dir>/token)."""
@@ -253,6 +273,11 @@ def parser() -> argparse.ArgumentParser:
     inc_p.add_argument("id", nargs="?", type=int, help="incident id (for show)")
     inc_p.add_argument("--limit", type=int, default=50, help="how many to list (default 50)")
     inc_p.set_defaults(func=cmd_incidents)
+
+    store_p = sub.add_parser("store", help="what the store holds: rows per table and its size on disk")
+    store_p.add_argument("action", nargs="?", choices=["stats"], default="stats")
+    store_p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text or JSON")
+    store_p.set_defaults(func=cmd_store)
 
     for name, text in (
         ("pause", "kill switch: stop every action now (alerts are still recorded and escalated)"),

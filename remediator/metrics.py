@@ -17,6 +17,8 @@ class Metrics:
         self._intake(self.registry)
         self._remediation(self.registry)
         self._state(self.registry)
+        self._config(self.registry)
+        self._retention(self.registry)
 
     def _intake(self, r: CollectorRegistry) -> None:
         """What arrives and what was decided about it."""
@@ -126,4 +128,34 @@ class Metrics:
         )
         self.policies_loaded = Gauge(
             "remediator_policies_loaded", "Policies loaded and enforced.", registry=r
+        )
+
+    def _retention(self, r: CollectorRegistry) -> None:
+        """What the store holds and what retention removed (docs/operations.md, "Retention")."""
+        self.store_rows = Gauge(
+            "remediator_store_rows",
+            "Rows per table of the store, counted at the end of each retention run.",
+            ["table"],
+            registry=r,
+        )
+        self.store_size = Gauge(
+            "remediator_store_size_bytes",
+            "The store's size on disk: the SQLite file and its WAL, or the PostgreSQL database.",
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            "remediator_retention_deleted_total",
+            "Rows retention deleted, by table.",
+            ["table"],
+            registry=r,
+        )
+        self.retention_last_run = Gauge(
+            "remediator_retention_last_run_timestamp_seconds",
+            "When the last retention run ended (Unix time), whether it succeeded or not.",
+            registry=r,
+        )
+        self.retention_last_success = Gauge(
+            "remediator_retention_last_run_successful",
+            "Whether the last retention run succeeded (1) or failed and will be retried next interval (0).",
+            registry=r,
         )

@@ -272,6 +272,35 @@ class GuardSettings(BaseModel):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
+class RetentionSettings(BaseModel):
+    """How long the store keeps what it no longer needs (docs/operations.md, "Retention"). A background task
+    deletes older rows in small batches; it never deletes an open incident or anything of it, an undelivered
+    escalation, an unprocessed notification, or what the guards still count (resolved incidents stay at least
+    as long as the longest guard window in force). Every value must be greater than zero."""
+
+    inbox_s: float = Field(default=86_400.0, gt=0)
+    """Seconds a processed notification's body stays in the inbox after it was processed (24 h)."""
+    incidents_s: float = Field(default=90 * 86_400.0, gt=0)
+    """Seconds a resolved incident, with its steps, alerts and audit records, is kept after it resolved
+    (90 days); never less than the longest guard window of the loaded policies and the budget."""
+    outbox_s: float = Field(default=30 * 86_400.0, gt=0)
+    """Seconds a delivered escalation stays in the outbox after its delivery (30 days), once its incident has
+    resolved; an undelivered one is never deleted."""
+    audit_s: float = Field(default=90 * 86_400.0, gt=0)
+    """Seconds an audit record that belongs to no incident (an unmatched alert, a breaker change, a pause) is
+    kept (90 days)."""
+    episodes_s: float = Field(default=7 * 86_400.0, gt=0)
+    """Seconds an ended episode (fingerprint, startsAt) with no incident left is remembered at least since it
+    was first seen (7 days), so that a late copy of it is still recognised as stale (docs/safety.md, E1)."""
+    batch: int = Field(default=500, gt=0)
+    """Rows deleted per statement and transaction (count); SQLite also frees this many pages per step."""
+    pause_s: float = Field(default=0.05, gt=0)
+    """Seconds between two batches, so that intake's transactions get the store in between."""
+    interval_s: float = Field(default=900.0, gt=0)
+    """Seconds between two retention runs; the first runs a minute after start (or sooner with a shorter
+    interval)."""
+
+
 class LogSettings(BaseModel):
     """How the daemon writes its log (to stderr)."""
 
@@ -305,6 +334,7 @@ class Settings(BaseSettings):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @property

@@ -128,6 +128,62 @@ class History:
     """Incidents of the same (policy, target) opened since ``since_flap``, this one included."""
 
 
+RetentionPass = Literal[
+    "inbox",
+    "incident_audit",
+    "incident_steps",
+    "incident_alerts",
+    "incidents",
+    "audit",
+    "outbox",
+    "episodes",
+]
+"""One kind of deletion of a retention run (docs/operations.md, "Retention")."""
+
+RETENTION_PASSES: tuple[tuple[RetentionPass, str], ...] = (
+    ("inbox", "inbox"),
+    ("incident_audit", "audit"),
+    ("incident_steps", "steps"),
+    ("incident_alerts", "incident_alerts"),
+    ("incidents", "incidents"),
+    ("audit", "audit"),
+    ("outbox", "outbox"),
+    ("episodes", "episodes"),
+)
+"""Each pass with the table it deletes from, in the order a run makes them: a resolved incident's rows before
+the incident (the foreign keys), the incident before its episodes (which stay as long as it does)."""
+
+STORE_TABLES: tuple[str, ...] = (
+    "inbox",
+    "incidents",
+    "incident_alerts",
+    "steps",
+    "audit",
+    "outbox",
+    "episodes",
+    "breakers",
+    "control",
+)
+"""The tables ``Store.table_rows`` counts."""
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Unix times before which rows may be deleted, per kind; ``engine/retention.py`` computes them."""
+
+    inbox: float
+    """Processed notifications processed before this."""
+    incidents: float
+    """Resolved incidents (steps, alerts, audit) with nothing at or after this: their retention or the longest
+    guard window, whichever is longer."""
+    outbox: float
+    """Delivered entries, of incidents that are no longer open, last updated before this."""
+    audit: float
+    """Audit records of no incident."""
+    episodes: float
+    """Ended episodes first seen before this whose incident is gone (or that had none)."""
+
+
 class Store(Protocol):
     """Everything the engine, server and CLI persist or read."""
 
@@ -277,4 +333,22 @@ class Store(Protocol):
         lease: tuple[str, int] | None = None,
     ) -> None:
         """Record a delivery attempt; with ``lease`` (owner, epoch), only while that lease holds (LeaseLost)."""
+        ...
+
+    async def retention_batch(self, kind: RetentionPass, cutoffs: Cutoffs, limit: int) -> int:
+        """Delete at most ``limit`` rows of one pass that ``cutoffs`` let go, in one transaction; how many went.
+        Replicas may run it at once (PostgreSQL skips the rows another one is deleting)."""
+        ...
+
+    async def reclaim(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the file system; how many stay free (SQLite with incremental
+        auto-vacuum; otherwise nothing to do, 0)."""
+        ...
+
+    async def table_rows(self) -> dict[str, int]:
+        """Rows per table of ``STORE_TABLES``."""
+        ...
+
+    async def size_bytes(self) -> int:
+        """The store's size on disk: the SQLite file and its WAL, or the PostgreSQL database."""
         ...

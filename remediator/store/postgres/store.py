@@ -30,13 +30,14 @@ from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavai
 from remediator.store.base import Firing, History, IntakeEvent, IntakeResult, Resolved
 from remediator.store.postgres.errors import FAILURES, mapped
 from remediator.store.postgres.intake import fenced, record_firing, record_resolved, write_audit
+from remediator.store.postgres.retention import PostgresRetention
 from remediator.store.postgres.schema import ADMISSION_LOCK, MIGRATION_LOCK, MIGRATIONS, count_of, key_lock
 from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
 
 T = TypeVar("T")
 
 
-class PostgresStore:
+class PostgresStore(PostgresRetention):
     """The Store protocol on PostgreSQL; several replicas may share one database."""
 
     def __init__(self, url: str, min_size: int = 2, max_size: int = 10) -> None:

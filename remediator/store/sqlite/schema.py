@@ -61,4 +61,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX incident_alerts_episode ON incident_alerts(fingerprint, starts_at) WHERE status = 'firing';
     CREATE INDEX outbox_incident ON outbox(incident_id);
     """,
+    # Retention finds what it may delete by age without scanning whole tables.
+    """
+    CREATE INDEX inbox_received ON inbox(received_at);
+    CREATE INDEX incidents_resolved ON incidents(updated_at) WHERE status = 'resolved';
+    CREATE INDEX audit_unattached ON audit(at) WHERE incident_id IS NULL;
+    CREATE INDEX episodes_seen ON episodes(seen_at);
+    """,
 )

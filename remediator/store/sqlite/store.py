@@ -38,6 +38,7 @@ from remediator.store.sqlite.intake import (
     record_resolved,
     write_audit,
 )
+from remediator.store.sqlite.retention import SqliteRetention
 from remediator.store.sqlite.schema import MIGRATIONS
 from remediator.store.sqlite.wal import WalSync, is_io_error
 
@@ -47,7 +48,7 @@ T = TypeVar("T")
 _ADMISSION: dict[Path, asyncio.Lock] = {}
 
 
-class SqliteStore:
+class SqliteStore(SqliteRetention):
     """The Store protocol on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
@@ -90,11 +91,15 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level="DEFERRED")
             db.row_factory = sqlite3.Row
+            # Only takes on a new, empty file: freed pages can then be given back (retention.py, reclaim).
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             # Commits are made durable by WalSync (an fsync of the WAL, grouped), not one by one.
             db.execute("PRAGMA synchronous=NORMAL")
             # WalSync checkpoints from its own thread; this is only the backstop (about 40 MB of WAL).
             db.execute("PRAGMA wal_autocheckpoint=10000")
+            # A WAL that a burst grew is cut back to this (32 MiB) when it is next reused, so it stays bounded.
+            db.execute("PRAGMA journal_size_limit=33554432")
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
             version = db.execute("PRAGMA user_version").fetchone()[0]
