@@ -9,7 +9,7 @@ guards decide the same before and after a run. The store's SQL refuses the rest:
 undelivered escalation, an unprocessed notification (``store/*/retention.py``).
 
 A failed run (the store down or its disk full) is logged and tried again at the next interval; retention
-never stops the daemon. Docs: docs/operations.md, "Retention"; decision D32 in docs/design.md.
+never stops the daemon. Docs: docs/operations.md, "Retention"; decision D33 in docs/design.md.
 """
 
 from __future__ import annotations
