@@ -239,6 +239,13 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _store_parser(sub: Any) -> None:
+    store_p = sub.add_parser("store", help="what the store holds: rows per table and its size on disk")
+    store_p.add_argument("action", nargs="?", choices=["stats"], default="stats")
+    store_p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text or JSON")
+    store_p.set_defaults(func=cmd_store)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="remediator",
@@ -274,11 +281,7 @@ def parser() -> argparse.ArgumentParser:
     inc_p.add_argument("--limit", type=int, default=50, help="how many to list (default 50)")
     inc_p.set_defaults(func=cmd_incidents)
 
-    store_p = sub.add_parser("store", help="what the store holds: rows per table and its size on disk")
-    store_p.add_argument("action", nargs="?", choices=["stats"], default="stats")
-    store_p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text or JSON")
-    store_p.set_defaults(func=cmd_store)
-
+    _store_parser(sub)
     for name, text in (
         ("pause", "kill switch: stop every action now (alerts are still recorded and escalated)"),
         ("resume", "undo pause"),
