@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +20,8 @@ from typing import Literal
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
 from remediator.store.base import Store
+
+logger = logging.getLogger(__name__)
 
 ApprovalState = Literal["pending", "approved", "denied"]
 
@@ -80,6 +83,13 @@ class Approvals:
         # The audit first: it is fenced by the incident's lease, so a replica that lost it stops here.
         await self.store.audit(incident.id, "approval_requested", {"step": step, "timeout_s": timeout_s}, now)
         await self.store.control_set(_key(incident.id), request.to_json(), now)
+        logger.warning(
+            "incident %d: %s waits for approval (%gs)",
+            incident.id,
+            step,
+            timeout_s,
+            extra=incident.log_fields,
+        )
         return request
 
     async def get(self, incident_id: int) -> ApprovalRequest | None:
@@ -98,4 +108,7 @@ class Approvals:
         if not await self.store.control_swap(_key(incident_id), raw, decided.to_json(), now):
             return False
         await self.store.audit(incident_id, state, {"step": current.step, "by": by}, now)
+        logger.warning(
+            "incident %d: %s %s by %s", incident_id, current.step, state, by, extra={"incident": incident_id}
+        )
         return True

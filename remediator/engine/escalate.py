@@ -125,6 +125,13 @@ class Escalator:
                 now,
             )
         await self.store.set_status(incident.id, "escalated", reason, now)
+        logger.warning(
+            "incident %d escalated to %s: %s",
+            incident.id,
+            ", ".join(notifier.name for _, notifier in chosen),
+            reason,
+            extra=incident.log_fields,
+        )
         entries.extend(await self._end_silences(incident, now))
         for entry in entries:
             self.outbox.spawn(entry)

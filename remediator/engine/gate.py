@@ -70,6 +70,14 @@ class Gate:
     async def refuse(self, incident: Incident, policy: Policy, step: Step, refusal: Refusal) -> None:
         """Record a refusal: an audit record with the reason, and a metric labelled by it."""
         self.metrics.refusals.labels(policy.name, refusal.reason).inc()
+        logger.warning(
+            "incident %d: %s refused (%s): %s",
+            incident.id,
+            step.name,
+            refusal.reason,
+            refusal.detail,
+            extra=incident.log_fields,
+        )
         await self.store.audit(
             incident.id,
             "refused" if refusal.reason != "dry_run" else "dry_run",

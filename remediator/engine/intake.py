@@ -278,11 +278,26 @@ class Intake:
         elif event.reason:
             self._decide("target_refused")
             self.metrics.incidents_open.inc()
+            logger.warning(
+                "incident %d opened and escalated: %s",
+                result.incident.id,
+                event.reason,
+                extra=result.incident.log_fields,
+            )
             notifier = policy.escalation_target()
             await self.escalator.escalate(result.incident, policy, notifier, -1, event.reason)
         else:
             self._decide("opened")
             self.metrics.incidents_open.inc()
+            logger.info(
+                "incident %d opened: %s on %s (policy %s, version %s)",
+                result.incident.id,
+                event.alert.labels.get("alertname", ""),
+                event.target,
+                policy.name,
+                policy.version,
+                extra=result.incident.log_fields,
+            )
             self.runner.start(result.incident, policy)
             await self.escalator.incident_opened(result.incident, policy)
 
@@ -292,6 +307,12 @@ class Intake:
         now = self.clock()
         for incident in closed:
             self._decide("resolved")
+            logger.info(
+                "incident %d resolved after %.1fs",
+                incident.id,
+                now - incident.opened_at,
+                extra=incident.log_fields,
+            )
             self.metrics.incidents_open.dec()
             self.metrics.time_to_recovery.labels(incident.policy).observe(max(0.0, now - incident.opened_at))
             self.runner.resolved(incident.id)

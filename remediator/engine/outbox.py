@@ -218,6 +218,13 @@ class Outbox:
         )
         if event == "escalate":
             self.metrics.escalations.labels(policy, notifier.name, "delivered").inc()
+        logger.info(
+            "%s delivered to %s after %d attempt(s)",
+            entry.dedup_key,
+            notifier.name,
+            attempts,
+            extra={"incident": entry.incident_id, "policy": policy},
+        )
 
     async def claim(self) -> None:
         """Deliver what is pending and free: stored by a replica that died (its lease expired), or by this one

@@ -390,6 +390,15 @@ class Runner:
                     resolved.wait(), min(verify.interval_s, remaining) if checks else remaining
                 )
         self.metrics.verifications.labels(policy.name, "recovered" if recovered else "not_recovered").inc()
+        (logger.info if recovered else logger.warning)(
+            "incident %d: %s attempt %d %s (%s)",
+            incident.id,
+            step.name,
+            attempt,
+            "recovered" if recovered else f"did not recover within {verify.window_s:g}s",
+            how or "no check",
+            extra=incident.log_fields,
+        )
         await self.store.audit(
             incident.id,
             "verified" if recovered else "not_recovered",
