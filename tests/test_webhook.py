@@ -189,6 +189,9 @@ async def test_health_and_metrics_need_no_token(daemon: App, http: aiohttp.Clien
         text = await r.text()
     assert 'remediator_webhook_rejected_total{code="400"} 1.0' in text
     await post(http, daemon, b"{}", headers={})
+    for stray in ("/favicon.ico", "/api/incidents"):  # a browser, a person: not a misconfigured Alertmanager
+        async with http.get(url(daemon, stray)) as r:
+            assert r.status == 401
     async with http.get(url(daemon, "/metrics")) as r:
         assert 'remediator_webhook_rejected_total{code="401"} 1.0' in await r.text()
     assert f"remediator_policies_loaded {len(daemon.policies)}.0" in text and len(daemon.policies) >= 2

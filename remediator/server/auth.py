@@ -73,8 +73,10 @@ AUTH = web.AppKey("auth", Auth)
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     public = request.path in PUBLIC or request.path.startswith(APPROVAL_LINKS)
     if not public and not request.app[AUTH].allows(request.headers.get("Authorization", "")):
-        # a misconfigured Alertmanager shows on the dashboard
-        request.app[METRICS].webhook_rejected.labels("401").inc()
+        # A misconfigured Alertmanager shows on the dashboard; a browser's favicon request (the approval page
+        # is opened in one) or another stray path is not the webhook and must not look like one.
+        if request.path == "/alerts":
+            request.app[METRICS].webhook_rejected.labels("401").inc()
         return web.json_response(
             {"error": "missing or wrong credentials"}, status=401, headers={"WWW-Authenticate": "Bearer"}
         )
