@@ -10,6 +10,7 @@
     ├── LeaseLost                    this replica no longer holds an incident's or entry's lease
     ├── ActionError                  a backend action that did not succeed
     │   ├── TemporaryActionError     worth retrying (backend down, timeout, 5xx)
+    │   │   └── LateCall             about to go out after its lease-safe moment: confirm the lease, try again
     │   └── PermanentActionError     retrying cannot help (no such container, bad request)
     └── NotifyError                  an escalation that could not be delivered (yet)
 
@@ -68,6 +69,12 @@ class ActionError(RemediatorError):
 
 class TemporaryActionError(ActionError):
     """Worth retrying: the backend is down, slow, or answered 5xx."""
+
+
+class LateCall(TemporaryActionError):
+    """A backend call reached the moment of sending after the deadline its lease confirmation set (it waited
+    behind a burst, or the process was frozen): not sent. The runner confirms the lease again and retries; if
+    another replica took the incident meanwhile, that confirmation raises LeaseLost instead."""
 
 
 class PermanentActionError(ActionError):

@@ -16,7 +16,7 @@ from test_store import make, ref
 
 from remediator.actions.docker import ContainerRestart, DockerBackend, RestartParams
 from remediator.domain.fencing import Fence, call_deadline, call_guard, current_fence
-from remediator.errors import LeaseLost
+from remediator.errors import LateCall, LeaseLost
 from remediator.store.base import Firing, FiringResult, Store
 
 
@@ -126,7 +126,8 @@ async def test_a_stale_delivery_cannot_record_its_outcome(two: tuple[Store, Stor
 
 async def test_a_docker_call_past_its_deadline_is_dropped_not_sent(docker_daemon: DockerDaemon) -> None:
     """F3: the process froze (or the call waited) between the lease confirmation and the request: the pool
-    thread drops the call instead of restarting anything, unless a guard confirms the lease again."""
+    thread sends nothing (LateCall, which makes the runner confirm the lease again), unless the guard confirms
+    it again first."""
     docker_daemon.run_container("fence-0")
     before = docker_daemon.started_at("fence-0")
     backend = DockerBackend(docker_daemon.host, timeout_s=20, threads=1)
@@ -137,7 +138,7 @@ async def test_a_docker_call_past_its_deadline_is_dropped_not_sent(docker_daemon
             call_deadline.set(time.monotonic() - 1)  # the lease-safe moment passed while frozen
             return await restart.run("fence-0", RestartParams(timeout_s=1))
 
-        with pytest.raises(LeaseLost):
+        with pytest.raises(LateCall):  # the runner confirms its lease again, then retries
             await asyncio.create_task(late(), context=contextvars.Context())
         assert docker_daemon.started_at("fence-0") == before
 

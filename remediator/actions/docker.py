@@ -30,7 +30,7 @@ from pydantic import Field
 
 from remediator.actions.base import Params
 from remediator.domain.fencing import call_deadline, call_guard
-from remediator.errors import ActionError, LeaseLost, PermanentActionError, TemporaryActionError
+from remediator.errors import ActionError, LateCall, PermanentActionError, TemporaryActionError
 
 T = TypeVar("T")
 
@@ -142,11 +142,12 @@ _thread_deadline = threading.local()
 
 
 def before_mutation() -> None:
-    """In a pool thread, right before a request that changes something: raise LeaseLost when the deadline the
-    runner set for this call has passed (the thread waited in the pool, or the process was frozen)."""
+    """In a pool thread, right before a request that changes something: raise LateCall when the deadline the
+    runner set for this call has passed (the thread waited, or the process was frozen), so the runner confirms
+    its lease again before anything is sent."""
     deadline: float | None = getattr(_thread_deadline, "value", None)
     if deadline is not None and time.monotonic() > deadline:
-        raise LeaseLost(
+        raise LateCall(
             f"the lease-safe moment to send this call passed {time.monotonic() - deadline:.1f}s ago"
         )
 
@@ -182,15 +183,15 @@ class DockerBackend:
 
     async def call(self, target: str, fn: Callable[[Any], T], extra_timeout_s: float = 0) -> T:
         """Run ``fn(client)`` in the pool; map every failure to a typed ActionError. A call that reaches its
-        thread after the runner's ``call_deadline`` (queued, or the process frozen past its lease) is dropped
-        with LeaseLost instead of sent late (docs/safety.md, F3)."""
+        thread after the runner's ``call_deadline`` (queued, or the process frozen past its lease) is not sent:
+        LateCall makes the runner confirm its lease again first (docs/safety.md, F3)."""
 
         def work(deadline: float | None) -> T:
             _thread_deadline.value = deadline
             try:
                 before_mutation()
                 return fn(self._get_client())
-            except LeaseLost:
+            except LateCall:
                 raise
             except Exception as exc:
                 mapped = _map_error(exc, target)

@@ -137,9 +137,9 @@ class Outbox:
         asked, now = time.monotonic(), self.clock()
         # A notifier's request times out well within a lease (and the keeper renews it meanwhile).
         await self.store.outbox_confirm(entry, now, now + self.lease_s)
-        if time.monotonic() - asked > self.lease_s / 2:
-            # Frozen while confirming (a GC pause, a stopped VM): the lease may have passed meanwhile.
-            raise LeaseLost(f"outbox entry {entry.id}: too long since the lease was confirmed to send now")
+        if time.monotonic() - asked > 0.8 * self.lease_s:
+            # Frozen while confirming (a GC pause, a stopped VM): confirm again (a retry) before sending.
+            raise NotifyError(f"outbox entry {entry.id}: too long since the lease was confirmed to send now")
         await self._send(notifier, entry)
 
     async def _send(self, notifier: Notifier, entry: OutboxEntry) -> None:

@@ -30,7 +30,7 @@ from remediator.domain.outcomes import Outcome
 from remediator.domain.policies import Policy, Step
 from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate, target_key
-from remediator.errors import LeaseLost, PermanentActionError, TemporaryActionError
+from remediator.errors import LateCall, LeaseLost, PermanentActionError, TemporaryActionError
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
 from remediator.store.base import Store
@@ -510,11 +510,12 @@ class Runner:
         async def confirm() -> float:
             asked, now = time.monotonic(), self.clock()
             await self.store.lease_confirm(fence, now, now + timeout_s + self.lease_s)
-            # The call must go out well inside the lease just confirmed (measured from before the confirmation,
-            # in case this process was frozen during it); once it is out, it may take its timeout.
-            deadline = asked + self.lease_s / 2
+            # The lease now lasts the call's timeout plus a lease: a call that starts within a lease of the
+            # confirmation (measured from before it, in case this process froze during it) ends while the lease
+            # holds. 0.8: a margin for the clocks' granularity and the time to the socket.
+            deadline = asked + 0.8 * self.lease_s
             if time.monotonic() > deadline:
-                raise LeaseLost(f"incident {incident.id}: too long since the lease was confirmed to act now")
+                raise LateCall(f"incident {incident.id}: too long since the lease was confirmed to act now")
             return deadline
 
         call_deadline.set(await confirm())
