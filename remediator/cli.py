@@ -19,7 +19,7 @@ from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Notification
 from remediator.drill import run_drill
 from remediator.engine.escalate import incident_timeline
-from remediator.errors import PolicyError, RemediatorError
+from remediator.errors import ConfigError, PolicyError, RemediatorError
 from remediator.logs import setup as setup_logs
 from remediator.policy.loader import load_dir
 from remediator.policy.matching import match_alert
@@ -332,6 +332,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # Settings from the environment: one line per problem, named as the user set it, and exit 2.
+        for problem in exc.errors():
+            name = "REMEDIATOR_" + "__".join(str(part) for part in problem["loc"]).upper()
+            print(f"error: {name}: {problem['msg']}: {problem.get('input')!r}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except RemediatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

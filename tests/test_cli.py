@@ -52,7 +52,7 @@ def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                proc.wait()
+                proc.communicate()  # reaps it and closes the stderr pipe
                 raise
             time.sleep(0.1)
 
@@ -142,8 +142,8 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
-    logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]  # type: ignore[union-attr]
+        _, stderr = proc.communicate()  # reaps it and closes the stderr pipe, on failure too
+    logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any("listening" in entry["msg"] for entry in logs)
     assert any(entry["msg"].startswith("stopping") for entry in logs)
 
@@ -178,7 +178,7 @@ def test_the_cli_finds_the_token_where_the_daemon_does_with_only_a_token_file_se
         assert denied.returncode == 1 and "401" in denied.stderr
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.communicate(timeout=20)  # reaps it and closes the stderr pipe
     assert not (tmp_path / "state" / "token").exists(), "neither side generated a token of its own"
 
 
@@ -194,3 +194,20 @@ def test_simulate_refuses_a_payload_larger_than_the_webhook_takes(tmp_path: Path
         timeout=60,
     )
     assert done.returncode == 1 and "over 1048576 bytes" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_setting_is_one_line_and_exit_2_on_every_command(tmp_path: Path) -> None:
+    for command in (["check", str(REPO / "policies")], ["incidents"], ["serve"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "remediator", *command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "REMEDIATOR_STATE_DIR": str(tmp_path), "REMEDIATOR_SERVER__PORT": "abc"},
+            cwd=REPO,
+            timeout=60,
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.strip().splitlines() == [
+            "error: REMEDIATOR_SERVER__PORT: Input should be a valid integer, unable to parse string as an"
+            " integer: 'abc'"
+        ], command

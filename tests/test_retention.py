@@ -400,8 +400,9 @@ def test_serve_refuses_to_start_with_a_zero_retention(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert done.returncode != 0
-    assert "retention.outbox_s" in done.stderr and "greater than 0" in done.stderr
+    assert done.returncode == 2  # a configuration error: one line, named as it was set, no traceback
+    assert "error: REMEDIATOR_RETENTION__OUTBOX_S: Input should be greater than 0: '0'" in done.stderr
+    assert "Traceback" not in done.stderr
     assert not (tmp_path / "remediator.sqlite3").exists()  # refused before anything was opened
 
 
