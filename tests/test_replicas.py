@@ -44,13 +44,15 @@ class Replica:
         self.port = free_port()
         self.log = Path(env["REMEDIATOR_STATE_DIR"]) / f"{name}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "remediator", "serve", "--port", str(self.port)],
-            cwd=REPO,
-            env={**os.environ, **env, "REMEDIATOR_REPLICA_ID": name},
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("w"),
-        )
+        # The child keeps its own copy of the log descriptor; ours is closed at once.
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "remediator", "serve", "--port", str(self.port)],
+                cwd=REPO,
+                env={**os.environ, **env, "REMEDIATOR_REPLICA_ID": name},
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     @property
     def url(self) -> str:
