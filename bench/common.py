@@ -1,4 +1,4 @@
-"""What the benchmarks share: the real parts (tests/realparts.py, imported by path), a remediator daemon as a
+"""What the benchmarks share: the real parts (tests/realparts/, imported by path), a remediator daemon as a
 subprocess, a lean HTTP/1.1 load generator, Alertmanager-shaped payloads, statistics and the result table.
 
 Every process listens on 127.0.0.1 and is stopped by its pid; every load is bounded in count and time.
@@ -42,7 +42,13 @@ def _tests_module(name: str) -> ModuleType:
     """A module of tests/ (loaded by path: bench/ is not a package of it), so both use one copy."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / f"{name}.py")
+    path = REPO / "tests" / name
+    if path.is_dir():  # a package (tests/realparts/): its modules import each other relatively
+        spec = importlib.util.spec_from_file_location(
+            name, path / "__init__.py", submodule_search_locations=[str(path)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(name, path.with_suffix(".py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -51,7 +57,7 @@ def _tests_module(name: str) -> ModuleType:
 
 
 def realparts() -> ModuleType:
-    """tests/realparts.py, the same private dockerd, Prometheus and Alertmanager the tests use."""
+    """tests/realparts/, the same private dockerd, Prometheus and Alertmanager the tests use."""
     return _tests_module("realparts")
 
 

@@ -1,7 +1,7 @@
 """Recovery: with a real Prometheus (1 s scrape and evaluation) and Alertmanager (group_wait 0), the time
 from a failure injected (the container stopped) to the alert rule resolving, with remediator doing the fix.
 
-Everything is real and on loopback: a private Docker daemon (tests/realparts.py) runs "sms-db", a busybox
+Everything is real and on loopback: a private Docker daemon (tests/realparts/) runs "sms-db", a busybox
 httpd on the host network that Prometheus scrapes (it serves `pg_up 1`); the alert rule is
 deploy/prometheus/rules.yml's own DatabaseDown (`pg_up == 0 or up == 0` of job databases), with `for:` set
 to 0s; Alertmanager posts to remediator, which runs the shipped policies/database-down.yaml as it is (logs as

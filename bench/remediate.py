@@ -1,5 +1,5 @@
 """Remediate: from the POST of a firing alert to the container restarted, against a raw docker SDK restart of
-the same container, measured in the same run on a private Docker daemon (tests/realparts.py).
+the same container, measured in the same run on a private Docker daemon (tests/realparts/).
 
 Times come from the daemon's own event stream: `kill` is the first thing a restart does, `restart` is logged
 once the container runs again. Both paths do the same Docker restart, so remediator's overhead is entirely

@@ -2,7 +2,7 @@
 take them. remediator must act exactly as much as its limits allow, stay small, and be done quickly.
 
 remediator runs as `python -m remediator serve` (SQLite store on disk) against a private Docker daemon
-(tests/realparts.py) with ten running containers. Every alert stays firing. The baseline is the bare
+(tests/realparts/) with ten running containers. Every alert stays firing. The baseline is the bare
 aiohttp handler taking the same 10,000 notifications.
 
 How many restarts are allowed is computed from the policy and the settings, not written down: while an

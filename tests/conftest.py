@@ -1,4 +1,4 @@
-"""Shared fixtures: the real parts from realparts.py, and a capture server for receivers that cannot run here.
+"""Shared fixtures: the real parts from tests/realparts/, and a capture server for receivers that cannot run here.
 
 Each fixture closes what it started in a finally block, so a failing test leaves no process, port or
 directory behind. None of them imports remediator: the infrastructure must work while the code under
