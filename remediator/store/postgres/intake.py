@@ -1,6 +1,10 @@
 """How the PostgreSQL store writes intake's decisions: episodes, incidents, their alerts and audit rows, and the
 fencing check every write for an incident makes (FOR SHARE on the incident row). The decisions are
 store/base.py's, the same as SQLite's; only the SQL differs.
+
+Intake's transaction holds the advisory locks of its whole batch, so every round trip in it makes other
+replicas wait longer (bench/pg_scale.py measures it): the locks are taken in one statement, an episode is read
+with one query, and the batch's audit rows are collected (``Audits``) and written in one statement at its end.
 """
 
 from __future__ import annotations
@@ -28,6 +32,40 @@ async def write_audit(
     )
 
 
+Audits = list[tuple[float, int | None, str, str]]
+"""Audit rows (at, incident_id, kind, detail as JSON) collected during one intake transaction, in order."""
+
+
+def add_audit(audits: Audits, incident_id: int | None, kind: str, detail: dict[str, Any], now: float) -> None:
+    audits.append((now, incident_id, kind, canonical_json(detail)))
+
+
+async def write_audits(db: asyncpg.Connection, audits: Audits) -> None:
+    """The collected rows in one statement, in their order (ids ascending as they were added)."""
+    if not audits:
+        return
+    await db.execute(
+        "INSERT INTO audit (at, incident_id, kind, detail)"
+        " SELECT at, incident_id, kind, detail FROM unnest($1::double precision[], $2::bigint[], $3::text[],"
+        " $4::text[]) WITH ORDINALITY AS r(at, incident_id, kind, detail, n) ORDER BY n",
+        [a[0] for a in audits],
+        [a[1] for a in audits],
+        [a[2] for a in audits],
+        [a[3] for a in audits],
+    )
+
+
+async def lock_keys(db: asyncpg.Connection, keys: list[int]) -> None:
+    """Take the transaction-scoped advisory locks of ``keys`` in ascending order (one order for every replica,
+    so two never deadlock), in one round trip: the sorted subquery is not flattened, so the locks are taken
+    row by row in its order."""
+    if keys:
+        await db.execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest($1::bigint[]) AS u(k) ORDER BY k) s",
+            sorted(keys),
+        )
+
+
 async def fenced(db: asyncpg.Connection, incident_id: int | None) -> None:
     """In the transaction of a write concerning ``incident_id``: refuse it when the ladder task making it holds a
     stale fencing token (docs/safety.md, F1). FOR SHARE holds the row until the write commits, so a claim that
@@ -46,7 +84,7 @@ async def fenced(db: asyncpg.Connection, incident_id: int | None) -> None:
 
 
 async def close_if_quiet(
-    db: asyncpg.Connection, incident_id: int, reason: str, now: float
+    db: asyncpg.Connection, incident_id: int, reason: str, now: float, audits: Audits
 ) -> Incident | None:
     """Resolve the incident when none of its alerts fires any more; the closed incident, or None."""
     if await db.fetchval(
@@ -61,11 +99,11 @@ async def close_if_quiet(
     )
     if row is None:
         return None
-    await write_audit(db, incident_id, "resolved", {"reason": reason}, now)
+    add_audit(audits, incident_id, "resolved", {"reason": reason}, now)
     return incident_of(row)
 
 
-async def supersede(db: asyncpg.Connection, fingerprint: str, now: float) -> list[Incident]:
+async def supersede(db: asyncpg.Connection, fingerprint: str, now: float, audits: Audits) -> list[Incident]:
     """A new episode of ``fingerprint`` began: its earlier episodes that still fire have ended; their incidents
     close if nothing else fires (see the SQLite store)."""
     rows = await db.fetch(
@@ -86,30 +124,30 @@ async def supersede(db: asyncpg.Connection, fingerprint: str, now: float) -> lis
             row["starts_at"],
         )
         detail = {"fingerprint": fingerprint, "starts_at": row["starts_at"]}
-        await write_audit(db, incident_id, "alert_superseded", detail, now)
-        incident = await close_if_quiet(db, incident_id, "a new episode of its alert began", now)
+        add_audit(audits, incident_id, "alert_superseded", detail, now)
+        incident = await close_if_quiet(db, incident_id, "a new episode of its alert began", now, audits)
         if incident is not None:
             closed.append(incident)
     return closed
 
 
 async def record_firing(
-    db: asyncpg.Connection, event: Firing, now: float, owner: str, lease_until: float
+    db: asyncpg.Connection, event: Firing, now: float, owner: str, lease_until: float, audits: Audits
 ) -> FiringResult:
     alert = event.alert
     detail = firing_detail(event)
-    seen = await db.fetchrow(
-        "SELECT status, incident_id FROM episodes WHERE fingerprint = $1 AND starts_at = $2",
+    # The episode, and whether a later one of the same alert was seen, in one query.
+    episode = await db.fetchrow(
+        "SELECT e.status, e.incident_id, EXISTS (SELECT 1 FROM episodes n WHERE n.fingerprint = $1"
+        " AND n.starts_ts > $3) AS newer"
+        " FROM (SELECT 1) AS one LEFT JOIN episodes e ON e.fingerprint = $1 AND e.starts_at = $2",
         alert.fingerprint,
         alert.starts_at,
+        alert.starts_ts,
     )
-    newer = seen is None and bool(
-        await db.fetchval(
-            "SELECT 1 FROM episodes WHERE fingerprint = $1 AND starts_ts > $2 LIMIT 1",
-            alert.fingerprint,
-            alert.starts_ts,
-        )
-    )
+    assert episode is not None
+    seen = None if episode["status"] is None else episode
+    newer = seen is None and bool(episode["newer"])
     decision = firing_decision(None if seen is None else seen["status"], newer)
     if decision == "stale":
         if seen is None:
@@ -121,14 +159,14 @@ async def record_firing(
                 alert.starts_ts,
                 now,
             )
-        await write_audit(db, None if seen is None else seen["incident_id"], "stale_firing", detail, now)
+        add_audit(audits, None if seen is None else seen["incident_id"], "stale_firing", detail, now)
         return FiringResult(incident=None, created=False, duplicate=False, stale=True)
     if decision == "duplicate":
         row = await db.fetchrow("SELECT * FROM incidents WHERE id = $1", seen["incident_id"])
         assert row is not None
-        await write_audit(db, row["id"], "duplicate", detail, now)
+        add_audit(audits, row["id"], "duplicate", detail, now)
         return FiringResult(incident=incident_of(row), created=False, duplicate=True)
-    superseded = await supersede(db, alert.fingerprint, now)
+    superseded = await supersede(db, alert.fingerprint, now, audits)
     row = await db.fetchrow(
         "SELECT * FROM incidents WHERE policy = $1 AND target = $2 AND status <> 'resolved'",
         event.policy,
@@ -153,15 +191,12 @@ async def record_firing(
             lease_until,
         )
         assert row is not None
+    # The incident's alert and the episode, in one statement.
     await db.execute(
-        "INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES ($1, $2, $3, 'firing')"
-        " ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = 'firing'",
-        row["id"],
-        alert.fingerprint,
-        alert.starts_at,
-    )
-    await db.execute(
-        "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+        "WITH attached AS (INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status)"
+        " VALUES ($4, $1, $2, 'firing')"
+        " ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = 'firing')"
+        " INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
         " VALUES ($1, $2, $3, 'firing', $4, $5)",
         alert.fingerprint,
         alert.starts_at,
@@ -169,13 +204,15 @@ async def record_firing(
         row["id"],
         now,
     )
-    await write_audit(db, row["id"], "opened" if created else "attached", detail, now)
+    add_audit(audits, row["id"], "opened" if created else "attached", detail, now)
     return FiringResult(
         incident=incident_of(row), created=created, duplicate=False, superseded=tuple(superseded)
     )
 
 
-async def record_resolved(db: asyncpg.Connection, event: Resolved, now: float) -> list[Incident]:
+async def record_resolved(
+    db: asyncpg.Connection, event: Resolved, now: float, audits: Audits
+) -> list[Incident]:
     """Resolve exactly the episode that resolved; remember an unseen one (see the SQLite store)."""
     row = await db.fetchrow(
         "SELECT status, incident_id FROM episodes WHERE fingerprint = $1 AND starts_at = $2",
@@ -209,12 +246,12 @@ async def record_resolved(db: asyncpg.Connection, event: Resolved, now: float) -
         event.fingerprint,
         event.starts_at,
     )
-    await write_audit(
-        db,
+    add_audit(
+        audits,
         incident_id,
         "alert_resolved",
         {"fingerprint": event.fingerprint, "starts_at": event.starts_at},
         now,
     )
-    closed = await close_if_quiet(db, incident_id, "every alert of the incident resolved", now)
+    closed = await close_if_quiet(db, incident_id, "every alert of the incident resolved", now, audits)
     return [] if closed is None else [closed]

@@ -29,7 +29,16 @@ from remediator.domain.incidents import (
 from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
 from remediator.store.base import Firing, History, IntakeEvent, IntakeResult, Resolved
 from remediator.store.postgres.errors import FAILURES, mapped
-from remediator.store.postgres.intake import fenced, record_firing, record_resolved, write_audit
+from remediator.store.postgres.intake import (
+    Audits,
+    add_audit,
+    fenced,
+    lock_keys,
+    record_firing,
+    record_resolved,
+    write_audit,
+    write_audits,
+)
 from remediator.store.postgres.retention import PostgresRetention
 from remediator.store.postgres.schema import ADMISSION_LOCK, MIGRATION_LOCK, MIGRATIONS, count_of, key_lock
 from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
@@ -131,17 +140,19 @@ class PostgresStore(PostgresRetention):
                 | {key_lock("", e.alert.fingerprint) for e in events if isinstance(e, Firing)}
                 | {key_lock("", e.fingerprint) for e in events if isinstance(e, Resolved)}
             )
-            for key in keys:
-                await db.execute("SELECT pg_advisory_xact_lock($1)", key)
+            await lock_keys(db, keys)
             results: list[IntakeResult] = []
+            # Audit rows are written together at the end (same transaction, same order), as SQLite's are.
+            audits: Audits = []
             for event in events:
                 if isinstance(event, Firing):
-                    results.append(await record_firing(db, event, now, owner, lease_until))
+                    results.append(await record_firing(db, event, now, owner, lease_until, audits))
                 elif isinstance(event, Resolved):
-                    results.append(await record_resolved(db, event, now))
+                    results.append(await record_resolved(db, event, now, audits))
                 else:
-                    await write_audit(db, None, event.kind, event.detail, now)
+                    add_audit(audits, None, event.kind, event.detail, now)
                     results.append(None)
+            await write_audits(db, audits)
             if inbox_ids:
                 await db.execute(
                     "UPDATE inbox SET processed_at = $1 WHERE id = ANY($2::bigint[])", now, list(inbox_ids)
