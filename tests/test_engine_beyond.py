@@ -178,3 +178,31 @@ async def test_missing_data_is_never_read_as_recovered(tmp_path: Path, rigs: lis
     assert "did not recover" in rig.notifier.sent[0][1]["reason"]
     (not_recovered,) = [a.detail for a in await rig.store.audit_trail(1) if a.kind == "not_recovered"]
     assert "no series" in not_recovered["evidence"]
+
+
+async def test_an_escalate_step_in_the_middle_tells_a_person_and_the_ladder_goes_on(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    from remediator.domain.policies import Policy
+
+    policy = Policy.model_validate(
+        {
+            "name": "database-down",
+            "match": ["alertname = DatabaseDown"],
+            "target": {"kind": "container", "from_label": "container", "allow": ["db"]},
+            "steps": [
+                {"act": "container.restart", "verify": {"resolved_within_s": 0.05}},
+                {"escalate": "oncall"},
+                {"act": "container.restart", "verify": {"resolved_within_s": 0.05}},
+                {"escalate": "oncall"},
+            ],
+            "limits": {"cooldown_s": 0, "max_actions": {"count": 10, "window_s": 3600}},
+        }
+    )
+    rig = await start(rigs, tmp_path, policy)
+    rig.send(alert(container="db"))
+    await eventually(lambda: len(rig.notifier.sent) == 2, timeout=30)
+    assert rig.restart.calls == ["db", "db"]  # the act after the first escalation ran
+    incident = await rig.store.get_incident(1)
+    assert incident is not None and incident.status == "escalated"  # handed over by the last step
+    assert rig.metrics.lease_lost.labels("incident")._value.get() == 0

@@ -86,10 +86,18 @@ class Escalator:
     # -- escalation ---------------------------------------------------------------------------------------
 
     async def escalate(
-        self, incident: Incident, policy: Policy | None, notifier_name: str, step_index: int, reason: str
+        self,
+        incident: Incident,
+        policy: Policy | None,
+        notifier_name: str,
+        step_index: int,
+        reason: str,
+        *,
+        hand_over: bool = True,
     ) -> None:
-        """Record the escalation durably (one outbox entry per notifier), mark the incident escalated, end the
-        silences of remediation, and start delivery."""
+        """Record the escalation durably (one outbox entry per notifier), end the silences of remediation, and
+        start delivery. ``hand_over``: the incident becomes ``escalated`` (a person owns it); False for an
+        escalate step that more steps follow, whose ladder goes on (it stays ``active``)."""
         now = self.clock()
         reason = reason or "escalated"  # never empty: incident_resolved relies on it
         priority = priority_of(incident.labels, self.routing)
@@ -124,7 +132,8 @@ class Escalator:
                 {"notifier": notifier.name, "dedup_key": dedup_key, "priority": priority},
                 now,
             )
-        await self.store.set_status(incident.id, "escalated", reason, now)
+        if hand_over:
+            await self.store.set_status(incident.id, "escalated", reason, now)
         logger.warning(
             "incident %d escalated to %s: %s",
             incident.id,

@@ -211,8 +211,11 @@ class Runner:
                         incident, policy, step, f"would have escalated to {step.name}: {reason}"
                     )
                 else:
-                    await self.escalator.escalate(incident, policy, step.name, index, reason)
-                    escalated = True
+                    # Steps after it still run (a person is told, and automation goes on): the incident
+                    # stays active, so its lease still holds for them; the last escalation hands it over.
+                    last = all(s.kind == "escalate" for s in policy.steps[index + 1 :])
+                    await self.escalator.escalate(incident, policy, step.name, index, reason, hand_over=last)
+                    escalated = last
             elif step.kind == "diagnose":
                 await self._attempt(incident, policy, step, index, attempt=1)
             else:
