@@ -145,6 +145,10 @@ def before_mutation() -> None:
     """In a pool thread, right before a request that changes something: raise LateCall when the deadline the
     runner set for this call has passed (the thread waited, or the process was frozen), so the runner confirms
     its lease again before anything is sent."""
+    abandoned: threading.Event | None = getattr(_thread_deadline, "abandoned", None)
+    if abandoned is not None and abandoned.is_set():
+        # The caller stopped waiting (its timeout): the retry it makes must be the only one that acts.
+        raise LateCall("the caller gave up waiting for this call; not sent")
     deadline: float | None = getattr(_thread_deadline, "value", None)
     if deadline is not None and time.monotonic() > deadline:
         raise LateCall(
@@ -186,8 +190,11 @@ class DockerBackend:
         thread after the runner's ``call_deadline`` (queued, or the process frozen past its lease) is not sent:
         LateCall makes the runner confirm its lease again first (docs/safety.md, F3)."""
 
+        abandoned = threading.Event()
+
         def work(deadline: float | None) -> T:
             _thread_deadline.value = deadline
+            _thread_deadline.abandoned = abandoned
             try:
                 before_mutation()
                 return fn(self._get_client())
@@ -210,9 +217,13 @@ class DockerBackend:
                 guard = call_guard.get()
                 if deadline is not None and guard is not None and time.monotonic() > deadline:
                     deadline = await guard()
-                return await asyncio.wait_for(
-                    loop.run_in_executor(self._pool, work, deadline), self.timeout_s + extra_timeout_s
-                )
+                try:
+                    return await asyncio.wait_for(
+                        loop.run_in_executor(self._pool, work, deadline), self.timeout_s + extra_timeout_s
+                    )
+                except BaseException:
+                    abandoned.set()  # timed out or cancelled: a thread still running it sends nothing more
+                    raise
         except TimeoutError as exc:
             raise TemporaryActionError(
                 f"docker call on {target} took over {self.timeout_s + extra_timeout_s:.0f}s"

@@ -96,11 +96,17 @@ class Approvals:
         raw = await self.store.control_get(_key(incident_id))
         return None if raw is None else ApprovalRequest.from_json(incident_id, raw)
 
-    async def decide(self, incident_id: int, approve: bool, by: str) -> bool:
-        """Answer the incident's pending request; False when none is pending (or another answer won)."""
+    async def decide(
+        self, incident_id: int, approve: bool, by: str, requested_at: float | None = None
+    ) -> bool:
+        """Answer the incident's pending request; False when none is pending (or another answer won).
+        ``requested_at``: only that request (a ladder answering its own timeout must never answer the request
+        of the replica that took the incident over meanwhile)."""
         raw = await self.store.control_get(_key(incident_id))
         current = None if raw is None else ApprovalRequest.from_json(incident_id, raw)
         if raw is None or current is None or current.state != "pending":
+            return False
+        if requested_at is not None and current.requested_at != requested_at:
             return False
         now = self.clock()
         state: ApprovalState = "approved" if approve else "denied"

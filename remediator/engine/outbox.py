@@ -22,7 +22,7 @@ from remediator.domain.clock import Clock
 from remediator.domain.incidents import OutboxEntry
 from remediator.domain.story import EscalationPayload
 from remediator.engine.breakers import Breakers
-from remediator.errors import LeaseLost, NotifyError, StoreError
+from remediator.errors import LeaseLost, NotifyError, StoreError, StoreUnavailable
 from remediator.escalation.base import Notifier, Resolver, Silencer
 from remediator.metrics import Metrics
 from remediator.store.base import Store
@@ -130,6 +130,11 @@ class Outbox:
         except LeaseLost as exc:
             self.metrics.lease_lost.labels("outbox").inc()
             logger.warning("%s: %s; another replica delivers it now", entry.dedup_key, exc)
+        except StoreError as exc:
+            # The entry stays pending: it is claimed again once its lease runs out (never lost).
+            logger.error(
+                "%s: delivery stopped by the store (%s); it is claimed again later", entry.dedup_key, exc
+            )
 
     async def _send_fenced(self, notifier: Notifier, entry: OutboxEntry) -> None:
         """Send, having just confirmed in the store that this replica still holds the entry's lease for long
@@ -173,7 +178,8 @@ class Outbox:
         async for attempt in AsyncRetrying(
             stop=stop_never,
             wait=wait_exponential(multiplier=self.backoff_initial_s, max=self.backoff_max_s),
-            retry=retry_if_exception_type(NotifyError),
+            # A store that is down (breakers, outbox rows) is waited out like a notifier that is down.
+            retry=retry_if_exception_type((NotifyError, StoreUnavailable)),
         ):
             with attempt:
                 if await self.breakers.admit(breaker) is not None:

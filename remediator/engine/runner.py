@@ -30,7 +30,7 @@ from remediator.domain.outcomes import Outcome
 from remediator.domain.policies import Policy, Step
 from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate, target_key
-from remediator.errors import LateCall, LeaseLost, PermanentActionError, TemporaryActionError
+from remediator.errors import LateCall, LeaseLost, PermanentActionError, StoreError, TemporaryActionError
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
 from remediator.store.base import Store
@@ -357,7 +357,8 @@ class Runner:
                     self._resolved[incident.id].wait(), min(self.poll_s, deadline - loop.time())
                 )
         proceed = approval.on_timeout == "proceed"
-        if await approvals.decide(incident.id, proceed, by=f"timeout after {approval.timeout_s:g}s"):
+        by = f"timeout after {approval.timeout_s:g}s"
+        if await approvals.decide(incident.id, proceed, by=by, requested_at=request.requested_at):
             return proceed
         # A person answered at the very moment it timed out: their answer stands.
         answer = await approvals.get(incident.id)
@@ -480,7 +481,9 @@ class Runner:
                     await self._last_moment(incident, policy, params)
                     detail = await action.run(incident.target, params)
             return Outcome("ok", detail, time.monotonic() - started)
-        except LeaseLost:
+        except (LeaseLost, StoreError):
+            # Nothing was sent: not the action's failure. The ladder stops; the incident stays active, leased
+            # to this replica, and is claimed and reconciled again once the store answers.
             raise
         except TemporaryActionError as exc:
             return Outcome("temporary", str(exc), time.monotonic() - started)
