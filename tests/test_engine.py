@@ -350,3 +350,26 @@ async def test_alert_counts_by_name_and_status(tmp_path: Path, rigs: list[Rig], 
     assert not any(
         s.labels.get("alertname") == "Other" for m in rig.metrics.registry.collect() for s in m.samples
     )
+
+
+async def test_an_escalation_after_a_committed_decision_survives_a_store_outage(
+    tmp_path: Path, rigs: list[Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision (a refused target: an escalated incident) is committed; the store then fails for a while.
+    The escalation is retried until it is stored, not dropped (the commit is never replayed)."""
+    from remediator.errors import StoreUnavailable
+
+    monkeypatch.setattr(intake_module, "_RETRY_INITIAL_S", 0.01)
+    rig = await start(rigs, tmp_path, make_policy(within=5))
+    real = rig.escalator.escalate
+    failures = [StoreUnavailable("connection lost"), StoreUnavailable("connection lost")]
+
+    async def flaky(*args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(rig.escalator, "escalate", flaky)
+    rig.send(alert(container="not-allowed; rm -rf /"))
+    await eventually(lambda: rig.notifier.sent)
+    assert failures == [] and "outside the allow list" in rig.notifier.sent[0][1]["reason"]

@@ -105,3 +105,23 @@ async def test_the_store_remembers_episodes_across_a_restart(store_url: str, tmp
         assert (await fire(b, now=300)).stale
     finally:
         await b.close()
+
+
+async def test_a_new_alert_on_a_waiting_incident_makes_it_active_again(store: Store) -> None:
+    first = await fire(store, "f1", S1)
+    assert first.incident is not None
+    await store.set_status(first.incident.id, "waiting", "recovered; waiting for the alert to resolve", 150)
+    other = await fire(store, "f2", S1, now=200)  # another alert on the same target: a new problem
+    assert other.reactivated and other.incident is not None and other.incident.id == first.incident.id
+    assert other.incident.status == "active" and other.incident.lease_epoch == first.incident.lease_epoch + 1
+    again = await fire(store, "f2", S1, now=201)  # its re-send is only a re-send
+    assert again.duplicate and not again.reactivated
+
+
+async def test_a_later_episode_that_resolved_unseen_ends_the_earlier_one(store: Store) -> None:
+    first = await fire(store, starts=S1)
+    assert first.incident is not None
+    # S2 fired and resolved within one group interval (or its firing was lost): only its resolved arrives.
+    (closed,) = await store.record_intake([resolved("f1", S2)], [], 300, "a", 0)
+    assert [i.id for i in closed] == [first.incident.id]  # type: ignore[union-attr]
+    assert await store.open_incidents() == []

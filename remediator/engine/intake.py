@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -273,6 +274,15 @@ class Intake:
             self._decide("stale")
         elif result.duplicate:
             self._decide("duplicate")
+        elif result.reactivated:
+            self._decide("reactivated")
+            logger.info(
+                "incident %d active again: a new alert on %s after its ladder had ended",
+                result.incident.id,
+                event.target,
+                extra=result.incident.log_fields,
+            )
+            self.runner.start(result.incident, policy)
         elif not result.created:
             self._decide("attached")
         elif event.reason:
@@ -285,7 +295,10 @@ class Intake:
                 extra=result.incident.log_fields,
             )
             notifier = policy.escalation_target()
-            await self.escalator.escalate(result.incident, policy, notifier, -1, event.reason)
+            incident = result.incident
+            await self._after_commit(
+                lambda: self.escalator.escalate(incident, policy, notifier, -1, event.reason), incident
+            )
         else:
             self._decide("opened")
             self.metrics.incidents_open.inc()
@@ -300,6 +313,29 @@ class Intake:
             )
             self.runner.start(result.incident, policy)
             await self.escalator.incident_opened(result.incident, policy)
+
+    async def _after_commit(self, effect: Callable[[], Awaitable[None]], incident: Incident) -> None:
+        """What follows a decision already committed (an escalation, a resolve notice): retried while the store is
+        unavailable, because the commit will not be replayed and the page must not be lost; anything else is
+        logged, and the next decision goes on."""
+        delay = _RETRY_INITIAL_S
+        while True:
+            try:
+                await effect()
+                return
+            except StoreUnavailable as exc:
+                logger.warning(
+                    "incident %d: the store is unavailable after its decision (%s); retrying in %.1fs",
+                    incident.id,
+                    exc,
+                    delay,
+                    extra=incident.log_fields,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+            except Exception:
+                logger.exception("incident %d: after its decision", incident.id, extra=incident.log_fields)
+                return
 
     async def _resolved(self, closed: list[Incident]) -> None:
         if not closed:
@@ -316,4 +352,4 @@ class Intake:
             self.metrics.incidents_open.dec()
             self.metrics.time_to_recovery.labels(incident.policy).observe(max(0.0, now - incident.opened_at))
             self.runner.resolved(incident.id)
-            await self.escalator.incident_resolved(incident)
+            await self._after_commit(partial(self.escalator.incident_resolved, incident), incident)

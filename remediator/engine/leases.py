@@ -43,6 +43,7 @@ class LeaseKeeper:
         self.owner = owner
         self.lease_s = lease_s
         self.clock = clock
+        self._first = True
         self.claiming = True
         """False while this replica shuts down: it renews what it holds and takes nothing new."""
 
@@ -78,7 +79,13 @@ class LeaseKeeper:
             return
         await self.escalator.outbox.claim()
         running = self.runner.incident_ids()
-        for incident in await self.store.claim_expired(self.owner, now, now + self.lease_s, running=running):
+        # This replica's own unexpired leases only at start (what it held before a restart): later, such an
+        # incident is one intake just opened and is about to start, and a claim would bump its token under it.
+        claimed = await self.store.claim_expired(
+            self.owner, now, now + self.lease_s, running=running, reclaim_own=self._first
+        )
+        self._first = False
+        for incident in claimed:
             policy = self.policies.get(incident.policy)
             if policy is None:
                 reason = f"policy {incident.policy!r} is no longer loaded"

@@ -46,6 +46,9 @@ class FiringResult:
     stale: bool = False
     superseded: tuple[Incident, ...] = ()
     """Incidents closed because this alert began a new episode while they waited on its earlier one."""
+    reactivated: bool = False
+    """A new problem on the target of a ``waiting`` incident (whose ladder had ended): it is active again, leased
+    to the caller with a new token, and its ladder must run."""
 
 
 def firing_detail(event: Firing) -> dict[str, Any]:
@@ -210,10 +213,16 @@ class Store(Protocol):
         ...
 
     async def claim_expired(
-        self, owner: str, now: float, lease_until: float, limit: int = 100, running: Sequence[int] = ()
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int = 100,
+        running: Sequence[int] = (),
+        reclaim_own: bool = True,
     ) -> list[Incident]:
-        """Take the lease of active incidents whose holder stopped renewing it (or that ``owner`` held in a
-        previous life, except the ``running`` ones whose ladders run here); each incident goes to exactly one
+        """Take the lease of active incidents whose holder stopped renewing it, and with ``reclaim_own`` (at start)
+        those ``owner`` held in a previous life, except the ``running`` ones; each incident goes to exactly one
         claimant, with a new fencing token (``lease_epoch`` + 1)."""
         ...
 

@@ -25,6 +25,7 @@ UNAVAILABLE = (
     asyncpg.InsufficientResourcesError,
     asyncpg.OperatorInterventionError,
     asyncpg.TransactionRollbackError,
+    asyncpg.LockNotAvailableError,  # a lock_timeout: another session holds the lock, not a bad value
     asyncpg.CannotConnectNowError,
     OSError,
     TimeoutError,

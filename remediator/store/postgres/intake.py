@@ -103,13 +103,16 @@ async def close_if_quiet(
     return incident_of(row)
 
 
-async def supersede(db: asyncpg.Connection, fingerprint: str, now: float, audits: Audits) -> list[Incident]:
-    """A new episode of ``fingerprint`` began: its earlier episodes that still fire have ended; their incidents
-    close if nothing else fires (see the SQLite store)."""
+async def supersede(
+    db: asyncpg.Connection, fingerprint: str, now: float, audits: Audits, before_ts: float = float("inf")
+) -> list[Incident]:
+    """A later episode of ``fingerprint`` was seen: its earlier episodes that still fire have ended; their
+    incidents close if nothing else fires (see the SQLite store)."""
     rows = await db.fetch(
-        "UPDATE episodes SET status = 'superseded' WHERE fingerprint = $1 AND status = 'firing'"
+        "UPDATE episodes SET status = 'superseded' WHERE fingerprint = $1 AND status = 'firing' AND starts_ts < $2"
         " RETURNING starts_at, incident_id",
         fingerprint,
+        before_ts,
     )
     closed: list[Incident] = []
     for row in sorted(rows, key=lambda r: (r["incident_id"] or 0, r["starts_at"])):
@@ -162,6 +165,7 @@ async def record_firing(
         add_audit(audits, None if seen is None else seen["incident_id"], "stale_firing", detail, now)
         return FiringResult(incident=None, created=False, duplicate=False, stale=True)
     if decision == "duplicate":
+        assert seen is not None
         row = await db.fetchrow("SELECT * FROM incidents WHERE id = $1", seen["incident_id"])
         assert row is not None
         add_audit(audits, row["id"], "duplicate", detail, now)
@@ -191,6 +195,20 @@ async def record_firing(
             lease_until,
         )
         assert row is not None
+    reactivated = row["status"] == "waiting" and not event.reason
+    if reactivated:
+        # A new problem on a target whose ladder had ended (waiting for its first alert to resolve): never
+        # swallowed. The incident is active again, leased to this replica with a new token, and its ladder runs.
+        row = await db.fetchrow(
+            "UPDATE incidents SET status = 'active', reason = '', updated_at = $1, lease_owner = $2,"
+            " lease_until = $3, lease_epoch = lease_epoch + 1 WHERE id = $4 RETURNING *",
+            now,
+            owner,
+            lease_until,
+            row["id"],
+        )
+        assert row is not None
+        add_audit(audits, row["id"], "reactivated", detail, now)
     # The incident's alert and the episode, in one statement.
     await db.execute(
         "WITH attached AS (INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status)"
@@ -206,7 +224,11 @@ async def record_firing(
     )
     add_audit(audits, row["id"], "opened" if created else "attached", detail, now)
     return FiringResult(
-        incident=incident_of(row), created=created, duplicate=False, superseded=tuple(superseded)
+        incident=incident_of(row),
+        created=created,
+        duplicate=False,
+        superseded=tuple(superseded),
+        reactivated=reactivated,
     )
 
 
@@ -228,7 +250,8 @@ async def record_resolved(
             event.starts_ts,
             now,
         )
-        return []
+        # A later episode began and ended unseen: the earlier ones still marked firing ended before it.
+        return await supersede(db, event.fingerprint, now, audits, before_ts=event.starts_ts)
     if row["status"] != "firing":
         return []
     await db.execute(

@@ -180,19 +180,27 @@ class PostgresStore(PostgresRetention):
     # -- leases -------------------------------------------------------------------------------------------
 
     async def claim_expired(
-        self, owner: str, now: float, lease_until: float, limit: int = 100, running: Sequence[int] = ()
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int = 100,
+        running: Sequence[int] = (),
+        reclaim_own: bool = True,
     ) -> list[Incident]:
         async def claim(db: asyncpg.Connection) -> list[Incident]:
             rows = await db.fetch(
                 "UPDATE incidents SET lease_owner = $1, lease_until = $2, lease_epoch = lease_epoch + 1"
                 " WHERE id IN (SELECT id FROM incidents WHERE status = 'active'"
-                " AND (lease_until < $3 OR lease_owner = $1) AND id <> ALL($5::bigint[]) ORDER BY id LIMIT $4"
+                " AND (lease_until < $3 OR ($6 AND lease_owner = $1)) AND id <> ALL($5::bigint[]) ORDER BY id"
+                " LIMIT $4"
                 " FOR UPDATE SKIP LOCKED) RETURNING *",
                 owner,
                 lease_until,
                 now,
                 limit,
                 list(running),
+                reclaim_own,
             )
             return sorted((incident_of(r) for r in rows), key=lambda i: i.id)
 

@@ -72,13 +72,20 @@ def close_if_quiet(
     return incident_of(row)
 
 
-def supersede(db: sqlite3.Connection, fingerprint: str, now: float, audits: list[AuditRow]) -> list[Incident]:
-    """A new episode of ``fingerprint`` began: its earlier episodes that still fire have ended (an alert has one
-    episode at a time) even though no resolved came for them; their incidents close if nothing else fires."""
+def supersede(
+    db: sqlite3.Connection,
+    fingerprint: str,
+    now: float,
+    audits: list[AuditRow],
+    before_ts: float = float("inf"),
+) -> list[Incident]:
+    """A later episode of ``fingerprint`` was seen (one that began before ``before_ts``, unless bounded): its
+    earlier episodes that still fire have ended (an alert has one episode at a time) even though no resolved came
+    for them; their incidents close if nothing else fires."""
     rows = db.execute(
-        "UPDATE episodes SET status = 'superseded' WHERE fingerprint = ? AND status = 'firing'"
+        "UPDATE episodes SET status = 'superseded' WHERE fingerprint = ? AND status = 'firing' AND starts_ts < ?"
         " RETURNING starts_at, incident_id",
-        (fingerprint,),
+        (fingerprint, before_ts),
     ).fetchall()
     closed: list[Incident] = []
     for row in rows:
@@ -157,6 +164,16 @@ def record_firing(
             ),
         )
         row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()
+    reactivated = row["status"] == "waiting" and not event.reason
+    if reactivated:
+        # A new problem on a target whose ladder had ended (waiting for its first alert to resolve): never
+        # swallowed. The incident is active again, leased to this replica with a new token, and its ladder runs.
+        row = db.execute(
+            "UPDATE incidents SET status = 'active', reason = '', updated_at = ?, lease_owner = ?, lease_until = ?,"
+            " lease_epoch = lease_epoch + 1 WHERE id = ? RETURNING *",
+            (now, owner, lease_until, row["id"]),
+        ).fetchone()
+        audits.append((now, row["id"], "reactivated", canonical_json(detail)))
     incident_id = row["id"]
     db.execute(
         "INSERT OR REPLACE INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES (?, ?, ?, 'firing')",
@@ -169,7 +186,11 @@ def record_firing(
     )
     audits.append((now, incident_id, "opened" if created else "attached", canonical_json(detail)))
     return FiringResult(
-        incident=incident_of(row), created=created, duplicate=False, superseded=tuple(superseded)
+        incident=incident_of(row),
+        created=created,
+        duplicate=False,
+        superseded=tuple(superseded),
+        reactivated=reactivated,
     )
 
 
@@ -188,7 +209,9 @@ def record_resolved(
             " VALUES (?, ?, ?, 'resolved', NULL, ?)",
             (event.fingerprint, event.starts_at, event.starts_ts, now),
         )
-        return []
+        # A later episode began and ended unseen (its firing lost, or inside one group interval): the earlier
+        # ones still marked firing ended before it.
+        return supersede(db, event.fingerprint, now, audits, before_ts=event.starts_ts)
     if row["status"] != "firing":
         return []
     db.execute(

@@ -319,15 +319,21 @@ class SqliteStore(SqliteRetention):
     # -- leases -------------------------------------------------------------------------------------------
 
     async def claim_expired(
-        self, owner: str, now: float, lease_until: float, limit: int = 100, running: Sequence[int] = ()
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int = 100,
+        running: Sequence[int] = (),
+        reclaim_own: bool = True,
     ) -> list[Incident]:
         def claim(db: sqlite3.Connection) -> list[Incident]:
             rows = db.execute(
                 "UPDATE incidents SET lease_owner = ?, lease_until = ?, lease_epoch = lease_epoch + 1"
                 " WHERE id IN (SELECT id FROM incidents WHERE status = 'active'"
-                " AND (lease_until < ? OR lease_owner = ?) AND id NOT IN (SELECT value FROM json_each(?))"
+                " AND (lease_until < ? OR (? AND lease_owner = ?)) AND id NOT IN (SELECT value FROM json_each(?))"
                 " ORDER BY id LIMIT ?) RETURNING *",
-                (owner, lease_until, now, owner, json.dumps(list(running)), limit),
+                (owner, lease_until, now, reclaim_own, owner, json.dumps(list(running)), limit),
             ).fetchall()
             return sorted((incident_of(r) for r in rows), key=lambda i: i.id)
 
