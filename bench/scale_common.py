@@ -1,15 +1,13 @@
-"""What the long-running benchmarks (flat_cost.py, soak.py, pg_scale.py) share beyond common.py: loading
-tests/realparts (a package) by path, sampling a process from /proc, a paced open-loop load generator that
-builds its requests as it goes (a 30-minute run cannot hold its requests in memory), and the daemon's log.
+"""What the long-running benchmarks (flat_cost.py, soak.py, pg_scale.py) share beyond common.py: sampling a
+process from /proc, a paced open-loop load generator that builds its requests as it goes (a 30-minute run
+cannot hold its requests in memory), and reading the daemon's JSON log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,21 +18,8 @@ import common
 
 
 def realparts() -> ModuleType:
-    """tests/realparts, loaded by path whether it is a package (tests/realparts/) or a module (realparts.py),
-    under the name common.py looks it up by, so both use one copy."""
-    if "realparts" in sys.modules:
-        return sys.modules["realparts"]
-    package = common.REPO / "tests" / "realparts" / "__init__.py"
-    if not package.exists():
-        return common.realparts()
-    spec = importlib.util.spec_from_file_location(
-        "realparts", package, submodule_search_locations=[str(package.parent)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["realparts"] = module
-    spec.loader.exec_module(module)
-    return module
+    """tests/realparts (common.py loads it by path, once)."""
+    return common.realparts()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -74,6 +59,10 @@ def dir_bytes(path: Path) -> int:
 # Paced load
 
 
+IDLE_S = 5.0
+"""Seconds a keep-alive connection of paced_load may stay idle and still be reused."""
+
+
 @dataclass
 class PacedResult:
     sent: int = 0
@@ -97,14 +86,27 @@ async def paced_load(
     due (``next_request(seconds since start)``); latency counts from when it was due. Idle keep-alive
     connections are reused, at most ``max_connections`` are open."""
     out = PacedResult()
-    idle: list[common.Connection] = [await common.Connection.open(port) for _ in range(4)]
+    # (connection, when it was last answered): one idle for IDLE_S is closed here rather than reused, since the
+    # server closes a connection that sends no request head within its header timeout (10 s by default), and
+    # a request written on such a connection would be lost (Alertmanager would retry it; this counts it).
+    idle: list[tuple[common.Connection, float]] = [
+        (await common.Connection.open(port), time.monotonic()) for _ in range(4)
+    ]
     slots = asyncio.Semaphore(max_connections)
     pending: set[asyncio.Task[None]] = set()
     started = time.perf_counter()
 
+    async def take() -> common.Connection:
+        while idle:
+            conn, since = idle.pop()
+            if time.monotonic() - since < IDLE_S:
+                return conn
+            await conn.close()
+        return await common.Connection.open(port)
+
     async def one(request: bytes, due: float) -> None:
         async with slots:
-            conn = idle.pop() if idle else await common.Connection.open(port)
+            conn = await take()
             try:
                 status = await conn.send(request)
             except (OSError, asyncio.IncompleteReadError) as exc:
@@ -117,7 +119,7 @@ async def paced_load(
             out.statuses[status] = out.statuses.get(status, 0) + 1
             if status == 200:
                 out.ok += 1
-            idle.append(conn)
+            idle.append((conn, time.monotonic()))
 
     i = 0
     while True:
@@ -137,7 +139,7 @@ async def paced_load(
             on_tick(due - started)
     if pending:
         await asyncio.gather(*pending)
-    for conn in idle:
+    for conn, _ in idle:
         await conn.close()
     return out
 
@@ -171,6 +173,3 @@ def log_problems(log: Path, offset: int = 0) -> tuple[list[str], list[str]]:
             elif level == "WARNING":
                 warnings.append(text[:300])
     return errors, warnings
-
-
-realparts()  # before common.realparts() is first asked: common.py looks the module up by this name

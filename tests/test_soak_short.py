@@ -24,7 +24,8 @@ def test_a_minute_of_steady_load_loses_nothing_and_logs_no_error(docker_daemon: 
         60, docker=docker_daemon, retention_s=10, retention_interval_s=10, slice_s=60, progress=False
     )
 
-    assert result.lost() == []
+    lost = result.lost()
+    assert lost == [], "\n".join(lost)
     assert result.errors == []
     assert result.metrics["retention deleted"] > 0  # retention ran, and deleted while the load went on
     assert result.metrics["restarts ok"] >= 1
