@@ -125,6 +125,15 @@ async def test_history_counts_what_the_guards_read(stores: Callable[[], Any]) ->
     (c,) = await firing(store, Firing("p", "db", ref("f1", starts="2026-11-23T11:00:00+00:00")), now=240)
     h = await store.history("p", "db", c.incident.id, since_target=150, since_budget=0, since_flap=0)
     assert (h.target_actions, h.all_actions, h.last_other_action_at, h.incidents_opened) == (1, 2, 210, 2)
+    # The cooldown reads only actions that ended inside its window (however long the target's history).
+    h = await store.history(
+        "p", "db", c.incident.id, since_target=150, since_budget=0, since_flap=0, since_cooldown=211
+    )
+    assert h.last_other_action_at is None
+    h = await store.history(
+        "p", "db", c.incident.id, since_target=150, since_budget=0, since_flap=0, since_cooldown=205
+    )
+    assert h.last_other_action_at == 210
     h = await store.history("q", "db", b.incident.id, since_target=0, since_budget=150, since_flap=150)
     assert (h.target_actions, h.all_actions, h.last_other_action_at, h.incidents_opened) == (2, 1, None, 0)
 

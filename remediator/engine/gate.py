@@ -100,6 +100,7 @@ class Gate:
             since_target=now - lim.max_actions.window_s,
             since_budget=now - self.settings.budget_window_s,
             since_flap=now - lim.flapping.window_s,
+            since_cooldown=now - lim.cooldown_s,
         )
         return (
             limits.flapping(

@@ -117,6 +117,11 @@ IntakeResult = FiringResult | list[Incident] | None
 """Per event: the FiringResult, the incidents a resolution closed, or None for a Note."""
 
 
+LONGEST_ACTION_S = 3600.0
+"""Longer than any action runs (its timeouts are minutes): one that started this much before the cooldown window
+began has finished before it, so the cooldown query reads only the recent actions, however long the history."""
+
+
 @dataclass(frozen=True)
 class History:
     """What the guards need to decide on one action, read in one transaction."""
@@ -273,7 +278,11 @@ class Store(Protocol):
         since_target: float,
         since_budget: float,
         since_flap: float,
-    ) -> History: ...
+        since_cooldown: float = float("-inf"),
+    ) -> History:
+        """``last_other_action_at`` only counts actions that ended after ``since_cooldown``: earlier ones cannot
+        refuse anything, and reading them would make each admission slower as a target's history grows."""
+        ...
 
     async def breakers_load(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """The stored breakers (only ``names``, when given): a gate check reads the two that concern it."""

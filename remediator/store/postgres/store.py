@@ -26,7 +26,7 @@ from remediator.domain.incidents import (
     StepStatus,
 )
 from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
-from remediator.store.base import Firing, History, IntakeEvent, IntakeResult, Resolved
+from remediator.store.base import LONGEST_ACTION_S, Firing, History, IntakeEvent, IntakeResult, Resolved
 from remediator.store.postgres.errors import FAILURES, mapped
 from remediator.store.postgres.intake import (
     Audits,
@@ -393,6 +393,7 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
         since_target: float,
         since_budget: float,
         since_flap: float,
+        since_cooldown: float = float("-inf"),
     ) -> History:
         async def read(db: asyncpg.Connection) -> History:
             row = await db.fetchrow(
@@ -401,7 +402,8 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
                 "   WHERE s.kind = 'act' AND s.started_at >= $1 AND i.target = $2) AS target_actions,"
                 " (SELECT count(*) FROM steps WHERE kind = 'act' AND started_at >= $3) AS all_actions,"
                 " (SELECT max(coalesce(s.finished_at, s.started_at)) FROM steps s JOIN incidents i ON i.id = s.incident_id"
-                "   WHERE s.kind = 'act' AND i.policy = $4 AND i.target = $2 AND i.id <> $5) AS last_other,"
+                "   WHERE s.kind = 'act' AND s.started_at >= $7 AND i.policy = $4 AND i.target = $2 AND i.id <> $5"
+                "   AND coalesce(s.finished_at, s.started_at) >= $8) AS last_other,"
                 " (SELECT count(*) FROM incidents WHERE policy = $4 AND target = $2 AND opened_at >= $6) AS opened",
                 since_target,
                 target,
@@ -409,6 +411,8 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
                 policy,
                 incident_id,
                 since_flap,
+                since_cooldown - LONGEST_ACTION_S,
+                since_cooldown,
             )
             assert row is not None
             return History(row["target_actions"], row["all_actions"], row["last_other"], row["opened"])

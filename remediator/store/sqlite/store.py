@@ -26,7 +26,7 @@ from remediator.domain.incidents import (
     StepStatus,
 )
 from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
-from remediator.store.base import Firing, History, IntakeEvent, IntakeResult, Resolved
+from remediator.store.base import LONGEST_ACTION_S, Firing, History, IntakeEvent, IntakeResult, Resolved
 from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
 from remediator.store.sqlite.errors import mapped
 from remediator.store.sqlite.intake import (
@@ -392,6 +392,7 @@ class SqliteStore(SqliteRetention):
         since_target: float,
         since_budget: float,
         since_flap: float,
+        since_cooldown: float = float("-inf"),
     ) -> History:
         def read(db: sqlite3.Connection) -> History:
             target_actions = db.execute(
@@ -404,8 +405,9 @@ class SqliteStore(SqliteRetention):
             ).fetchone()[0]
             last = db.execute(
                 "SELECT max(coalesce(s.finished_at, s.started_at)) FROM steps s JOIN incidents i ON i.id = s.incident_id"
-                " WHERE s.kind = 'act' AND i.policy = ? AND i.target = ? AND i.id != ?",
-                (policy, target, incident_id),
+                " WHERE s.kind = 'act' AND s.started_at >= ? AND i.policy = ? AND i.target = ? AND i.id != ?"
+                " AND coalesce(s.finished_at, s.started_at) >= ?",
+                (since_cooldown - LONGEST_ACTION_S, policy, target, incident_id, since_cooldown),
             ).fetchone()[0]
             opened = db.execute(
                 "SELECT count(*) FROM incidents WHERE policy = ? AND target = ? AND opened_at >= ?",
