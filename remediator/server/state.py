@@ -37,6 +37,9 @@ async def read_body(request: web.Request) -> bytes | None:
     """The whole body, or None when it did not arrive within the body timeout (a client that trickles it
     would otherwise hold a connection, and a slot of the connection limit, for as long as it likes).
     aiohttp raises HTTPRequestEntityTooLarge past the application's client_max_size."""
+    if request.content.is_eof():
+        # The whole body came with the head (a webhook's usually does): nothing to wait for, so no timer.
+        return await request.read()
     try:
         async with asyncio.timeout(request.app[BODY_TIMEOUT_S]):
             return await request.read()
