@@ -63,11 +63,18 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
             raise StoreUnavailable("store is not open")
         return self._pool
 
-    async def _tx(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run ``fn`` in one transaction; map asyncpg's and the network's errors to StoreError."""
+    async def _tx(
+        self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, single_statement: bool = False
+    ) -> T:
+        """Run ``fn`` in one transaction; map asyncpg's and the network's errors to StoreError.
+        ``single_statement``: ``fn`` runs one statement, which is its own transaction (autocommit), so BEGIN and
+        COMMIT are not two more round trips."""
         try:
-            async with self.pool.acquire() as db, db.transaction():
-                return await fn(db)
+            async with self.pool.acquire() as db:
+                if single_statement:
+                    return await fn(db)
+                async with db.transaction():
+                    return await fn(db)
         except (asyncpg.DataError, OverflowError, UnicodeError) as exc:
             # This value cannot be stored; the same call would fail again (not an outage to retry).
             raise StoreDataError(f"postgres cannot store a value: {exc}") from exc
@@ -108,7 +115,8 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
                 )
             )
 
-        return await self._tx(put)
+        # Every webhook POST waits for this: one round trip, committed (and durable) when it returns.
+        return await self._tx(put, single_statement=True)
 
     async def inbox_pending(self, received_before: float | None = None) -> list[tuple[int, str]]:
         async def pending(db: asyncpg.Connection) -> list[tuple[int, str]]:
