@@ -91,6 +91,23 @@ def prometheus_factory() -> Iterator[PrometheusFactory]:
             prom.close()
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB filesystem (tmpfs) that can be filled (../shared/TESTING.md, "A full disk"; helpers.fill)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.fail("mounting a tmpfs needs root (scripts/dev test runs as root)", pytrace=False)
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Capture server
 

@@ -106,3 +106,22 @@ async def post_alerts(port: int, bodies: list[dict[str, Any]], token: str = TOKE
         for start in range(0, len(bodies), 50):
             statuses.extend(await asyncio.gather(*(one(b) for b in bodies[start : start + 50])))
         return statuses
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until its filesystem has not one byte left (ENOSPC); the file, to delete."""
+    import errno
+    import os
+
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler

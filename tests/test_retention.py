@@ -12,13 +12,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from helpers import REPO, FakeClock, eventually
+from helpers import REPO, FakeClock, eventually, fill
 from pydantic import ValidationError
 
 from remediator.actions.catalogue import SPECS
@@ -300,26 +300,6 @@ async def test_the_sqlite_file_stops_growing_across_fill_and_retain_cycles(tmp_p
         await store.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL, set on the new file
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 8 MiB filesystem (tmpfs), so that it can be filled (as in test_store_faults.py)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * 4096)
-    return filler
 
 
 async def test_a_full_disk_during_a_run_fails_the_run_and_leaves_a_store_that_opens_and_reads(

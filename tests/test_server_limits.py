@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -19,16 +18,15 @@ import resource
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from helpers import REPO, TOKEN, alert, eventually, notification, settings_env
+from helpers import REPO, TOKEN, alert, eventually, fill, notification, settings_env
 
 from remediator.app import App
 from remediator.logs import RepeatFilter
@@ -68,36 +66,6 @@ async def daemon(start_app: Callable[..., Any], **env: str) -> App:
 
 # ---------------------------------------------------------------------------------------------------------
 # Item 4: /readyz answers what a webhook POST would get
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 2 MiB tmpfs: a filesystem that really runs full."""
-    if os.geteuid() != 0:
-        pytest.fail("mounting a tmpfs needs root (scripts/dev test runs as root)", pytrace=False)
-    directory = Path(tempfile.mkdtemp(prefix="rem-full-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], check=True)
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
-        directory.rmdir()
-
-
-def fill(directory: Path) -> Path:
-    """Write a file until the filesystem has not one byte left."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 16, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    finally:
-        os.close(fd)
-    return filler
 
 
 async def test_readyz_says_not_ready_while_the_store_cannot_write_and_ready_again_after(

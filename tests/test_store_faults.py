@@ -5,16 +5,14 @@ and breakers that must not pile up per target."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from helpers import FakeClock, alert, eventually, notification, post_alerts
+from helpers import FakeClock, alert, eventually, fill, notification, post_alerts
 
 from remediator.domain.alerts import Notification
 from remediator.engine import intake as intake_module
@@ -22,27 +20,6 @@ from remediator.engine.gate import Gate
 from remediator.metrics import Metrics
 from remediator.settings import GuardSettings
 from remediator.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 8 MiB filesystem (tmpfs), so that it can be filled: ../shared/TESTING.md, "A full disk"."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * 65536)
-            out.flush()
-    return filler
 
 
 async def post(app: Any, body: dict[str, Any]) -> int:
