@@ -55,6 +55,7 @@ from remediator.store.postgres import PostgresStore
 from remediator.store.sqlite import SqliteStore
 
 POLICY = "flat"
+COOLDOWN_S = 300.0  # remediator.domain.policies.Limits().cooldown_s
 TARGETS = 1_000
 BATCH = 1_000
 CONNECTIONS = 32
@@ -169,8 +170,17 @@ async def measure_reads(full: Store, empty: Store, rounds: int, calls: int) -> d
                     store: Store = store, incident_id: int = incident_id, target: str = target
                 ) -> Awaitable[Any]:
                     t = time.time()
-                    # As engine/gate.py asks it, with the default windows (max_actions and flapping 3600 s).
-                    return store.history(POLICY, target, incident_id, t - 3600, t - 3600, t - 3600)
+                    # As engine/gate.py asks it, with the default windows (max_actions and flapping 3600 s, the
+                    # cooldown the default Limits gives).
+                    return store.history(
+                        POLICY,
+                        target,
+                        incident_id,
+                        t - 3600,
+                        t - 3600,
+                        t - 3600,
+                        since_cooldown=t - COOLDOWN_S,
+                    )
 
                 out[f"{name} {label}"].append(statistics.median(await timed_block(history, calls)))
 

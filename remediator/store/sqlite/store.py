@@ -404,7 +404,10 @@ class SqliteStore(SqliteRetention):
                 "SELECT count(*) FROM steps WHERE kind = 'act' AND started_at >= ?", (since_budget,)
             ).fetchone()[0]
             last = db.execute(
-                "SELECT max(coalesce(s.finished_at, s.started_at)) FROM steps s JOIN incidents i ON i.id = s.incident_id"
+                # From the recent actions to their incidents, never the other way round: SQLite would otherwise
+                # walk every earlier incident of the target, however old (bench/flat_cost.py).
+                "SELECT max(coalesce(s.finished_at, s.started_at)) FROM steps s INDEXED BY steps_act_started"
+                " JOIN incidents i ON i.id = s.incident_id"
                 " WHERE s.kind = 'act' AND s.started_at >= ? AND i.policy = ? AND i.target = ? AND i.id != ?"
                 " AND coalesce(s.finished_at, s.started_at) >= ?",
                 (since_cooldown - LONGEST_ACTION_S, policy, target, incident_id, since_cooldown),
