@@ -17,8 +17,8 @@ from remediator.actions.catalogue import SPECS
 from remediator.api_client import ApiClient
 from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Notification
+from remediator.domain.story import incident_timeline
 from remediator.drill import run_drill
-from remediator.engine.escalate import incident_timeline
 from remediator.errors import ConfigError, PolicyError, RemediatorError
 from remediator.logs import setup as setup_logs
 from remediator.policy.loader import load_dir

@@ -23,6 +23,12 @@ async def test_an_incident_s_story_is_in_the_log(
     await eventually(lambda: any("resolved after" in r.getMessage() for r in caplog.records))
     story = [r for r in caplog.records if getattr(r, "incident", None) == 1]
     said = " | ".join(r.getMessage() for r in story)
-    for part in ("opened", "container.restart on db", "did not recover", "escalated to oncall", "resolved after"):
+    for part in (
+        "opened",
+        "container.restart on db",
+        "did not recover",
+        "escalated to oncall",
+        "resolved after",
+    ):
         assert part in said, (part, said)
     assert all(getattr(r, "policy", "database-down") == "database-down" for r in story)

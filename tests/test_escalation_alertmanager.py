@@ -18,7 +18,8 @@ from realparts import AlertmanagerFactory, CaptureServer
 
 from remediator.domain.clock import system_clock
 from remediator.domain.incidents import Incident, StepRecord
-from remediator.engine.escalate import Escalator, build_payload
+from remediator.domain.story import build_payload
+from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate
 from remediator.engine.outbox import Outbox
 from remediator.escalation.alertmanager import AlertmanagerNotifier

@@ -13,7 +13,7 @@ import pytest
 from realparts import CaptureServer, free_port
 
 from remediator.domain.incidents import Incident, StepRecord
-from remediator.engine.escalate import build_payload
+from remediator.domain.story import build_payload
 from remediator.errors import NotifyError
 from remediator.escalation.pagerduty import PagerDutyNotifier
 from remediator.escalation.slack import SlackNotifier

@@ -16,7 +16,8 @@ from helpers import FakeClock, eventually
 from pydantic import ValidationError
 
 from remediator.domain.incidents import Incident, StepRecord
-from remediator.engine.escalate import Escalator, incident_timeline, remediation_window_s
+from remediator.domain.story import incident_timeline
+from remediator.engine.escalate import Escalator, remediation_window_s
 from remediator.engine.gate import Gate
 from remediator.engine.outbox import Outbox
 from remediator.errors import NotifyError

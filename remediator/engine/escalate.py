@@ -19,9 +19,7 @@ from datetime import datetime
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident, OutboxEntry, StepRecord
 from remediator.domain.policies import Policy
-from remediator.domain.story import build_payload as build_payload
-from remediator.domain.story import incident_timeline as incident_timeline  # until server and cli import it
-from remediator.domain.story import iso
+from remediator.domain.story import build_payload, iso
 from remediator.engine.outbox import Outbox
 from remediator.errors import NotifyError
 from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, pages

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from remediator.domain.story import incident_timeline
 from remediator.engine.control import Mode
-from remediator.engine.escalate import incident_timeline
 from remediator.errors import ConfigError, PolicyError
 from remediator.server.params import error, parse_id, parse_limit
 from remediator.server.state import GATE, INTAKE, POLICIES, RELOAD, STORE

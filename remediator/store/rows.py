@@ -17,7 +17,8 @@ canonical_json = json.JSONEncoder(sort_keys=True).encode
 def storable(text: str) -> str:
     """``text`` as both stores can hold it, and the same in both: PostgreSQL's text cannot contain U+0000, and
     neither UTF-8 codec takes a lone surrogate (valid in a JSON string). Both become U+FFFD."""
-    if text.isascii() and "\x00" not in text:  # the common case (fingerprints, names), without a loop per char
+    # The common case (fingerprints, names) returns without a loop over every character.
+    if text.isascii() and "\x00" not in text:
         return text
     if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
         return "".join("\ufffd" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text)
