@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -40,10 +41,16 @@ def checked_url(url: str, what: str = "URL") -> str:
 
 
 def request_json(
-    method: str, url: str, body: Any = None, token: str | None = None, timeout_s: float = TIMEOUT_S
+    method: str,
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    timeout_s: float = TIMEOUT_S,
+    tls: ssl.SSLContext | None = None,
 ) -> Any:
     """Send ``body`` (when given) as JSON, with the bearer ``token`` (when given); the answer's JSON, or None
-    when the answer is empty. ApiError when the answer is not a 2xx, is not JSON, or does not come."""
+    when the answer is empty. ApiError when the answer is not a 2xx, is not JSON, or does not come. ``tls``
+    replaces the default HTTPS context (certificates checked against the system's CAs)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     data = None
     if body is not None:
@@ -53,7 +60,7 @@ def request_json(
         data = b""
     request = urllib.request.Request(checked_url(url), data=data, method=method, headers=headers)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (scheme checked)
+        with urllib.request.urlopen(request, timeout=timeout_s, context=tls) as response:  # noqa: S310 (scheme checked)
             raw = response.read()
     except urllib.error.HTTPError as exc:
         raise ApiError(url, exc.code, _reason(exc.read())) from exc
@@ -66,14 +73,17 @@ def request_json(
 
 
 def _reason(raw: bytes) -> str:
-    """The ``error`` the daemon puts in a refusal; whatever else answered, its text."""
+    """The ``error`` the daemon puts in a refusal (after the ``status`` of a health endpoint's answer, when
+    there is one); whatever else answered, its text."""
     text = raw.decode(errors="replace")
     try:
         answer = json.loads(text)
     except ValueError:
         return text.strip()[:500]
-    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
-        return str(answer["error"])
+    if isinstance(answer, dict):
+        said = [str(answer[key]) for key in ("status", "error") if isinstance(answer.get(key), str)]
+        if said:
+            return ": ".join(said)
     return text.strip()[:500]
 
 

@@ -20,6 +20,8 @@ from remediator.domain.alerts import Notification
 from remediator.domain.story import incident_timeline
 from remediator.drill import run_drill
 from remediator.errors import ConfigError, PolicyError, RemediatorError
+from remediator.healthcheck import TIMEOUT_S as HEALTHCHECK_TIMEOUT_S
+from remediator.healthcheck import check as health_check
 from remediator.logs import setup as setup_logs
 from remediator.policy.loader import load_dir
 from remediator.policy.matching import match_alert
@@ -239,6 +241,43 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """One line and 0 when the daemon is ready, else 1 (also for unreadable settings: Docker reserves 2)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print("unhealthy: " + "; ".join(_settings_problems(exc)), file=sys.stderr)
+        return 1
+    health = health_check(settings, args.url, args.host, args.port, args.timeout)
+    print(health.line, file=sys.stdout if health.ok else sys.stderr)
+    return 0 if health.ok else 1
+
+
+def _healthcheck_parser(sub: Any) -> None:
+    hc = sub.add_parser(
+        "healthcheck",
+        help="is the daemon here ready? exit 0 if its /readyz says so, else 1 (for HEALTHCHECK)",
+        description="Asks the local daemon's /readyz where `serve` listens: REMEDIATOR_SERVER__HOST and "
+        "__PORT (a wildcard address is probed on the loopback), over HTTPS when REMEDIATOR_SERVER__TLS_CERT "
+        "is set (the certificate is not checked). Prints one line; exit 0 ready, 1 not (or settings it "
+        "cannot read).",
+        epilog="examples:\n  remediator healthcheck\n"
+        '  HEALTHCHECK CMD ["remediator", "healthcheck"]        (Dockerfile)\n'
+        "  remediator healthcheck --url https://10.0.0.5:9095 --timeout 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hc.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
+    hc.add_argument("--host", help="probe this address instead of REMEDIATOR_SERVER__HOST")
+    hc.add_argument("--port", type=int, help="probe this port instead of REMEDIATOR_SERVER__PORT")
+    hc.add_argument(
+        "--timeout",
+        type=float,
+        default=HEALTHCHECK_TIMEOUT_S,
+        help=f"seconds to wait for the answer (default {HEALTHCHECK_TIMEOUT_S:g})",
+    )
+    hc.set_defaults(func=cmd_healthcheck)
+
+
 def _store_parser(sub: Any) -> None:
     store_p = sub.add_parser("store", help="what the store holds: rows per table and its size on disk")
     store_p.add_argument("action", nargs="?", choices=["stats"], default="stats")
@@ -282,6 +321,7 @@ def parser() -> argparse.ArgumentParser:
     inc_p.set_defaults(func=cmd_incidents)
 
     _store_parser(sub)
+    _healthcheck_parser(sub)
     for name, text in (
         ("pause", "kill switch: stop every action now (alerts are still recorded and escalated)"),
         ("resume", "undo pause"),
@@ -328,6 +368,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _settings_problems(exc: ValidationError) -> list[str]:
+    """Settings from the environment: one line per problem, named as the user set it."""
+    return [
+        f"REMEDIATOR_{'__'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}: "
+        f"{problem.get('input')!r}"
+        for problem in exc.errors()
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -335,10 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         if exc.title != "Settings":
             raise
-        # Settings from the environment: one line per problem, named as the user set it, and exit 2.
-        for problem in exc.errors():
-            name = "REMEDIATOR_" + "__".join(str(part) for part in problem["loc"]).upper()
-            print(f"error: {name}: {problem['msg']}: {problem.get('input')!r}", file=sys.stderr)
+        for line in _settings_problems(exc):
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
