@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Notification
 from remediator.domain.story import incident_timeline
 from remediator.drill import run_drill
+from remediator.env_check import warnings as env_warnings
 from remediator.errors import ConfigError, PolicyError, RemediatorError
 from remediator.healthcheck import TIMEOUT_S as HEALTHCHECK_TIMEOUT_S
 from remediator.healthcheck import check as health_check
@@ -379,6 +381,8 @@ def _settings_problems(exc: ValidationError) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    for line in env_warnings(os.environ):
+        print(line, file=sys.stderr)
     try:
         return int(args.func(args))
     except ValidationError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from remediator.actions.base import Action, Probe
+from remediator.actions.checks import CheckParams, ContainerCheck
 from remediator.actions.compose import ComposeParams, ComposeScale, ComposeScaleParams, ComposeStatus
 from remediator.actions.docker import (
     ContainerExec,
@@ -26,6 +27,7 @@ from remediator.actions.postgres import (
     TerminateIdleParams,
 )
 from remediator.actions.probes import HttpProbe, PrometheusProbe
+from remediator.actions.prune import DockerPrune, PruneParams
 from remediator.actions.swarm import NoParams, SwarmRollback, SwarmScale, SwarmScaleParams, SwarmStatus
 from remediator.domain.policies import ActionSpec
 from remediator.settings import PostgresSettings, Settings
@@ -35,13 +37,15 @@ CONTAINER = frozenset({"container"})
 COMPOSE = frozenset({"compose-service", "container"})
 SWARM = frozenset({"swarm-service"})
 POSTGRES = frozenset({"postgres"})
+DOCKER_HOST = frozenset({"docker-host"})
 # The URL is fixed in the policy, so an HTTP hook may follow any kind of target.
-ANY = frozenset({"container", "compose-service", "swarm-service", "postgres"})
+ANY = frozenset({"container", "compose-service", "swarm-service", "postgres", "docker-host"})
 
 SPECS: Mapping[str, ActionSpec] = {
     "container.restart": ActionSpec("act", CONTAINER, RestartParams),
     "container.exec": ActionSpec("act", CONTAINER, ExecParams),
     "container.logs": ActionSpec("diagnose", CONTAINER, LogsParams),
+    "container.check": ActionSpec("diagnose", CONTAINER, CheckParams),
     "compose.scale": ActionSpec("act", COMPOSE, ComposeScaleParams),
     "compose.status": ActionSpec("diagnose", COMPOSE, ComposeParams),
     "swarm.scale": ActionSpec("act", SWARM, SwarmScaleParams),
@@ -51,6 +55,7 @@ SPECS: Mapping[str, ActionSpec] = {
     "postgres.cancel_long_queries": ActionSpec("act", POSTGRES, CancelQueriesParams),
     "postgres.activity": ActionSpec("diagnose", POSTGRES, ActivityParams),
     "http.request": ActionSpec("act", ANY, HttpRequestParams),
+    "docker.prune": ActionSpec("act", DOCKER_HOST, PruneParams),
 }
 
 
@@ -71,6 +76,8 @@ def build_actions(docker_backend: DockerBackend, settings: Settings | None = Non
         CancelLongQueries(postgres),
         Activity(postgres),
         HttpRequest(),
+        DockerPrune(docker_backend),
+        ContainerCheck(docker_backend),
     ]
     assert {a.name for a in actions} == set(SPECS), "the built actions and SPECS disagree"
     for action in actions:

@@ -106,7 +106,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-TargetKind = Literal["container", "compose-service", "swarm-service", "postgres"]
+TargetKind = Literal["container", "compose-service", "swarm-service", "postgres", "docker-host"]
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ class Target(_Frozen):
     """What the policy may act on: a value read from one alert label, admitted only by the allow list.
 
     ``container``, ``compose-service`` and ``swarm-service`` name Docker objects; ``postgres`` names one of
-    the PostgreSQL instances configured in the settings (a label never becomes a connection string).
+    the PostgreSQL instances configured in the settings (a label never becomes a connection string);
+    ``docker-host`` names a Docker host as its daemon names itself (``docker.prune`` checks it).
     """
 
     kind: TargetKind
@@ -270,12 +271,17 @@ class Step(_Frozen):
     verify: Verify | None = None
     attempts: int = Field(default=1, ge=1, le=10)
     approval: Approval | None = None
+    must_pass: bool = False
+    """On a diagnose step: its failure (or a diagnosis that cannot run) stops the ladder, and the incident is
+    escalated with the diagnosis' output; the steps after it never run ("nginx -t before the reload")."""
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Step:
         kinds = [k for k in ("act", "diagnose", "escalate") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("a step has exactly one of: act, diagnose, escalate")
+        if self.must_pass and self.diagnose is None:
+            raise ValueError("must_pass belongs to a diagnose step")
         if self.act is None and (self.verify is not None or self.attempts != 1 or self.approval is not None):
             raise ValueError("verify, attempts and approval belong to an act step")
         if self.act is not None and self.verify is None:

@@ -217,7 +217,24 @@ class Runner:
                     await self.escalator.escalate(incident, policy, step.name, index, reason, hand_over=last)
                     escalated = last
             elif step.kind == "diagnose":
-                await self._attempt(incident, policy, step, index, attempt=1)
+                outcome = await self._attempt(incident, policy, step, index, attempt=1)
+                if step.must_pass and not outcome.ok:
+                    # A check that must pass before acting did not (or could not run): nothing after it runs.
+                    if resolved.is_set():
+                        await self._skip_rest(incident, policy, index + 1)
+                        return
+                    reason = (
+                        f"{step.name} must pass before the steps after it, and it failed: {outcome.detail}"
+                    )
+                    if await self.gate.control.mode(policy) == "shadow":
+                        await self._shadow(
+                            incident, policy, step, f"would have stopped and escalated: {reason}"
+                        )
+                        how = "shadow mode: a must-pass diagnosis failed; waiting for the alerts to resolve"
+                        await self.store.set_status(incident.id, "waiting", how, self.clock())
+                    else:
+                        await self._escalate_now(incident, policy, index, reason)
+                    return
             else:
                 first = resume.attempts_done + 1 if index == resume.index else 1
                 verify_first = resume.verify_first and index == resume.index
@@ -551,6 +568,10 @@ class Runner:
         attempts_done = sum(1 for s in steps if s.index == last.index)
         if last.kind == "act":
             resume = ResumePoint(index=last.index, attempts_done=attempts_done - 1, verify_first=True)
+        elif last.kind == "diagnose" and last.status != "ok":
+            # Interrupted or failed: run the (read-only) diagnosis again, so a must-pass check that failed
+            # is never skipped on the way to the act after it.
+            resume = ResumePoint(index=last.index)
         else:
             resume = ResumePoint(index=last.index + 1)
         await self.store.audit(
