@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from remediator import __version__
 from remediator.actions.catalogue import SPECS
@@ -20,6 +22,7 @@ from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Notification
 from remediator.domain.story import incident_timeline
 from remediator.drill import run_drill
+from remediator.env_check import json_problems
 from remediator.env_check import warnings as env_warnings
 from remediator.errors import ConfigError, PolicyError, RemediatorError
 from remediator.healthcheck import TIMEOUT_S as HEALTHCHECK_TIMEOUT_S
@@ -58,7 +61,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         settings = settings.model_copy(update={"server": server})
     setup_logs(args.log_format or settings.log.format, settings.log.level)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        if "bind" not in str(exc):
+            raise
+        # The listen address is taken or not this machine's: a setting to change, not a crash to report.
+        raise ConfigError(
+            f"REMEDIATOR_SERVER__HOST/PORT: cannot listen on {settings.server.host}:{settings.server.port}: "
+            f"{(exc.strerror or str(exc)).rsplit(': ', 1)[-1]}"
+        ) from exc
     return 0
 
 
@@ -389,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         if exc.title != "Settings":
             raise
         for line in _settings_problems(exc):
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:
+        # A value the settings could not parse (JSON): they name only the top-level field, so find the variable.
+        environ: dict[str, str | None] = {**dotenv_values(".env"), **os.environ}
+        for line in json_problems(environ) or [str(exc)]:
             print(f"error: {line}", file=sys.stderr)
         return 2
     except ConfigError as exc:

@@ -11,6 +11,7 @@ a key, then the fields of its value).
 from __future__ import annotations
 
 import difflib
+import json
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -63,6 +64,50 @@ def _below(model: type[BaseModel]) -> list[str]:
         for inner in _models(annotation):
             names.extend(f"{name}{DELIMITER}{below}" for below in _below(inner))
     return names
+
+
+def _annotation(parts: list[str]) -> Any | None:
+    """The type a valid name sets (None when the name is not valid)."""
+    annotation: Any = Settings
+    for part in parts:
+        models = _models(annotation)
+        if models:
+            fields = {name: a for model in models for name, a in _fields(model).items()}
+            if part not in fields:
+                return None
+            annotation = fields[part]
+        elif (value := _mapping_value(annotation)) is not None:
+            annotation = value
+        else:
+            return None
+    return annotation
+
+
+def _is_json(annotation: Any) -> bool:
+    """Whether the settings read a variable of this type as JSON (a group, a mapping, a list)."""
+    return (
+        bool(_models(annotation))
+        or _mapping_value(annotation) is not None
+        or (typing.get_origin(annotation) in (list, set, tuple))
+    )
+
+
+def json_problems(environ: Mapping[str, str | None]) -> list[str]:
+    """``NAME: not valid JSON: reason`` for each variable the settings read as JSON and cannot parse (the
+    settings themselves only name the top-level field). The value is not repeated: it may hold a secret."""
+    lines = []
+    for name, value in sorted(environ.items()):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or not value:
+            continue
+        annotation = _annotation(upper[len(PREFIX) :].split(DELIMITER))
+        if annotation is None or not _is_json(annotation):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            lines.append(f"{name}: not valid JSON: {exc}")
+    return lines
 
 
 def _check(parts: list[str], annotation: Any) -> tuple[int, type[BaseModel]] | None:

@@ -4,6 +4,7 @@ broken settings stay one line each and exit 2."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,31 @@ def test_a_broken_setting_is_one_line_and_exit_2() -> None:
         "error: REMEDIATOR_SERVER__PORT: Input should be a valid integer, unable to parse string as an "
         "integer: 'abc'"
     ]
+
+
+def test_bad_json_names_the_variable_in_one_line_and_exit_2() -> None:
+    broken = cli("check", "policies", REMEDIATOR_ESCALATION__TARGETS='{"oncall": {url: 1}}')
+    assert broken.returncode == 2
+    assert broken.stderr.splitlines() == [
+        "error: REMEDIATOR_ESCALATION__TARGETS: not valid JSON: Expecting property name enclosed in double "
+        "quotes: line 1 column 13 (char 12)"
+    ]
+
+
+def test_serve_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = cli(
+            "serve",
+            "--port",
+            str(port),
+            REMEDIATOR_STATE_DIR=str(tmp_path),
+            REMEDIATOR_DOCKER__HOST="unix:///nonexistent.sock",
+        )
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f"error: REMEDIATOR_SERVER__HOST/PORT: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
