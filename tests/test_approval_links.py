@@ -1,10 +1,15 @@
-"""One-click approval: the escalation carries a signed link; opening it shows what would run and acts on nothing;
-only the form's POST decides; the link is worthless once answered, and a wrong signature opens nothing."""
+"""One-click approval: the escalation carries a signed link; opening it shows what fired, what would run, the
+evidence and what silence does, and acts on nothing; only the form's POST decides, and its answer says what
+happens next; an answered or expired link says what was decided, by whom and when; a wrong signature opens
+nothing. Values from alerts are escaped, and a browser's stray requests (favicon) are not webhook rejections.
+(The same page in a real Chromium: test_approval_browser.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,32 +29,61 @@ target:
   from_label: container
   allow: ["approve-db"]
 steps:
+  - diagnose: container.logs
+    with: {tail: 20}
   - act: container.restart
     with: {timeout_s: 5}
-    approval: {timeout_s: 60, on_timeout: deny}
+    approval: {timeout_s: 600, on_timeout: ON_TIMEOUT}
     verify: {resolved_within_s: 60}
   - escalate: oncall
 """
 
 
-async def test_an_approval_link_shows_the_step_and_only_its_form_decides(
-    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
-) -> None:
-    await asyncio.to_thread(docker_daemon.run_container, "approve-db")
-    before = await asyncio.to_thread(docker_daemon.started_at, "approve-db")
-    app = await start_app(
-        policies={"db.yaml": POLICY},
+def policy(on_timeout: str = "deny", timeout_s: int = 600) -> str:
+    return POLICY.replace("ON_TIMEOUT", on_timeout).replace("600", str(timeout_s))
+
+
+async def _daemon(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer, text: str
+) -> Any:
+    return await start_app(
+        policies={"db.yaml": text},
         REMEDIATOR_DOCKER__HOST=docker_daemon.host,
         REMEDIATOR_ESCALATION__TARGETS=json.dumps({"oncall": {"url": f"{capture_server.url}/hook"}}),
     )
+
+
+async def _fire(http: aiohttp.ClientSession, app: Any, the_alert: dict[str, Any]) -> None:
+    headers = {"Authorization": f"Bearer {app.escalator.link_key}", "Content-Type": "application/json"}
+    body = json.dumps(notification(the_alert)).encode()
+    async with http.post(f"http://127.0.0.1:{app.port}/alerts", data=body, headers=headers) as r:
+        assert r.status == 200
+
+
+def _text(page: str) -> str:
+    """The page as a person reads it: tags dropped, entities decoded, spaces collapsed."""
+    body = re.sub(r"<(style|title)>.*?</\1>", " ", page, flags=re.S)
+    body = re.sub(r"</?(b|code|span|a)\b[^>]*>", "", body)  # inline: no space of their own
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+async def test_an_approval_link_shows_the_story_and_only_its_form_decides(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
+) -> None:
+    await asyncio.to_thread(
+        docker_daemon.run_container,
+        "approve-db",
+        command=["/bin/busybox", "sh", "-c", "echo FATAL: could not open relation 42; exec sleep 100000"],
+    )
+    before = await asyncio.to_thread(docker_daemon.started_at, "approve-db")
+    app = await _daemon(start_app, docker_daemon, capture_server, policy("deny"))
     base = f"http://127.0.0.1:{app.port}"
-    # No Authorization header anywhere below: a person clicking a link in a chat has no API token.
+    # No Authorization header below: a person clicking a link in a chat has no API token.
     async with aiohttp.ClientSession() as http:
-        headers = {"Authorization": f"Bearer {app.escalator.link_key}", "Content-Type": "application/json"}
-        body = json.dumps(notification(alert(container="approve-db"))).encode()
-        async with http.post(f"{base}/alerts", data=body, headers=headers) as r:
-            assert r.status == 200
-        await capture_server.wait_for(1)
+        the_alert = alert(container="approve-db", starts_at="2026-11-23T10:00:00Z")
+        the_alert["annotations"]["dashboard_url"] = "https://grafana.example.com/d/db"
+        await _fire(http, app, the_alert)
+        await capture_server.wait_for(1, timeout=30)
         ask = capture_server.requests[0].json
         assert ask["event"] == "approval_requested"
         link = ask["approval_url"]
@@ -57,9 +91,34 @@ async def test_an_approval_link_shows_the_step_and_only_its_form_decides(
 
         async with http.get(link) as r:  # what a link preview or a click does
             page = await r.text()
-            assert r.status == 200 and "container.restart" in page and "approve-db" in page
+            assert r.status == 200
             assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
-        assert (await app.gate.approvals.get(1)).state  # type: ignore[union-attr] == "pending"  # type: ignore[index]
+            assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+        text = _text(page)
+        assert "DatabaseDown critical" in text and "DatabaseDown fired" in text  # alert, severity, summary
+        assert "Firing since 2026-11-23 10:00:00 UTC" in text
+        assert '<a href="https://runbooks.example.com/DatabaseDown"' in page
+        assert '<a href="https://grafana.example.com/d/db"' in page
+        assert "Firing since 2026-11-23 10:00:00 UTC (7d" in text  # the alert's startsAt, days ago
+        assert "Step container.restart Target container approve-db" in text
+        incident = await app.store.get_incident(1)
+        host = getattr(incident, "host", "")  # fleets name the Docker host of an incident
+        assert (f"Host {host} With timeout_s=5" if host else "approve-db With timeout_s=5") in text
+        assert "checks that the alert resolves within 60 s" in text
+        assert "FATAL: could not open relation 42" in text  # the evidence: the diagnosis's log tail
+        when = re.search(r"If nobody answers by (\S+ \S+ UTC) \(in (\d+)m (\d+)s, counted when", text)
+        assert when is not None, text
+        assert 590 <= int(when[2]) * 60 + int(when[3]) <= 600
+        assert (
+            "container.restart does not run and the incident is escalated to people (on_timeout: deny)"
+            in text
+        )
+        assert 'value="approve">Approve: run container.restart</button>' in page
+        assert 'value="deny">Deny: escalate to people</button>' in page
+        assert '<meta name="viewport"' in page
+        # No external asset: nothing is loaded from anywhere, and no script is needed.
+        assert "<script" not in page and "src=" not in page and 'rel="stylesheet"' not in page
+        assert (await app.gate.approvals.get(1)).state == "pending"  # type: ignore[union-attr]
 
         for wrong in (
             link[:-4] + "0000",
@@ -74,19 +133,136 @@ async def test_an_approval_link_shows_the_step_and_only_its_form_decides(
             assert r.status == 400
 
         async with http.post(link, data={"decision": "approve"}) as r:
-            assert r.status == 200 and "Approved" in await r.text()
+            assert r.status == 200
+            done = _text(await r.text())
+        assert done.startswith("Approved Approved by approval link from 127.0.0.1 at")
+        assert "remediator runs container.restart on approve-db now" in done
         state = await app.gate.approvals.get(1)
-        assert state is not None and state.state == "approved" and state.by.startswith("approval link")
+        assert state is not None and state.state == "approved" and state.by == "approval link from 127.0.0.1"
         await eventually(lambda: _restarted(docker_daemon, before), timeout=30)
 
-        async with http.get(link) as r:  # answered: the link opens nothing any more
-            assert r.status == 404
+        # Answered: the link decides nothing any more, and tells a second responder who decided and when.
+        async with http.get(link) as r:
+            assert r.status == 410
+            used = _text(await r.text())
+        decided = re.search(
+            r"Approved by approval link from 127\.0\.0\.1 at (\S+ \S+ UTC) \((\d+)s ago\)", used
+        )
+        assert decided is not None, used
+        assert int(decided[2]) < 60
+        assert "DatabaseDown" in used and "approve-db" in used
+        assert "Approve: run" not in used  # no form
+        await eventually(lambda: _step_ran(http, link), timeout=30)
         async with http.post(link, data={"decision": "deny"}) as r:
-            assert r.status == 404
+            assert r.status == 409 and "Approved by approval link" in _text(await r.text())
+        assert (await app.gate.approvals.get(1)).state == "approved"  # type: ignore[union-attr]
+
+
+async def _step_ran(http: aiohttp.ClientSession, link: str) -> bool:
+    async with http.get(link) as r:
+        return "act container.restart #1 -> ok" in _text(await r.text())
 
 
 async def _restarted(docker_daemon: DockerDaemon, before: str) -> bool:
     return await asyncio.to_thread(docker_daemon.started_at, "approve-db") != before
+
+
+async def test_silence_that_proceeds_says_so_and_a_denial_escalates(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
+) -> None:
+    await asyncio.to_thread(docker_daemon.run_container, "approve-db")
+    before = await asyncio.to_thread(docker_daemon.started_at, "approve-db")
+    app = await _daemon(start_app, docker_daemon, capture_server, policy("proceed"))
+    async with aiohttp.ClientSession() as http:
+        await _fire(http, app, alert(container="approve-db"))
+        (ask,) = await capture_server.wait_for(1, timeout=30)
+        link = ask.json["approval_url"]
+        assert ask.json["approval"]["on_timeout"] == "proceed"
+        async with http.get(link) as r:
+            text = _text(await r.text())
+        # Before: "Unanswered, the request is denied in 287 s" for a step that silence runs.
+        assert "container.restart runs anyway (on_timeout: proceed)" in text
+        assert "denied" not in text.lower() and "does not run" not in text
+
+        async with http.post(link, data={"decision": "deny"}) as r:
+            assert r.status == 200
+            done = _text(await r.text())
+        assert "Denied by approval link from 127.0.0.1" in done
+        assert "container.restart does not run on approve-db: the incident is escalated to people" in done
+        (_, escalation) = await capture_server.wait_for(2, timeout=30)
+        assert escalation.json["event"] == "escalate" and "not approved" in escalation.json["reason"]
+        async with http.get(link) as r:
+            assert r.status == 410
+            used = _text(await r.text())
+        assert "Denied by approval link from 127.0.0.1 at" in used and "is now escalated" in used
+    assert await asyncio.to_thread(docker_daemon.started_at, "approve-db") == before
+
+
+async def test_an_expired_link_says_that_nobody_answered(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
+) -> None:
+    await asyncio.to_thread(docker_daemon.run_container, "approve-db")
+    app = await _daemon(start_app, docker_daemon, capture_server, policy("deny", timeout_s=2))
+    async with aiohttp.ClientSession() as http:
+        await _fire(http, app, alert(container="approve-db"))
+        (ask,) = await capture_server.wait_for(1, timeout=30)
+        link = ask.json["approval_url"]
+        await capture_server.wait_for(2, timeout=30)  # the timeout denied it, and the incident escalated
+        async with http.get(link) as r:
+            assert r.status == 410
+            used = _text(await r.text())
+        assert re.search(r"Denied by nobody: it timed out \(timeout after 2s\) at \S+ \S+ UTC", used), used
+        async with http.post(link, data={"decision": "approve"}) as r:
+            assert r.status == 409
+        assert (await app.gate.approvals.get(1)).state == "denied"  # type: ignore[union-attr]
+
+
+async def test_values_from_alerts_are_escaped_on_the_page(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
+) -> None:
+    await asyncio.to_thread(docker_daemon.run_container, "approve-db")
+    app = await _daemon(start_app, docker_daemon, capture_server, policy("deny"))
+    evil = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    the_alert = alert(container="approve-db", instance=evil)
+    the_alert["annotations"] = {
+        "summary": f"down {evil}",
+        "description": f"</pre></section>{evil}",
+        "runbook_url": "javascript:alert(3)",
+        "dashboard_url": 'https://grafana.example.com/d/x?a=1&b="><script>alert(4)</script>',
+    }
+    async with aiohttp.ClientSession() as http:
+        await _fire(http, app, the_alert)
+        (ask,) = await capture_server.wait_for(1, timeout=30)
+        async with http.get(ask.json["approval_url"]) as r:
+            assert r.status == 200
+            page = await r.text()
+    assert "<script" not in page and "<img" not in page and "javascript:" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    assert 'href="https://grafana.example.com/d/x?a=1&amp;b=&quot;&gt;&lt;script&gt;' in page
+    assert "Runbook" not in page  # a javascript: URL is not made a link
+    assert page.count("<section") == page.count("</section>")  # the description did not close anything
+
+
+async def test_a_browsers_stray_requests_are_not_webhook_rejections(start_app: Callable[..., Any]) -> None:
+    app = await start_app(REMEDIATOR_DOCKER__HOST="unix:///nonexistent.sock")
+    base = f"http://127.0.0.1:{app.port}"
+
+    async def rejected() -> float:
+        async with http.get(f"{base}/metrics") as r:
+            found = re.search(
+                r'^remediator_webhook_rejected_total\{code="401"\} (\S+)$', await r.text(), re.M
+            )
+        return float(found[1]) if found else 0.0
+
+    async with aiohttp.ClientSession() as http:
+        start = await rejected()
+        for path in ("/favicon.ico", "/apple-touch-icon.png", "/robots.txt", "/approval", "/"):
+            async with http.get(base + path) as r:
+                assert r.status in (401, 404), path
+        assert await rejected() == start
+        async with http.post(f"{base}/alerts", json={}) as r:  # a webhook without its token: this one counts
+            assert r.status == 401
+        assert await rejected() == start + 1
 
 
 async def test_the_log_notifier_withholds_the_link(caplog: pytest.LogCaptureFixture) -> None:

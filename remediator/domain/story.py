@@ -35,6 +35,16 @@ class EvidenceEntry(TypedDict):
     detail: str
 
 
+class ApprovalEntry(TypedDict):
+    """The step an approval request is for, and what silence does: ``on_timeout`` at ``expires_at``."""
+
+    step: str
+    timeout_s: float
+    expires_at: str | None
+    on_timeout: str
+    """``deny`` (the step does not run and the incident escalates) or ``proceed`` (the step runs)."""
+
+
 class EscalationPayload(TypedDict):
     """What a human gets: what fired, what was tried, and why remediation stopped. The generic webhook sends
     it as is (documented in docs/escalation.md); Slack, PagerDuty and Alertmanager format it."""
@@ -45,11 +55,17 @@ class EscalationPayload(TypedDict):
     policy: str
     policy_source: str
     target: str
+    target_kind: str
+    """``container``, ``compose-service``, ...; empty when the policy is not known (a resolve)."""
+    host: str
+    """The Docker host of the target when the incident names one (fleets); empty otherwise."""
     severity: str
     priority: str
     status: str
     reason: str
     opened_at: str | None
+    firing_since: str | None
+    """When the alert began to fire (its ``startsAt``; the earliest of the incident's alerts), else opened_at."""
     escalated_at: str | None
     duration_s: float
     alertname: str
@@ -60,6 +76,10 @@ class EscalationPayload(TypedDict):
     dashboard_url: str
     steps: list[StepEntry]
     evidence: list[EvidenceEntry]
+    next: str
+    """What happens next, in a sentence for the person who reads it."""
+    approval: NotRequired[ApprovalEntry]
+    """Approval requests only: the step that waits and what silence does."""
     approve_url: NotRequired[str]
     deny_url: NotRequired[str]
     approve_command: NotRequired[str]
@@ -76,12 +96,66 @@ class TimelineEvent(TypedDict):
     detail: dict[str, Any]
 
 
+FIRING_KINDS = ("opened", "attached")
+"""The audit records of an incident that name a firing alert's ``starts_at`` (store.base.firing_detail)."""
+
+
 def iso(ts: float | None) -> str | None:
     return None if ts is None else _iso(ts)
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def utc_time(ts: float) -> str:
+    """``2026-11-23 10:04:11 UTC``: an absolute time a person reads, whatever their time zone."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def firing_since(incident: Incident, trail: Sequence[AuditRecord]) -> float:
+    """When the incident's alert began to fire: the earliest ``startsAt`` of the alerts its audit ``trail``
+    (``FIRING_KINDS``) attached, else when the incident opened."""
+    found = [incident.opened_at]
+    for record in trail:
+        if record.kind in FIRING_KINDS and record.incident_id in (None, incident.id):
+            try:
+                found.append(datetime.fromisoformat(str(record.detail.get("starts_at", ""))).timestamp())
+            except ValueError:
+                continue
+    return min(found)
+
+
+def host_of(incident: Incident) -> str:
+    """The Docker host the incident's target is on, for an Incident that names one (fleets), else ``""``."""
+    return str(getattr(incident, "host", "") or "")
+
+
+def what_next(
+    event: str, target: str, approval: ApprovalEntry | None = None, handed_over: bool = True
+) -> str:
+    """What happens next, for the person who reads an escalation, an approval request or a resolve."""
+    if event == "resolve":
+        return "Nothing to do: the alerts resolved and the incident is closed."
+    if approval is not None:
+        step = approval["step"]
+        expires = approval["expires_at"]
+        when = utc_time(datetime.fromisoformat(expires).timestamp()) if expires else "the timeout"
+        silence = (
+            f"{step} runs anyway (on_timeout: proceed)"
+            if approval["on_timeout"] == "proceed"
+            else f"{step} does not run and the incident is escalated to people (on_timeout: deny)"
+        )
+        return (
+            f"Approve: {step} runs on {target} at once (every limit still applies). Deny: it does not run and"
+            f" the incident is escalated to people. No answer by {when}: {silence}."
+        )
+    if not handed_over:
+        return "For your information: remediator goes on with the next steps of the policy."
+    return (
+        "remediator has stopped acting on this incident: a person owns it now. "
+        "It closes by itself when its alerts resolve."
+    )
 
 
 def build_payload(
@@ -94,20 +168,30 @@ def build_payload(
     priority: str = "",
     status: str = "escalated",
     escalated_at: float | None = None,
+    trail: Sequence[AuditRecord] = (),
+    event: str = "escalate",
+    approval: ApprovalEntry | None = None,
+    handed_over: bool = True,
 ) -> EscalationPayload:
-    """The whole story of an incident, as a human needs it: what fired, what was tried, and why we stopped."""
+    """The whole story of an incident, as a human needs it: what fired, what was tried, and why we stopped.
+    ``trail``: its audit records of ``FIRING_KINDS``, for when the alert began to fire; ``approval``: the
+    request of an ``approval_requested`` event; ``handed_over``: False for an escalation the ladder goes on
+    after."""
     annotations = incident.annotations
-    return {
-        "event": "escalate",
+    payload: EscalationPayload = {
+        "event": event,
         "incident_id": incident.id,
         "policy": incident.policy,
         "policy_source": policy.source if policy else "",
         "target": incident.target,
+        "target_kind": policy.target.kind if policy else "",
+        "host": host_of(incident),
         "severity": incident.severity,
         "priority": priority,
         "status": status,
         "reason": reason,
         "opened_at": iso(incident.opened_at),
+        "firing_since": iso(firing_since(incident, trail)),
         "escalated_at": iso(now if escalated_at is None else escalated_at),
         "duration_s": round(now - incident.opened_at, 3),
         "alertname": incident.labels.get("alertname", ""),
@@ -132,7 +216,11 @@ def build_payload(
         "evidence": [
             {"name": s.name, "detail": s.detail} for s in steps if s.kind == "diagnose" and s.status == "ok"
         ],
+        "next": what_next(event, incident.target, approval, handed_over),
     }
+    if approval is not None:
+        payload["approval"] = approval
+    return payload
 
 
 def incident_timeline(steps: Sequence[StepRecord], trail: Sequence[AuditRecord]) -> list[TimelineEvent]:

@@ -14,22 +14,26 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from remediator.domain.clock import Clock
-from remediator.domain.incidents import Incident
+from remediator.domain.incidents import AuditRecord, Incident
+from remediator.signing import approval_link_valid
 from remediator.store.base import Store
 
 logger = logging.getLogger(__name__)
 
 ApprovalState = Literal["pending", "approved", "denied"]
+OnTimeout = Literal["deny", "proceed"]
 
 
 @dataclass(frozen=True)
 class ApprovalRequest:
-    """One request: the step that waits, when it was asked (which names it: its link is signed over it), and
-    until when; then who answered, how, and when."""
+    """One request: the step that waits, when it was asked (which names it: its link is signed over it), until
+    when, and what silence means (``on_timeout``; None in a record written before it was kept); then who
+    answered, how, and when."""
 
     incident_id: int
     step: str
@@ -38,6 +42,7 @@ class ApprovalRequest:
     state: ApprovalState = "pending"
     by: str = ""
     decided_at: float | None = None
+    on_timeout: OnTimeout | None = None
 
     def open_at(self, now: float) -> bool:
         """Still waiting for an answer at ``now``."""
@@ -60,11 +65,17 @@ class ApprovalRequest:
                 state=data.get("state", "pending"),
                 by=str(data.get("by", "")),
                 decided_at=None if data.get("decided_at") is None else float(data["decided_at"]),
+                on_timeout=data.get("on_timeout"),
             )
         except (KeyError, TypeError, ValueError, json.JSONDecodeError):
             return None
         finite = math.isfinite(request.requested_at) and math.isfinite(request.expires_at)
-        return request if finite and request.state in ("pending", "approved", "denied") else None
+        known = request.state in ("pending", "approved", "denied") and request.on_timeout in (
+            None,
+            "deny",
+            "proceed",
+        )
+        return request if finite and known else None
 
 
 def _key(incident_id: int) -> str:
@@ -76,12 +87,18 @@ class Approvals:
         self.store = store
         self.clock = clock
 
-    async def request(self, incident: Incident, step: str, timeout_s: float) -> ApprovalRequest:
+    async def request(
+        self, incident: Incident, step: str, timeout_s: float, on_timeout: OnTimeout | None = None
+    ) -> ApprovalRequest:
         """Record a pending request (replacing an answered or expired one)."""
         now = self.clock()
-        request = ApprovalRequest(incident.id, step, requested_at=now, expires_at=now + timeout_s)
-        # The audit first: it is fenced by the incident's lease, so a replica that lost it stops here.
-        await self.store.audit(incident.id, "approval_requested", {"step": step, "timeout_s": timeout_s}, now)
+        request = ApprovalRequest(
+            incident.id, step, requested_at=now, expires_at=now + timeout_s, on_timeout=on_timeout
+        )
+        # The audit first: it is fenced by the incident's lease, so a replica that lost it stops here. It keeps
+        # what a link to this request needs once a later request replaced the record (for_link).
+        detail = {"step": step, "timeout_s": timeout_s, "requested_at": now, "on_timeout": on_timeout}
+        await self.store.audit(incident.id, "approval_requested", detail, now)
         await self.store.control_set(_key(incident.id), request.to_json(), now)
         logger.warning(
             "incident %d: %s waits for approval (%gs)",
@@ -113,8 +130,61 @@ class Approvals:
         decided = dataclasses.replace(current, state=state, by=by, decided_at=now)
         if not await self.store.control_swap(_key(incident_id), raw, decided.to_json(), now):
             return False
-        await self.store.audit(incident_id, state, {"step": current.step, "by": by}, now)
+        detail = {"step": current.step, "by": by, "requested_at": current.requested_at}
+        await self.store.audit(incident_id, state, detail, now)
         logger.warning(
             "incident %d: %s %s by %s", incident_id, current.step, state, by, extra={"incident": incident_id}
         )
         return True
+
+    async def for_link(self, incident_id: int, key: str | None, signature: str) -> ApprovalRequest | None:
+        """The request a link with ``signature`` was made for, as it stands (pending, answered, or expired), or
+        None when the link is not one we made for this incident. A request that a later one replaced is read
+        back from the audit trail, with its answer, so a second responder with an old link learns what became
+        of it."""
+        current = await self.get(incident_id)
+        if current is not None and approval_link_valid(key, incident_id, current.requested_at, signature):
+            return current
+        if not key or not signature:
+            return None
+        trail = await self.store.audit_trail(incident_id, kinds=("approval_requested", "approved", "denied"))
+        for i, record in enumerate(trail):
+            if record.kind != "approval_requested":
+                continue
+            requested_at = _number(record.detail.get("requested_at"), record.at)
+            if approval_link_valid(key, incident_id, requested_at, signature):
+                return _from_trail(incident_id, record, requested_at, trail[i + 1 :])
+        return None
+
+
+def _number(value: object, default: float) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+def _from_trail(
+    incident_id: int, asked: AuditRecord, requested_at: float, later: Sequence[AuditRecord]
+) -> ApprovalRequest:
+    """An earlier request as its audit records tell it: asked, then answered by the first answer that names it
+    (an answer recorded before answers named their request is taken when it comes before the next request)."""
+    on_timeout = asked.detail.get("on_timeout")
+    request = ApprovalRequest(
+        incident_id=incident_id,
+        step=str(asked.detail.get("step", "")),
+        requested_at=requested_at,
+        expires_at=requested_at + _number(asked.detail.get("timeout_s"), 0.0),
+        on_timeout=on_timeout if on_timeout in ("deny", "proceed") else None,
+    )
+    for record in later:
+        if record.kind == "approval_requested":
+            break
+        named = record.detail.get("requested_at")
+        if named is None or _number(named, math.nan) == requested_at:
+            state: ApprovalState = "approved" if record.kind == "approved" else "denied"
+            return dataclasses.replace(
+                request, state=state, by=str(record.detail.get("by", "")), decided_at=record.at
+            )
+    return request

@@ -19,7 +19,7 @@ from datetime import datetime
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident, OutboxEntry, StepRecord
 from remediator.domain.policies import Policy
-from remediator.domain.story import build_payload, iso
+from remediator.domain.story import FIRING_KINDS, ApprovalEntry, build_payload, iso
 from remediator.engine.outbox import Outbox
 from remediator.errors import NotifyError
 from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, pages
@@ -119,7 +119,10 @@ class Escalator:
         if not chosen:
             chosen = [(self.fallback.name, self.fallback)]
         steps = await self.store.steps(incident.id)
-        payload = build_payload(incident, policy, steps, reason, now, priority=priority)
+        trail = await self.store.audit_trail(incident.id, kinds=FIRING_KINDS)
+        payload = build_payload(
+            incident, policy, steps, reason, now, priority=priority, trail=trail, handed_over=hand_over
+        )
         entries: list[OutboxEntry] = []
         for wanted, notifier in chosen:
             dedup_key = f"remediator-{incident.id}-{step_index}-{wanted}"
@@ -151,6 +154,7 @@ class Escalator:
         step_name: str,
         timeout_s: float,
         requested_at: float,
+        on_timeout: str = "deny",
     ) -> None:
         """Ask a human to approve a step: the policy's escalation target gets the story with approve and deny
         links (and the CLI command); the incident stays active while it waits. ``requested_at`` (from the gate)
@@ -159,8 +163,22 @@ class Escalator:
         wanted = policy.escalation_target()
         notifier = self._notifier(wanted)
         reason = f"approval needed: {step_name} on {incident.target}, within {timeout_s:g}s"
+        approval: ApprovalEntry = {
+            "step": step_name,
+            "timeout_s": timeout_s,
+            "expires_at": iso(requested_at + timeout_s),
+            "on_timeout": on_timeout,
+        }
         payload = build_payload(
-            incident, policy, await self.store.steps(incident.id), reason, now, status="awaiting_approval"
+            incident,
+            policy,
+            await self.store.steps(incident.id),
+            reason,
+            now,
+            status="awaiting_approval",
+            trail=await self.store.audit_trail(incident.id, kinds=FIRING_KINDS),
+            event="approval_requested",
+            approval=approval,
         )
         base = f"{self.public_url.rstrip('/')}/api/incidents/{incident.id}"
         payload["event"] = "approval_requested"

@@ -359,9 +359,9 @@ class Runner:
         approval = step.approval
         assert approval is not None
         approvals = self.gate.approvals
-        request = await approvals.request(incident, step.name, approval.timeout_s)
+        request = await approvals.request(incident, step.name, approval.timeout_s, approval.on_timeout)
         await self.escalator.request_approval(
-            incident, policy, index, step.name, approval.timeout_s, request.requested_at
+            incident, policy, index, step.name, approval.timeout_s, request.requested_at, approval.on_timeout
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + approval.timeout_s

@@ -26,10 +26,13 @@ def tail(text: str, limit: int) -> str:
 
 
 def duration(seconds: float) -> str:
-    """``4m 11s``, ``2h 5m``, ``12s``."""
+    """``4m 11s``, ``2h 5m``, ``12s``, ``3d 4h``."""
     total = max(0, round(seconds))
-    hours, rest = divmod(total, 3600)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
     if hours:
         return f"{hours}h {minutes}m"
     if minutes:
