@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from remediator import logs
 from remediator.actions.base import Action, Probe
 from remediator.actions.catalogue import SPECS, build_actions, build_probes
-from remediator.actions.docker import DockerBackend
+from remediator.actions.fleet import DockerFleet
 from remediator.domain.clock import Clock, system_clock
 from remediator.domain.policies import Policy, policy_set_version
 from remediator.engine.escalate import Escalator
@@ -114,8 +114,8 @@ class App:
         self.clock = clock
         self.metrics = Metrics(CollectorRegistry())
         self.store = build_store(settings)
-        self.docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, settings.docker.threads)
-        self.actions: dict[str, Action] = build_actions(self.docker, settings)
+        self.fleet = DockerFleet.from_settings(settings.docker)
+        self.actions: dict[str, Action] = build_actions(self.fleet, settings)
         self.notifiers: dict[str, Notifier] = build_notifiers(settings.escalation)
         self.gate = Gate(self.store, settings.guards, self.metrics, clock)
         outbox = Outbox(
@@ -142,7 +142,7 @@ class App:
             clock,
             retry,
             lease_s=settings.store.lease_s,
-            call_timeout_s=settings.docker.timeout_s,
+            call_timeout_s=max(backend.timeout_s for _, backend in self.fleet),
         )
         self.policies: list[Policy] = []
         self._reloading = asyncio.Lock()
@@ -152,6 +152,7 @@ class App:
         self._sweeper: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[Any] | None = None
         self.leases: LeaseKeeper | None = None
         self._ready = False
         self._stopped = False
@@ -241,6 +242,7 @@ class App:
             self.clock,
             owner=settings.replica_id,
             lease_s=settings.store.lease_s,
+            docker_hosts=self.fleet.names,
         )
         self.leases = LeaseKeeper(
             self.store,
@@ -261,6 +263,9 @@ class App:
             self.store, settings.retention, settings.guards, lambda: self.policies, self.metrics, self.clock
         )
         self._retention = self._supervised(retention.run(), "retention")
+        # Each Docker host asked once, in the background: an unreachable one is a WARNING, never a reason not
+        # to start (its own breaker refuses its incidents; the other hosts go on).
+        self._probe = asyncio.create_task(self.fleet.probe(), name="docker-probe")
         server = self.settings.server
         token = webhook_token(self.settings)
         auth = Auth(token, server.basic_username, server.auth_disabled)
@@ -283,6 +288,7 @@ class App:
             body_timeout_s=server.body_timeout_s,
             replica=settings.replica_id,
             reload=self.reload,
+            hosts=self._hosts,
         )
         self._web = await start_http(app, self.settings)
         self.port = self._web.port
@@ -296,6 +302,10 @@ class App:
             len(self.policies),
             self.settings.policies_dir,
         )
+
+    async def _hosts(self) -> list[dict[str, Any]]:
+        """``GET /api/hosts``: each Docker host, reachable or not, with its breaker."""
+        return await self.fleet.report(lambda name: self.gate.circuits.get(name).status)
 
     def _supervised(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """A root task: these loop until cancelled at stop. One that ends otherwise (a bug that escaped its own
@@ -328,7 +338,7 @@ class App:
         if self.intake is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.intake.join(), grace)
-        for task in (self._worker, self._sweeper, self._retention):
+        for task in (self._worker, self._sweeper, self._retention, self._probe):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -349,7 +359,7 @@ class App:
             await asyncio.gather(self._keeper, return_exceptions=True)
         for notifier in self.notifiers.values():
             await notifier.close()
-        self.docker.close()
+        self.fleet.close()
         await self.store.close()
 
 

@@ -7,6 +7,7 @@ Each field's docstring gives its unit; durations end in ``_s`` (seconds).
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -70,16 +71,85 @@ class StoreSettings(BaseModel):
     another replica after this."""
 
 
+DEFAULT_DOCKER_HOST = "default"
+"""The name of the Docker host a policy without ``host:`` acts on, and of ``REMEDIATOR_DOCKER__HOST``."""
+
+HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""What a Docker host may be named: the name is a metric label, a breaker name and a word in logs."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` without a password (``ssh://ops:secret@db-1`` -> ``ssh://ops@db-1``), for logs, errors and the
+    API."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        userinfo, _, hostport = authority.rpartition("@")
+        authority = f"{userinfo.split(':', 1)[0]}@{hostport}"
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+class DockerTLS(BaseModel):
+    """Client certificates for a ``tcp://`` Docker host (paths only: a key's content never sits in settings)."""
+
+    ca: Path
+    """CA certificate that signed the daemon's certificate (path)."""
+    cert: Path
+    """Client certificate (path)."""
+    key: Path
+    """Client private key (path)."""
+    verify: bool = True
+    """Check the daemon's certificate against ``ca`` (turn off only for a test rig)."""
+
+
+class DockerHost(BaseModel):
+    """One Docker Engine remediator may act on."""
+
+    url: str = Field(pattern=r"^(unix|tcp|ssh|npipe)://")
+    """Docker API URL: ``unix:///var/run/docker.sock``, ``tcp://web-1.internal:2376`` (with ``tls``),
+    ``ssh://ops@db-1`` (through the ``ssh`` command, with its own keys and known_hosts)."""
+    tls: DockerTLS | None = None
+    """Client certificates for ``tcp://``; unset: plain TCP (only on a trusted network)."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds one Docker API call on this host may take before it counts as a temporary failure."""
+    threads: int = Field(default=4, ge=1, le=64)
+    """Threads for this host's (blocking) SDK calls: each host has its own, so a slow host cannot starve
+    the others (count)."""
+
+
 class DockerSettings(BaseModel):
-    """The Docker Engine that container actions talk to."""
+    """The Docker Engines that container, Compose and Swarm actions talk to."""
 
     host: str | None = None
-    """Docker API URL (``unix:///var/run/docker.sock``, ``tcp://127.0.0.1:2375``). Unset: ``DOCKER_HOST``
-    or the default socket."""
+    """Docker API URL of the one host named ``default`` (``unix:///var/run/docker.sock``,
+    ``tcp://127.0.0.1:2375``). Unset: ``DOCKER_HOST`` or the default socket. Ignored when ``hosts`` is set."""
     timeout_s: float = Field(default=60.0, gt=0)
-    """Seconds one Docker API call may take before it counts as a temporary failure."""
+    """Seconds one Docker API call may take before it counts as a temporary failure (the ``default`` host)."""
     threads: int = Field(default=4, ge=1, le=64)
-    """Threads that run the (blocking) docker SDK calls (count)."""
+    """Threads that run the (blocking) docker SDK calls of the ``default`` host (count)."""
+    hosts: dict[str, DockerHost] = Field(default_factory=dict)
+    """A fleet: Docker hosts by name, ``{"web-1": {"url": "tcp://web-1:2376", "tls": {...}}, "local": {"url":
+    "unix:///var/run/docker.sock"}}``. A policy picks one with ``target.host``; a policy without it acts on
+    the host named ``default``. Unset: one host, ``default``, from ``host``."""
+
+    @field_validator("hosts")
+    @classmethod
+    def _names(cls, hosts: dict[str, DockerHost]) -> dict[str, DockerHost]:
+        for name in hosts:
+            if re.fullmatch(HOST_NAME, name) is None:
+                raise ValueError(f"docker host name {name!r} must match {HOST_NAME}")
+        return hosts
+
+    def fleet(self) -> dict[str, DockerHost | None]:
+        """Every configured host by name. ``None`` for the ``default`` host of the single-host settings,
+        which keeps the SDK's own lookup (``DOCKER_HOST``, then the default socket)."""
+        if self.hosts:
+            return dict(self.hosts)
+        if self.host:
+            return {
+                DEFAULT_DOCKER_HOST: DockerHost(url=self.host, timeout_s=self.timeout_s, threads=self.threads)
+            }
+        return {DEFAULT_DOCKER_HOST: None}
 
 
 class PostgresTarget(BaseModel):

@@ -34,9 +34,11 @@ class RecordingAction:
     backend: str = "test"
     failures: list[Exception] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = "default") -> str:
         self.calls.append(target)
+        self.hosts.append(host)
         if self.failures:
             raise self.failures.pop(0)
         return f"{self.name} done on {target}"

@@ -107,7 +107,7 @@ async def test_a_storm_restarts_exactly_what_the_limits_allow(
     assert len(refused) == 4 and {r["reason"] for r in refused} == {"budget"}
     escalated = {r.json["target"] for r in capture_server.requests}
     assert escalated == set(TARGETS) - set(restarted)
-    assert app.metrics.actions.labels("storm", "container.restart", "ok")._value.get() == 6
+    assert app.metrics.actions.labels("storm", "act", "container.restart", "ok")._value.get() == 6
     assert app.metrics.refusals.labels("storm", "budget")._value.get() == 4
     assert app.metrics.alerts_received.labels("StormAlert", "firing")._value.get() == 10_000
 
@@ -131,11 +131,11 @@ async def test_docker_down_opens_the_breaker_escalates_and_the_webhook_keeps_ans
         reasons = [r.json["reason"] for r in capture_server.requests]
         assert "failed (temporary)" in reasons[0] and "docker unreachable" in reasons[0]
         assert "failed (temporary)" in reasons[1]
-        assert "refused (breaker_open)" in reasons[2] and "backend:docker" in reasons[2]
-        assert app.gate.circuits.get("backend:docker").status == "open"
+        assert "refused (breaker_open)" in reasons[2] and "backend:docker:default" in reasons[2]
+        assert app.gate.circuits.get("backend:docker:default").status == "open"
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{app.port}/metrics") as r:
-                assert 'remediator_breaker_state{breaker="backend:docker"} 2.0' in await r.text()
+                assert 'remediator_breaker_state{breaker="backend:docker:default"} 2.0' in await r.text()
             async with http.get(f"http://127.0.0.1:{app.port}/readyz") as r:
                 assert r.status == 200
     finally:
@@ -146,6 +146,6 @@ async def test_docker_down_opens_the_breaker_escalates_and_the_webhook_keeps_ans
     assert await post_all(
         app, [notification(alert("StormAlert", fingerprint="b3", container=TARGETS[3]))]
     ) == [200]
-    await eventually(lambda: app.gate.circuits.get("backend:docker").status == "closed", timeout=30)
+    await eventually(lambda: app.gate.circuits.get("backend:docker:default").status == "closed", timeout=30)
     assert await asyncio.to_thread(docker_daemon.started_at, TARGETS[3]) != before
     assert len(capture_server.requests) == 3

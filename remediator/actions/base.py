@@ -31,7 +31,10 @@ class Action(Protocol):
     @property
     def params_model(self) -> type[Params]: ...
 
-    async def run(self, target: str, params: Params) -> str: ...
+    async def run(self, target: str, params: Params, host: str = ...) -> str:
+        """Act on ``target``; a Docker action on the Docker host named ``host`` (the incident's), which
+        other backends ignore."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from remediator.actions.docker import (
     ContainerExec,
     ContainerLogs,
     ContainerRestart,
-    DockerBackend,
+    DockerHosts,
     ExecParams,
     LogsParams,
     RestartParams,
@@ -59,8 +59,8 @@ SPECS: Mapping[str, ActionSpec] = {
 }
 
 
-def build_actions(docker_backend: DockerBackend, settings: Settings | None = None) -> dict[str, Action]:
-    """Every action of SPECS, on the given Docker backend and the PostgreSQL instances of ``settings``
+def build_actions(docker_backend: DockerHosts, settings: Settings | None = None) -> dict[str, Action]:
+    """Every action of SPECS, on the given Docker host(s) (a DockerFleet, or one DockerBackend) and the PostgreSQL instances of ``settings``
     (none without settings: a postgres step then fails permanently, naming the missing instance)."""
     postgres = PostgresBackend(settings.postgres if settings is not None else PostgresSettings())
     actions: list[Action] = [

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from remediator.actions.base import Params
-from remediator.actions.docker import DockerBackend, before_mutation, exact_container
+from remediator.actions.docker import DockerHosts, before_mutation, exact_container
 from remediator.errors import PermanentActionError
 
 _OUTPUT_CHARS = 2000
@@ -35,7 +35,7 @@ class CheckParams(Params):
 class ContainerCheck:
     """``container.check``: run a fixed read-only command; exit 0 passes, anything else fails."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "container.check"
     kind: Literal["act", "diagnose"] = "diagnose"
     backend: str = "docker"
@@ -57,4 +57,4 @@ class ContainerCheck:
                 raise PermanentActionError(f"`{shown}` in {target} exited {result.exit_code}: {output}")
             return f"`{shown}` in {target} passed (exit 0)" + (f"\n{output}" if output else "")
 
-        return await self.backend_.call(target, check, extra_timeout_s=params.timeout_s)
+        return await self.backend_.on(host).call(target, check, extra_timeout_s=params.timeout_s)

@@ -24,8 +24,9 @@ from typing import Any, Literal, Self
 from pydantic import Field, model_validator
 
 from remediator.actions.base import Params
-from remediator.actions.docker import DockerBackend, container_named
+from remediator.actions.docker import DockerHosts, container_named
 from remediator.errors import PermanentActionError
+from remediator.settings import DEFAULT_DOCKER_HOST
 
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
@@ -211,16 +212,16 @@ def _remove(client: Any, replica: _Replica, stop_timeout_s: int) -> None:
 class ComposeScale:
     """``compose.scale``: add or remove replicas of a Compose service, by a step, within [min, max]."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "compose.scale"
     kind: Literal["act", "diagnose"] = "act"
     backend: str = "docker"
     params_model: type[Params] = ComposeScaleParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = DEFAULT_DOCKER_HOST) -> str:
         assert isinstance(params, ComposeScaleParams)
         project = params.project
-        service, replicas = await self.backend_.call(target, lambda c: _resolve(c, target, project))
+        service, replicas = await self.backend_.on(host).call(target, lambda c: _resolve(c, target, project))
         what = f"{project}/{service}"
         if not replicas:
             raise PermanentActionError(f"{what} has no replica to copy from")
@@ -233,14 +234,14 @@ class ComposeScale:
             top = max(r.number for r in replicas)
             for number in range(top + 1, top + 1 + desired - current):
                 name = _name_for(project, service, replicas, number)
-                await self.backend_.call(
+                await self.backend_.on(host).call(
                     target, functools.partial(_create_like, template_id=template.id, name=name, number=number)
                 )
                 changed.append(name)
             verb = "created"
         else:
             for replica in sorted(replicas, key=lambda r: r.number, reverse=True)[: current - desired]:
-                await self.backend_.call(
+                await self.backend_.on(host).call(
                     target,
                     functools.partial(_remove, replica=replica, stop_timeout_s=params.stop_timeout_s),
                     extra_timeout_s=params.stop_timeout_s,
@@ -257,13 +258,13 @@ class ComposeScale:
 class ComposeStatus:
     """``compose.status``: the replicas of a Compose service with their state and restart count."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "compose.status"
     kind: Literal["act", "diagnose"] = "diagnose"
     backend: str = "docker"
     params_model: type[Params] = ComposeParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = DEFAULT_DOCKER_HOST) -> str:
         assert isinstance(params, ComposeParams)
         project = params.project
 
@@ -280,4 +281,4 @@ class ComposeStatus:
                 )
             return "\n".join(lines)
 
-        return await self.backend_.call(target, status)
+        return await self.backend_.on(host).call(target, status)

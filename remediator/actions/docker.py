@@ -21,16 +21,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import docker
 import docker.errors
+import docker.tls
 import requests.exceptions
 from pydantic import Field
 
 from remediator.actions.base import Params
 from remediator.domain.fencing import call_deadline, call_guard
 from remediator.errors import ActionError, LateCall, PermanentActionError, TemporaryActionError
+from remediator.settings import DEFAULT_DOCKER_HOST, DockerHost, DockerSettings, DockerTLS
 
 T = TypeVar("T")
 
@@ -156,25 +158,85 @@ def before_mutation() -> None:
         )
 
 
+class DockerHosts(Protocol):
+    """Where a Docker action finds the backend of the host its incident names: a DockerFleet, or one
+    DockerBackend for a single host."""
+
+    def on(self, host: str) -> DockerBackend: ...
+
+
+@dataclass
+class HostHealth:
+    """What the last call to one Docker host showed: the answer to "is web-1 reachable?" (``/api/hosts``)."""
+
+    reachable: bool | None = None
+    """None until a call or the start-up probe has been made."""
+    engine_version: str = ""
+    last_error: str = ""
+    latency_s: float | None = None
+    """How long the last call took (seconds)."""
+    checked_at: float | None = None
+    """Wall-clock time of the last call."""
+
+
 class DockerBackend:
-    """One Docker Engine: a lazily created client and the thread pool its calls run in."""
+    """One Docker Engine: a lazily created client and the thread pool its calls run in.
+
+    Each host of a fleet has its own backend, so its own pool: the blocking calls of a slow or dead host
+    queue on that host's threads and never on another's."""
 
     name = "docker"
 
-    def __init__(self, host: str | None, timeout_s: float, threads: int) -> None:
+    def __init__(
+        self,
+        host: str | None,
+        timeout_s: float,
+        threads: int,
+        *,
+        host_name: str = DEFAULT_DOCKER_HOST,
+        tls: DockerTLS | None = None,
+    ) -> None:
         self.host = host
+        self.host_name = host_name
         self.timeout_s = timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
+        self.tls = tls
+        self.health = HostHealth()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"docker-{host_name}")
         self._slots = asyncio.Semaphore(threads)
         self._client: Any = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, name: str, host: DockerHost | None, settings: DockerSettings) -> DockerBackend:
+        """The backend of one configured host (``None``: the SDK's own lookup, DOCKER_HOST or the socket)."""
+        if host is None:
+            return cls(None, settings.timeout_s, settings.threads, host_name=name)
+        return cls(host.url, host.timeout_s, host.threads, host_name=name, tls=host.tls)
+
+    def on(self, host: str) -> DockerBackend:
+        """This backend when ``host`` names it: a lone backend is a fleet of one host."""
+        if host != self.host_name:
+            raise PermanentActionError(f"docker host {host!r} is not configured")
+        return self
 
     def _get_client(self) -> Any:
         # Created on first use, in a pool thread: a daemon that is down at start must not stop remediator.
         with self._lock:
             if self._client is None:
                 if self.host:
-                    self._client = docker.DockerClient(base_url=self.host, timeout=int(self.timeout_s))
+                    tls: Any = False
+                    if self.tls is not None:
+                        tls = docker.tls.TLSConfig(
+                            client_cert=(str(self.tls.cert), str(self.tls.key)),
+                            ca_cert=str(self.tls.ca),
+                            verify=str(self.tls.ca) if self.tls.verify else False,
+                        )
+                    self._client = docker.DockerClient(
+                        base_url=self.host,
+                        timeout=int(self.timeout_s),
+                        tls=tls,
+                        use_ssh_client=self.host.startswith("ssh://"),
+                    )
                 else:
                     self._client = docker.from_env(timeout=int(self.timeout_s))
             return self._client
@@ -184,6 +246,15 @@ class DockerBackend:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    async def probe(self) -> HostHealth:
+        """Ask the engine its version once (at start, and for ``remediator hosts``); never raises."""
+        try:
+            version = await self.call("", lambda client: client.version())
+            self.health.engine_version = str(version.get("Version", ""))
+        except ActionError:
+            pass  # recorded in self.health by call()
+        return self.health
 
     async def call(self, target: str, fn: Callable[[Any], T], extra_timeout_s: float = 0) -> T:
         """Run ``fn(client)`` in the pool; map every failure to a typed ActionError. A call that reaches its
@@ -217,17 +288,35 @@ class DockerBackend:
                 guard = call_guard.get()
                 if deadline is not None and guard is not None and time.monotonic() > deadline:
                     deadline = await guard()
+                started = time.monotonic()
                 try:
-                    return await asyncio.wait_for(
+                    result = await asyncio.wait_for(
                         loop.run_in_executor(self._pool, work, deadline), self.timeout_s + extra_timeout_s
                     )
-                except BaseException:
+                except BaseException as exc:
                     abandoned.set()  # timed out or cancelled: a thread still running it sends nothing more
+                    self._observe(started, exc)
                     raise
+                self._observe(started, None)
+                return result
         except TimeoutError as exc:
             raise TemporaryActionError(
-                f"docker call on {target} took over {self.timeout_s + extra_timeout_s:.0f}s"
+                f"docker call on {target or self.host_name} took over {self.timeout_s + extra_timeout_s:.0f}s"
             ) from exc
+
+    def _observe(self, started: float, error: BaseException | None) -> None:
+        """Keep the host's health current: a temporary error says the host did not answer; a permanent one
+        (no such container) is an answer."""
+        if isinstance(error, LateCall):
+            return  # not sent: says nothing about the host
+        self.health.latency_s = time.monotonic() - started
+        self.health.checked_at = time.time()
+        if error is None or isinstance(error, PermanentActionError):
+            self.health.reachable = True
+            self.health.last_error = "" if error is None else self.health.last_error
+        elif isinstance(error, TemporaryActionError | TimeoutError):
+            self.health.reachable = False
+            self.health.last_error = str(error) or f"no answer within {self.timeout_s:g}s"
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -238,13 +327,13 @@ class DockerBackend:
 class ContainerRestart:
     """``container.restart``: stop (gracefully, then kill) and start one container."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "container.restart"
     kind: Literal["act", "diagnose"] = "act"
     backend: str = "docker"
     params_model: type[Params] = RestartParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = DEFAULT_DOCKER_HOST) -> str:
         assert isinstance(params, RestartParams)
 
         def restart(client: Any) -> str:
@@ -260,20 +349,20 @@ class ContainerRestart:
                 )
             return f"restarted {target}; running since {state.get('StartedAt')}"
 
-        return await self.backend_.call(target, restart, extra_timeout_s=params.timeout_s)
+        return await self.backend_.on(host).call(target, restart, extra_timeout_s=params.timeout_s)
 
 
 @dataclass(frozen=True)
 class ContainerLogs:
     """``container.logs``: the container's state, restart count and last log lines, as evidence."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "container.logs"
     kind: Literal["act", "diagnose"] = "diagnose"
     backend: str = "docker"
     params_model: type[Params] = LogsParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = DEFAULT_DOCKER_HOST) -> str:
         assert isinstance(params, LogsParams)
 
         def logs(client: Any) -> str:
@@ -286,7 +375,7 @@ class ContainerLogs:
             )
             return f"{head}\n{text}".rstrip()
 
-        return await self.backend_.call(target, logs)
+        return await self.backend_.on(host).call(target, logs)
 
 
 # Enough of a command's output to see why it failed, small enough for an incident timeline.
@@ -302,13 +391,13 @@ class ContainerExec:
     output's tail as the reason.
     """
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "container.exec"
     kind: Literal["act", "diagnose"] = "act"
     backend: str = "docker"
     params_model: type[Params] = ExecParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = DEFAULT_DOCKER_HOST) -> str:
         assert isinstance(params, ExecParams)
         shown = " ".join(params.argv)
 
@@ -327,4 +416,4 @@ class ContainerExec:
                 raise PermanentActionError(f"`{shown}` in {target} exited {result.exit_code}: {output}")
             return f"ran `{shown}` in {target} (exit 0)" + (f"\n{output}" if output else "")
 
-        return await self.backend_.call(target, execute, extra_timeout_s=params.timeout_s)
+        return await self.backend_.on(host).call(target, execute, extra_timeout_s=params.timeout_s)

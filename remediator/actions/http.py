@@ -57,7 +57,7 @@ class HttpRequest:
     backend: str = "http"
     params_model: type[Params] = HttpRequestParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = "") -> str:
         assert isinstance(params, HttpRequestParams)
         where = f"{params.method} {shown_url(params.url)}"
         timeout = aiohttp.ClientTimeout(total=params.timeout_s)

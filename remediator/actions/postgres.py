@@ -298,7 +298,7 @@ class TerminateIdle:
     backend: str = "postgres"
     params_model: type[Params] = TerminateIdleParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = "") -> str:
         assert isinstance(params, TerminateIdleParams)
         sweep = _Sweep(
             candidates=_IDLE_CANDIDATES,
@@ -320,7 +320,7 @@ class CancelLongQueries:
     backend: str = "postgres"
     params_model: type[Params] = CancelQueriesParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = "") -> str:
         assert isinstance(params, CancelQueriesParams)
         sweep = _Sweep(
             candidates=_QUERY_CANDIDATES,
@@ -381,7 +381,7 @@ class Activity:
     backend: str = "postgres"
     params_model: type[Params] = ActivityParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = "") -> str:
         assert isinstance(params, ActivityParams)
 
         async def activity(connection: Any) -> str:

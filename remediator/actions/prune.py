@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from remediator.actions.base import Params
-from remediator.actions.docker import DockerBackend, before_mutation
+from remediator.actions.docker import DockerHosts, before_mutation
 from remediator.errors import PermanentActionError
 
 # A label key, or key=value, as Docker filters take them; fixed in the policy, never from an alert.
@@ -157,7 +157,7 @@ def _stages(params: PruneParams) -> list[tuple[Stage, Any]]:
 class DockerPrune:
     """``docker.prune``: reclaim disk space on the Docker host the alert names, in bounded stages."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "docker.prune"
     kind: Literal["act", "diagnose"] = "act"
     backend: str = "docker"
@@ -172,7 +172,7 @@ class DockerPrune:
         def host_name(client: Any) -> str:
             return str(client.info().get("Name") or "")
 
-        name = await self.backend_.call(target, host_name)
+        name = await self.backend_.on(host).call(target, host_name)
         if name != target:
             raise PermanentActionError(
                 f"the alert names Docker host {target!r}, but this remediator's Docker is {name!r}: "
@@ -182,7 +182,7 @@ class DockerPrune:
         total = 0
         for _stage, fn in stages:
             # One call per stage: each is fenced on its own (a lease lost mid-run stops before the next).
-            result: StageResult = await self.backend_.call(target, fn, extra_timeout_s=params.timeout_s)
+            result: StageResult = await self.backend_.on(host).call(target, fn, extra_timeout_s=params.timeout_s)
             done.append(result)
             total += result.reclaimed
             if total >= params.stop_after_bytes:

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from remediator.actions.base import Params
 from remediator.actions.compose import ScaleParams, plan_scale
-from remediator.actions.docker import DockerBackend
+from remediator.actions.docker import DockerHosts
 from remediator.errors import PermanentActionError
+from remediator.settings import DEFAULT_DOCKER_HOST
 
 
 class SwarmScaleParams(ScaleParams):
@@ -72,13 +73,13 @@ def _image(spec: dict[str, Any]) -> str:
 class SwarmScale:
     """``swarm.scale``: change a replicated service's replica count by a step, within [min, max]."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "swarm.scale"
     kind: Literal["act", "diagnose"] = "act"
     backend: str = "docker"
     params_model: type[Params] = SwarmScaleParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = DEFAULT_DOCKER_HOST) -> str:
         assert isinstance(params, SwarmScaleParams)
 
         def scale(service: Any) -> str:
@@ -91,20 +92,20 @@ class SwarmScale:
                 f"(min {params.min}, max {params.max})"
             )
 
-        return await self.backend_.call(target, lambda client: _updating(client, target, scale))
+        return await self.backend_.on(host).call(target, lambda client: _updating(client, target, scale))
 
 
 @dataclass(frozen=True)
 class SwarmRollback:
     """``swarm.rollback``: roll a service back to its previous spec (image, replicas, everything)."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "swarm.rollback"
     kind: Literal["act", "diagnose"] = "act"
     backend: str = "docker"
     params_model: type[Params] = NoParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = DEFAULT_DOCKER_HOST) -> str:
         def rollback(service: Any) -> str:
             client = service.client
             spec, previous = service.attrs["Spec"], service.attrs.get("PreviousSpec")
@@ -128,20 +129,20 @@ class SwarmRollback:
                 f" ({', '.join(changes)})" if changes else ""
             )
 
-        return await self.backend_.call(target, lambda client: _updating(client, target, rollback))
+        return await self.backend_.on(host).call(target, lambda client: _updating(client, target, rollback))
 
 
 @dataclass(frozen=True)
 class SwarmStatus:
     """``swarm.status``: desired and running replicas, the update state and the latest task errors."""
 
-    backend_: DockerBackend
+    backend_: DockerHosts
     name: str = "swarm.status"
     kind: Literal["act", "diagnose"] = "diagnose"
     backend: str = "docker"
     params_model: type[Params] = NoParams
 
-    async def run(self, target: str, params: Params) -> str:
+    async def run(self, target: str, params: Params, host: str = DEFAULT_DOCKER_HOST) -> str:
         def status(client: Any) -> str:
             service = _service(client, target)
             spec = service.attrs["Spec"]
@@ -173,4 +174,4 @@ class SwarmStatus:
                 )
             return "\n".join(lines)
 
-        return await self.backend_.call(target, status)
+        return await self.backend_.on(host).call(target, status)

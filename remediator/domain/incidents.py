@@ -18,7 +18,7 @@ StepStatus = Literal["started", "ok", "failed", "skipped", "interrupted"]
 
 @dataclass(frozen=True)
 class Incident:
-    """One problem on one target, keyed by (policy, target); re-sent alerts attach to it."""
+    """One problem on one target of one host, keyed by (policy, host, target); re-sent alerts attach to it."""
 
     id: int
     policy: str
@@ -33,11 +33,13 @@ class Incident:
     lease_owner: str = ""
     lease_epoch: int = 0
     """Incremented by every lease grant: the fencing token of the replica that holds it (domain/fencing.py)."""
+    host: str = "default"
+    """The Docker host the target lives on (``default`` for one host, and for a PostgreSQL target)."""
 
     @property
     def log_fields(self) -> dict[str, object]:
         """``extra=`` for a log line about this incident (remediator.logs.FIELDS)."""
-        return {"incident": self.id, "policy": self.policy, "target": self.target}
+        return {"incident": self.id, "policy": self.policy, "target": self.target, "host": self.host}
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,26 @@ class Pattern:
         """True when the pattern matches somewhere in ``text``."""
         return self._regexp.search(_utf8(text)) is not None
 
+    @property
+    def group_names(self) -> frozenset[str]:
+        """The named groups, ``(?P<name>...)``."""
+        return frozenset(
+            name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in self._regexp.groupindex
+        )
+
+    def extract(self, text: str, group: str) -> str | None:
+        """What the named ``group`` captured when the pattern matches all of ``text``; None otherwise."""
+        found = self._regexp.fullmatch(_utf8(text))
+        if found is None:
+            return None
+        # The pattern was compiled from text, so its group names are bytes keys: ask by number.
+        index = {
+            (k.decode("utf-8") if isinstance(k, bytes) else str(k)): v
+            for k, v in self._regexp.groupindex.items()
+        }.get(group)
+        value = None if index is None else found.group(index)
+        return None if value is None else bytes(value).decode("utf-8", "replace")
+
 
 def _utf8(text: str) -> bytes:
     try:

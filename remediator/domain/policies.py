@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from remediator.domain.patterns import Pattern, PatternError, charge, compile_pattern
+from remediator.settings import HOST_NAME
 
 # Applied to the stripped text, and each part starts where the one before cannot go on: the former
 # ``\s*(.*?)\s*$`` was quadratic in a run of inner blanks (a minute for 100k), and policy files are input.
@@ -32,6 +33,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 # Names a target may take whatever the allow list says: what Docker accepts for a container or service name,
 # and a PostgreSQL identifier. A second fence behind the allow list; shells and query strings never see it.
 SAFE_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,253}$")
+# What a Docker host may be named in the settings (remediator.settings.HOST_NAME), so a name from a label that
+# is not one is refused before any lookup.
+SAFE_HOST = re.compile(HOST_NAME)
 
 
 def _unquote(raw: str) -> str:
@@ -118,6 +122,67 @@ class ActionSpec:
     params: type[BaseModel]
 
 
+def _allow_patterns(sources: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    for source in sources:
+        try:
+            charge(info.context, compile_pattern(source))
+        except PatternError as exc:
+            raise ValueError(f"allow pattern {_shown(source)} {exc}") from exc
+    return sources
+
+
+DOCKER_KINDS = frozenset({"container", "compose-service", "swarm-service", "docker-host"})
+"""Target kinds that live on a Docker host (``target.host`` picks which)."""
+
+
+class HostFromLabel(_Frozen):
+    """The Docker host read from an alert label (``instance: web-1:9100``), admitted by its own allow list.
+
+    The name is only ever looked up among the hosts configured in the settings (REMEDIATOR_DOCKER__HOSTS):
+    a label selects one of them or is refused; it never becomes a URL."""
+
+    from_label: str = Field(min_length=1)
+    pattern: str | None = None
+    """RE2 regex matched against the whole label value, whose ``(?P<host>...)`` group is the host name
+    (``^(?P<host>[^:]+):[0-9]+$`` takes ``web-1`` from ``web-1:9100``). Unset: the whole value."""
+    allow: tuple[str, ...] = Field(min_length=1)
+    """Host names (regexes, matched in full) this policy may act on."""
+    _pattern: Pattern | None = PrivateAttr(default=None)
+    _patterns: tuple[Pattern, ...] = PrivateAttr(default=())
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_compiles(cls, sources: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return _allow_patterns(sources, info)
+
+    @field_validator("pattern")
+    @classmethod
+    def _has_host_group(cls, source: str | None, info: ValidationInfo) -> str | None:
+        if source is None:
+            return None
+        try:
+            compiled = charge(info.context, compile_pattern(source))
+        except PatternError as exc:
+            raise ValueError(f"host pattern {_shown(source)} {exc}") from exc
+        if "host" not in compiled.group_names:
+            raise ValueError(f"host pattern {_shown(source)} has no (?P<host>...) group")
+        return source
+
+    @model_validator(mode="after")
+    def _keep_compiled(self) -> HostFromLabel:
+        self._pattern = compile_pattern(self.pattern) if self.pattern is not None else None
+        self._patterns = tuple(compile_pattern(source) for source in self.allow)
+        return self
+
+    def name_in(self, value: str) -> str | None:
+        """The host name the label value holds (the pattern's group, or all of it); None when it holds none."""
+        return self._pattern.extract(value, "host") if self._pattern is not None else value
+
+    def admits(self, name: str) -> bool:
+        """True when ``name`` is a host name one of the allow patterns matches in full."""
+        return SAFE_HOST.fullmatch(name) is not None and any(p.fullmatch(name) for p in self._patterns)
+
+
 class Target(_Frozen):
     """What the policy may act on: a value read from one alert label, admitted only by the allow list.
 
@@ -129,20 +194,22 @@ class Target(_Frozen):
     kind: TargetKind
     from_label: str = Field(min_length=1)
     allow: tuple[str, ...] = Field(min_length=1)
+    host: Annotated[str, Field(pattern=SAFE_HOST.pattern)] | HostFromLabel | None = None
+    """The Docker host the target lives on: a name (``db-1``), or read from a label (HostFromLabel). Unset:
+    the host named ``default``. Only for Docker targets."""
     _patterns: tuple[Pattern, ...] = PrivateAttr(default=())
 
     @field_validator("allow")
     @classmethod
     def _regexes_compile(cls, sources: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        for source in sources:
-            try:
-                charge(info.context, compile_pattern(source))
-            except PatternError as exc:
-                raise ValueError(f"allow pattern {_shown(source)} {exc}") from exc
-        return sources
+        return _allow_patterns(sources, info)
 
     @model_validator(mode="after")
     def _keep_compiled(self) -> Target:
+        if self.host is not None and self.kind not in DOCKER_KINDS:
+            raise ValueError(
+                f"target.host is for Docker targets; a {self.kind} target is named by its instance"
+            )
         # Compiled again rather than carried over from the field validator: cheap, and only valid patterns
         # get here.
         self._patterns = tuple(compile_pattern(source) for source in self.allow)

@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
-from remediator.domain.policies import Policy, Step
+from remediator.domain.policies import DOCKER_KINDS, Policy, Step
 from remediator.engine.approvals import Approvals
 from remediator.engine.breakers import Breakers
 from remediator.engine.control import Control
@@ -20,14 +20,25 @@ from remediator.guards.breaker import Breaker, BreakerConfig
 from remediator.guards.locks import TargetLocks
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
-from remediator.settings import GuardSettings
+from remediator.settings import DEFAULT_DOCKER_HOST, GuardSettings
 from remediator.store.base import Store
 
 logger = logging.getLogger(__name__)
 
 
-def target_key(policy: Policy, target: str) -> str:
-    return f"{policy.target.kind}:{target}"
+def target_key(policy: Policy, incident: Incident) -> str:
+    """The target's lock and breaker name: ``container:sms-db``, or ``container:web-1/sms-db`` on a host other
+    than ``default`` (the same name on two hosts is two targets)."""
+    if incident.host == DEFAULT_DOCKER_HOST or policy.target.kind not in DOCKER_KINDS:
+        return f"{policy.target.kind}:{incident.target}"
+    return f"{policy.target.kind}:{incident.host}/{incident.target}"
+
+
+def backend_key(backend: str, incident: Incident) -> str:
+    """The backend's breaker name: one per Docker host (``backend:docker:web-1``), one per other backend."""
+    if backend == "docker":
+        return f"backend:docker:{incident.host}"
+    return f"backend:{backend}"
 
 
 class Gate:
@@ -101,6 +112,7 @@ class Gate:
             since_budget=now - self.settings.budget_window_s,
             since_flap=now - lim.flapping.window_s,
             since_cooldown=now - lim.cooldown_s,
+            host=incident.host,
         )
         return (
             limits.flapping(
@@ -111,7 +123,7 @@ class Gate:
                 history.target_actions, lim.max_actions.count, lim.max_actions.window_s, incident.target
             )
             or limits.budget(history.all_actions, self.settings.budget_count, self.settings.budget_window_s)
-            or await self.circuits.admit(f"backend:{backend}", target_key(policy, incident.target))
+            or await self.circuits.admit(backend_key(backend, incident), target_key(policy, incident))
         )
 
     # -- breakers -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from functools import partial
 
 from prometheus_client import Counter
@@ -28,6 +28,7 @@ from remediator.engine.runner import Runner
 from remediator.errors import StoreDataError, StoreError, StoreUnavailable
 from remediator.metrics import Metrics
 from remediator.policy.matching import PolicyIndex, match_alert
+from remediator.settings import DEFAULT_DOCKER_HOST
 from remediator.store.base import (
     AlertRef,
     Firing,
@@ -68,8 +69,11 @@ class Intake:
         batch_wait_s: float = 0.01,
         sweep_s: float = 10.0,
         stuck_s: float = 30.0,
+        docker_hosts: Collection[str] = (DEFAULT_DOCKER_HOST,),
     ) -> None:
         self.store = store
+        self.docker_hosts = frozenset(docker_hosts)
+        """The configured Docker hosts: an alert naming any other is refused (never connected to)."""
         self.runner = runner
         self.escalator = escalator
         self.metrics = metrics
@@ -240,7 +244,7 @@ class Intake:
         starts_ts = alert.starts_at.timestamp()
         if alert.status == "resolved":
             return Resolved(fingerprint, starts_at, starts_ts), None
-        match = match_alert(self._index.candidates(alert.labels), alert.labels)
+        match = match_alert(self._index.candidates(alert.labels), alert.labels, self.docker_hosts)
         if match is None:
             return Note("unmatched", {"fingerprint": alert.fingerprint, "labels": alert.labels}), None
         ref = AlertRef(
@@ -253,7 +257,8 @@ class Intake:
         # An admitted target is used exactly as the allow list saw it (the safe-name fence bounds its length);
         # cutting it could name something else. A refused one is only shown, so it is cut and made storable.
         target = match.target if not match.refused else storable(match.target[:_MAX_REFUSED_TARGET_CHARS])
-        firing = Firing(match.policy.name, target, ref, match.refused, inbox_id, match.policy.version)
+        host = match.host if not match.refused else storable(match.host[:_MAX_REFUSED_TARGET_CHARS])
+        firing = Firing(match.policy.name, target, ref, match.refused, inbox_id, match.policy.version, host)
         return firing, match.policy
 
     def _count(self, metric: Counter, *labels: str) -> None:

@@ -29,7 +29,7 @@ from remediator.domain.incidents import Incident
 from remediator.domain.outcomes import Outcome
 from remediator.domain.policies import Policy, Step
 from remediator.engine.escalate import Escalator
-from remediator.engine.gate import Gate, target_key
+from remediator.engine.gate import Gate, backend_key, target_key
 from remediator.errors import LateCall, LeaseLost, PermanentActionError, StoreError, TemporaryActionError
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
@@ -270,7 +270,7 @@ class Runner:
         """Attempts of one act step, each under the target's lock and through the gate."""
         resolved = self._resolved[incident.id]
         action = self.actions[step.name]
-        key = target_key(policy, incident.target)
+        key = target_key(policy, incident)
         failure = ""
         for attempt in range(first, step.attempts + 1):
             if resolved.is_set():
@@ -308,7 +308,7 @@ class Runner:
                     outcome = await self._attempt(incident, policy, step, index, attempt, step_id)
                     # The backend answered unless the error was temporary; the target failed unless ok.
                     await self.gate.circuits.record(
-                        {f"backend:{action.backend}": outcome.kind != "temporary", key: outcome.ok}
+                        {backend_key(action.backend, incident): outcome.kind != "temporary", key: outcome.ok}
                     )
                     if not outcome.ok:
                         failure = f"{step.name} attempt {attempt}/{step.attempts} failed ({outcome.kind}): {outcome.detail}"
@@ -468,7 +468,7 @@ class Runner:
             self._busy.discard(incident.id)
             if not self._busy:
                 self._idle.set()
-        self.metrics.actions.labels(policy.name, step.name, outcome.kind).inc()
+        self.metrics.actions.labels(policy.name, step.kind, step.name, outcome.kind).inc()
         self.metrics.action_duration.labels(step.name).observe(outcome.duration_s)
         logger.info(
             "incident %d: %s %s on %s -> %s (%.3fs)",
@@ -496,7 +496,7 @@ class Runner:
             ):
                 with retry:
                     await self._last_moment(incident, policy, params)
-                    detail = await action.run(incident.target, params)
+                    detail = await action.run(incident.target, params, host=incident.host)
             return Outcome("ok", detail, time.monotonic() - started)
         except (LeaseLost, StoreError):
             # Nothing was sent: not the action's failure. The ladder stops; the incident stays active, leased

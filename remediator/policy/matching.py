@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from remediator.domain.policies import Policy
+from remediator.domain.policies import DOCKER_KINDS, Policy
 from remediator.errors import TargetRefused
+from remediator.settings import DEFAULT_DOCKER_HOST
 
 
 @dataclass(frozen=True)
 class Match:
-    """The policy an alert fell to, and its target (or why the target was refused)."""
+    """The policy an alert fell to, its target and the Docker host it lives on (or why either was refused)."""
 
     policy: Policy
     target: str
     refused: str = ""
+    host: str = DEFAULT_DOCKER_HOST
+    """The configured Docker host; for a refused host, what the label named (recorded, never connected to).
+    ``default`` for a target that lives on no Docker host (PostgreSQL)."""
 
 
 class PolicyIndex:
@@ -57,13 +61,59 @@ def target_of(policy: Policy, labels: dict[str, str]) -> str:
     return value
 
 
-def match_alert(policies: Sequence[Policy], labels: dict[str, str]) -> Match | None:
-    """The match for one alert. A refused target still yields a Match, so the refusal is recorded and escalated."""
+def host_of(policy: Policy, labels: dict[str, str], hosts: Collection[str] | None = None) -> str:
+    """The Docker host the alert's target lives on: the policy's fixed ``host``, or the one its label names
+    (through the pattern and the host allow list), and only a host of ``hosts`` (the configured ones; None:
+    not checked, for ``check`` and ``simulate`` without settings). Raises TargetRefused, naming what the label
+    held, otherwise."""
+    spec = policy.target.host
+    if policy.target.kind not in DOCKER_KINDS or spec is None:
+        name = DEFAULT_DOCKER_HOST
+    elif isinstance(spec, str):
+        name = spec
+    else:
+        value = labels.get(spec.from_label)
+        if not value:
+            raise TargetRefused(f"host label {spec.from_label!r} is missing or empty")
+        found = spec.name_in(value)
+        if found is None:
+            raise TargetRefused(
+                f"{spec.from_label}={value!r} does not match the host pattern of policy {policy.name!r}"
+            )
+        if not spec.admits(found):
+            raise TargetRefused(
+                f"host {found!r} ({spec.from_label}={value!r}) is outside the host allow list of policy {policy.name!r}"
+            )
+        name = found
+    if hosts is not None and policy.target.kind in DOCKER_KINDS and name not in hosts:
+        raise TargetRefused(f"docker host {name!r} is not configured (REMEDIATOR_DOCKER__HOSTS)")
+    return name
+
+
+def _named_host(policy: Policy, labels: dict[str, str]) -> str:
+    """What the alert named as the host, for the record of a refusal."""
+    spec = policy.target.host
+    if spec is None or isinstance(spec, str):
+        return spec or DEFAULT_DOCKER_HOST
+    value = labels.get(spec.from_label, "")
+    return spec.name_in(value) or value
+
+
+def match_alert(
+    policies: Sequence[Policy], labels: dict[str, str], hosts: Collection[str] | None = None
+) -> Match | None:
+    """The match for one alert. A refused target or host still yields a Match, so the refusal is recorded and
+    escalated."""
     policy = first_policy(policies, labels)
     if policy is None:
         return None
+    raw = labels.get(policy.target.from_label, "")
     try:
-        return Match(policy=policy, target=target_of(policy, labels))
+        target = target_of(policy, labels)
     except TargetRefused as exc:
-        raw = labels.get(policy.target.from_label, "")
-        return Match(policy=policy, target=raw, refused=str(exc))
+        return Match(policy=policy, target=raw, refused=str(exc), host=_named_host(policy, labels))
+    try:
+        host = host_of(policy, labels, hosts)
+    except TargetRefused as exc:
+        return Match(policy=policy, target=target, refused=str(exc), host=_named_host(policy, labels))
+    return Match(policy=policy, target=target, host=host)

@@ -37,6 +37,7 @@ from remediator.server.state import (
     BODY_TIMEOUT_S,
     CLOCK,
     GATE,
+    HOSTS,
     INTAKE,
     MAX_BODY_BYTES,
     METRICS,
@@ -68,6 +69,7 @@ def build_app(
     body_timeout_s: float = 30.0,
     replica: str = "remediator",
     reload: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
+    hosts: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
 ) -> web.Application:
     """The aiohttp application; the composition root runs it (behind an HttpServer)."""
     app = web.Application(middlewares=[refuse_bad_input, authenticate], client_max_size=max_body_bytes)
@@ -83,6 +85,7 @@ def build_app(
     app[READY] = ready
     app[REPLICA] = replica
     app[RELOAD] = reload
+    app[HOSTS] = hosts
     app[webhook.SIGNATURES] = signatures
     app[approval_page.LINK_KEY] = link_key
     app[health.WRITE_PROBE] = health.WriteProbe()
@@ -99,6 +102,7 @@ def build_app(
             web.post("/api/pause", api.pause),
             web.post("/api/resume", api.resume),
             web.get("/api/policies", api.policies),
+            web.get("/api/hosts", api.hosts),
             web.post("/api/policies/{name}/{action:promote|shadow}", api.set_mode),
             web.post("/-/reload", api.reload),
             web.post("/api/incidents/{id}/{action:approve|deny}", api.decide),

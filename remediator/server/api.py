@@ -14,7 +14,7 @@ from remediator.domain.story import incident_timeline
 from remediator.engine.control import Mode
 from remediator.errors import ConfigError, PolicyError
 from remediator.server.params import error, parse_id, parse_limit
-from remediator.server.state import GATE, INTAKE, POLICIES, RELOAD, STORE
+from remediator.server.state import GATE, HOSTS, INTAKE, POLICIES, RELOAD, STORE
 
 
 async def incidents(request: web.Request) -> web.Response:
@@ -50,6 +50,12 @@ async def status(request: web.Request) -> web.Response:
             "breakers": {name: b.status for name, b in sorted(gate.breakers.items())},
         }
     )
+
+
+async def hosts(request: web.Request) -> web.Response:
+    """The Docker hosts: reachable or not, engine version, last error, breaker state, last call's latency."""
+    report = request.app[HOSTS]
+    return web.json_response({"hosts": await report() if report is not None else []})
 
 
 async def pause(request: web.Request) -> web.Response:

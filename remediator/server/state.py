@@ -31,6 +31,8 @@ MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
 RELOAD = web.AppKey[Callable[[str], Awaitable[dict[str, Any]]] | None]("reload")
 """Reloads the policies (``by`` whom) and returns what is in force; raises PolicyError or ConfigError."""
+HOSTS = web.AppKey[Callable[[], Awaitable[list[dict[str, Any]]]] | None]("hosts")
+"""Each Docker host with its reachability, engine version, last error, breaker and latency (``/api/hosts``)."""
 
 
 async def read_body(request: web.Request) -> bytes | None:

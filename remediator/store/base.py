@@ -59,6 +59,7 @@ def firing_detail(event: Firing) -> dict[str, Any]:
         "starts_at": event.alert.starts_at,
         "alertname": event.alert.labels.get("alertname", ""),
         "policy": event.policy,
+        "host": event.host,
         "policy_version": event.policy_version,
         "inbox_id": event.inbox_id,
     }
@@ -93,6 +94,8 @@ class Firing:
     inbox_id: int | None = None
     policy_version: str = ""
     """The version of the policy the alert matched (its opened record shows it)."""
+    host: str = "default"
+    """The Docker host of the target: part of the incident's key (policy, host, target)."""
 
 
 @dataclass(frozen=True)
@@ -279,9 +282,12 @@ class Store(Protocol):
         since_budget: float,
         since_flap: float,
         since_cooldown: float = float("-inf"),
+        host: str = "default",
     ) -> History:
-        """``last_other_action_at`` only counts actions that ended after ``since_cooldown``: earlier ones cannot
-        refuse anything, and reading them would make each admission slower as a target's history grows."""
+        """The guards' counts for the target ``target`` on the Docker host ``host``: a container named sms-db on
+        two hosts is two targets. ``last_other_action_at`` only counts actions that ended after
+        ``since_cooldown``: earlier ones cannot refuse anything, and reading them would make each admission
+        slower as a target's history grows."""
         ...
 
     async def breakers_load(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -43,6 +43,7 @@ def incident_of(row: Row) -> Incident:
         reason=row["reason"],
         lease_owner=row["lease_owner"],
         lease_epoch=row["lease_epoch"],
+        host=row["host"],
     )
 
 

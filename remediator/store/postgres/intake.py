@@ -172,8 +172,9 @@ async def record_firing(
         return FiringResult(incident=incident_of(row), created=False, duplicate=True)
     superseded = await supersede(db, alert.fingerprint, now, audits)
     row = await db.fetchrow(
-        "SELECT * FROM incidents WHERE policy = $1 AND target = $2 AND status <> 'resolved'",
+        "SELECT * FROM incidents WHERE policy = $1 AND host = $2 AND target = $3 AND status <> 'resolved'",
         event.policy,
+        event.host,
         event.target,
     )
     created = row is None
@@ -181,8 +182,8 @@ async def record_firing(
         # A refused target is created escalated: a human owns it, and no ladder can ever be run for it.
         row = await db.fetchrow(
             "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels, annotations,"
-            " reason, lease_owner, lease_until, lease_epoch)"
-            " VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, 1) RETURNING *",
+            " reason, lease_owner, lease_until, lease_epoch, host)"
+            " VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, 1, $11) RETURNING *",
             event.policy,
             event.target,
             "escalated" if event.reason else "active",
@@ -193,6 +194,7 @@ async def record_firing(
             event.reason,
             owner,
             lease_until,
+            event.host,
         )
         assert row is not None
     reactivated = row["status"] == "waiting" and not event.reason

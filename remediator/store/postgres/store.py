@@ -144,7 +144,7 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
             # The episodes of one alert (fingerprint) are decided under its own lock too, since a resolved
             # carries no (policy, target).
             keys = sorted(
-                {key_lock(e.policy, e.target) for e in events if isinstance(e, Firing)}
+                {key_lock(e.policy, f"{e.host}/{e.target}") for e in events if isinstance(e, Firing)}
                 | {key_lock("", e.alert.fingerprint) for e in events if isinstance(e, Firing)}
                 | {key_lock("", e.fingerprint) for e in events if isinstance(e, Resolved)}
             )
@@ -402,17 +402,20 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
         since_budget: float,
         since_flap: float,
         since_cooldown: float = float("-inf"),
+        host: str = "default",
     ) -> History:
         async def read(db: asyncpg.Connection) -> History:
             row = await db.fetchrow(
                 "SELECT"
                 " (SELECT count(*) FROM steps s JOIN incidents i ON i.id = s.incident_id"
-                "   WHERE s.kind = 'act' AND s.started_at >= $1 AND i.target = $2) AS target_actions,"
+                "   WHERE s.kind = 'act' AND s.started_at >= $1 AND i.target = $2 AND i.host = $9) AS target_actions,"
                 " (SELECT count(*) FROM steps WHERE kind = 'act' AND started_at >= $3) AS all_actions,"
                 " (SELECT max(coalesce(s.finished_at, s.started_at)) FROM steps s JOIN incidents i ON i.id = s.incident_id"
-                "   WHERE s.kind = 'act' AND s.started_at >= $7 AND i.policy = $4 AND i.target = $2 AND i.id <> $5"
+                "   WHERE s.kind = 'act' AND s.started_at >= $7 AND i.policy = $4 AND i.target = $2 AND i.host = $9"
+                "   AND i.id <> $5"
                 "   AND coalesce(s.finished_at, s.started_at) >= $8) AS last_other,"
-                " (SELECT count(*) FROM incidents WHERE policy = $4 AND target = $2 AND opened_at >= $6) AS opened",
+                " (SELECT count(*) FROM incidents WHERE policy = $4 AND host = $9 AND target = $2 AND opened_at >= $6)"
+                " AS opened",
                 since_target,
                 target,
                 since_budget,
@@ -421,6 +424,7 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
                 since_flap,
                 since_cooldown - LONGEST_ACTION_S,
                 since_cooldown,
+                host,
             )
             assert row is not None
             return History(row["target_actions"], row["all_actions"], row["last_other"], row["opened"])

@@ -139,16 +139,16 @@ def record_firing(
         return FiringResult(incident=incident_of(row), created=False, duplicate=True)
     superseded = supersede(db, alert.fingerprint, now, audits)
     row = db.execute(
-        "SELECT * FROM incidents WHERE policy = ? AND target = ? AND status != 'resolved'",
-        (event.policy, event.target),
+        "SELECT * FROM incidents WHERE policy = ? AND host = ? AND target = ? AND status != 'resolved'",
+        (event.policy, event.host, event.target),
     ).fetchone()
     created = row is None
     if row is None:
         # A refused target is created escalated: a human owns it, and no ladder can ever be run for it.
         cursor = db.execute(
             "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
-            " annotations, reason, lease_owner, lease_until, lease_epoch)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            " annotations, reason, lease_owner, lease_until, lease_epoch, host)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
             (
                 event.policy,
                 event.target,
@@ -161,6 +161,7 @@ def record_firing(
                 event.reason,
                 owner,
                 lease_until,
+                event.host,
             ),
         )
         row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()

@@ -68,4 +68,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_unattached ON audit(at) WHERE incident_id IS NULL;
     CREATE INDEX episodes_seen ON episodes(seen_at);
     """,
+    # A fleet: an incident is keyed by (policy, host, target); everything before it was on the one host.
+    """
+    ALTER TABLE incidents ADD COLUMN host TEXT NOT NULL DEFAULT 'default';
+    DROP INDEX incidents_one_open;
+    CREATE UNIQUE INDEX incidents_one_open ON incidents(policy, host, target) WHERE status != 'resolved';
+    DROP INDEX incidents_key_opened;
+    CREATE INDEX incidents_key_opened ON incidents(policy, host, target, opened_at);
+    """,
 )

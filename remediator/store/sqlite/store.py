@@ -393,12 +393,13 @@ class SqliteStore(SqliteRetention):
         since_budget: float,
         since_flap: float,
         since_cooldown: float = float("-inf"),
+        host: str = "default",
     ) -> History:
         def read(db: sqlite3.Connection) -> History:
             target_actions = db.execute(
                 "SELECT count(*) FROM steps s JOIN incidents i ON i.id = s.incident_id"
-                " WHERE s.kind = 'act' AND s.started_at >= ? AND i.target = ?",
-                (since_target, target),
+                " WHERE s.kind = 'act' AND s.started_at >= ? AND i.target = ? AND i.host = ?",
+                (since_target, target, host),
             ).fetchone()[0]
             all_actions = db.execute(
                 "SELECT count(*) FROM steps WHERE kind = 'act' AND started_at >= ?", (since_budget,)
@@ -408,13 +409,13 @@ class SqliteStore(SqliteRetention):
                 # walk every earlier incident of the target, however old (bench/flat_cost.py).
                 "SELECT max(coalesce(s.finished_at, s.started_at)) FROM steps s INDEXED BY steps_act_started"
                 " JOIN incidents i ON i.id = s.incident_id"
-                " WHERE s.kind = 'act' AND s.started_at >= ? AND i.policy = ? AND i.target = ? AND i.id != ?"
-                " AND coalesce(s.finished_at, s.started_at) >= ?",
-                (since_cooldown - LONGEST_ACTION_S, policy, target, incident_id, since_cooldown),
+                " WHERE s.kind = 'act' AND s.started_at >= ? AND i.policy = ? AND i.target = ? AND i.host = ?"
+                " AND i.id != ? AND coalesce(s.finished_at, s.started_at) >= ?",
+                (since_cooldown - LONGEST_ACTION_S, policy, target, host, incident_id, since_cooldown),
             ).fetchone()[0]
             opened = db.execute(
-                "SELECT count(*) FROM incidents WHERE policy = ? AND target = ? AND opened_at >= ?",
-                (policy, target, since_flap),
+                "SELECT count(*) FROM incidents WHERE policy = ? AND host = ? AND target = ? AND opened_at >= ?",
+                (policy, host, target, since_flap),
             ).fetchone()[0]
             return History(target_actions, all_actions, last, opened)
 
