@@ -2,11 +2,33 @@
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms); the Grafana dashboard in
 ``deploy/`` queries exactly these.
+
+Two kinds of series, which aggregate differently over replicas (docs/operations.md, "Metrics"; design D34):
+
+- this process's own (counters, histograms, ``remediator_intake_backlog``, ``remediator_dry_run``): sum them;
+- facts about the shared store (``remediator_incidents_open``, ``remediator_approvals_pending``,
+  ``remediator_outbox_*``, ``remediator_paused``): every replica reads the same store when it is scraped
+  (engine/gauges.py) and reports the same value, so take ``max``, never ``sum``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.registry import Collector
+
+from remediator import __version__
+
+_RUNTIME: tuple[Collector, ...] = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+"""process_* (CPU, memory, open files, start time), python_info and python_gc_*: collectors that read the
+process itself and hold no state, so one instance serves every registry."""
 
 
 class Metrics:
@@ -14,6 +36,15 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        for collector in _RUNTIME:
+            self.registry.register(collector)
+        self.build_info = Gauge(
+            "remediator_build_info",
+            "1, labelled with the running remediator's version (python_info has Python's).",
+            ["version"],
+            registry=self.registry,
+        )
+        self.build_info.labels(__version__).set(1)
         self._intake(self.registry)
         self._remediation(self.registry)
         self._state(self.registry)
@@ -42,13 +73,26 @@ class Metrics:
             ["decision"],
             registry=r,
         )
+        self.webhook_duration = Histogram(
+            "remediator_webhook_duration_seconds",
+            "How long POST /alerts took to answer, from its handler's start (the notification stored and"
+            " synced, or refused) to the answer.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.intake_backlog = Gauge(
+            "remediator_intake_backlog",
+            "Notifications this replica stored and has not decided on yet (its intake queue).",
+            registry=r,
+        )
 
     def _remediation(self, r: CollectorRegistry) -> None:
         """What was done, how it went, and what was refused or escalated."""
         self.actions = Counter(
             "remediator_actions_total",
-            "Action attempts, by policy, action and outcome (ok, temporary, permanent).",
-            ["policy", "action", "outcome"],
+            "Action attempts, by policy, step kind (act: a remediation; diagnose: gathering evidence), action"
+            " and outcome (ok, temporary, permanent).",
+            ["policy", "kind", "action", "outcome"],
             registry=r,
         )
         self.action_duration = Histogram(
@@ -95,9 +139,40 @@ class Metrics:
 
     def _state(self, r: CollectorRegistry) -> None:
         """How things stand now."""
+        # Facts about the shared store, read from it when /metrics is scraped (engine/gauges.py): every
+        # replica reports the same value; aggregate them with max.
         self.incidents_open = Gauge(
             "remediator_incidents_open",
-            "Incidents not yet resolved (active, waiting or escalated).",
+            "Incidents not yet resolved (active, waiting or escalated), in the shared store: the same on every"
+            " replica (aggregate with max, not sum).",
+            registry=r,
+        )
+        self.approvals_pending = Gauge(
+            "remediator_approvals_pending",
+            "Steps waiting for a person's approval, in the shared store (aggregate with max).",
+            registry=r,
+        )
+        self.outbox_undelivered = Gauge(
+            "remediator_outbox_undelivered",
+            "Escalations, resolve notices and silence expiries stored and not delivered yet, in the shared"
+            " store (aggregate with max).",
+            registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "remediator_outbox_oldest_undelivered_age_seconds",
+            "How long the oldest undelivered escalation or notice has waited; 0 when none waits (aggregate"
+            " with max).",
+            registry=r,
+        )
+        self.paused = Gauge(
+            "remediator_paused",
+            "1 while the kill switch is on (no action runs; alerts are still recorded and escalated), in the"
+            " shared store.",
+            registry=r,
+        )
+        self.dry_run = Gauge(
+            "remediator_dry_run",
+            "1 when this replica runs with REMEDIATOR_GUARDS__DRY_RUN (records decisions, executes nothing).",
             registry=r,
         )
         self.time_to_recovery = Histogram(

@@ -142,7 +142,9 @@ async def test_a_permanent_error_skips_the_remaining_attempts(tmp_path: Path, ri
     await eventually(lambda: rig.notifier.sent)
     assert rig.restart.calls == ["db"]
     assert "no such container" in rig.notifier.sent[0][1]["reason"]
-    assert rig.metrics.actions.labels("database-down", "container.restart", "permanent")._value.get() == 1
+    assert (
+        rig.metrics.actions.labels("database-down", "act", "container.restart", "permanent")._value.get() == 1
+    )
 
 
 async def test_temporary_errors_are_retried_within_one_attempt(tmp_path: Path, rigs: list[Rig]) -> None:

@@ -27,6 +27,7 @@ from aiohttp import web
 from remediator.domain.clock import Clock
 from remediator.domain.policies import Policy
 from remediator.engine.gate import Gate
+from remediator.engine.gauges import StoreGauges
 from remediator.engine.intake import Intake
 from remediator.metrics import Metrics
 from remediator.server import api, approval_page, health, webhook
@@ -89,6 +90,7 @@ def build_app(
     app[webhook.SIGNATURES] = signatures
     app[approval_page.LINK_KEY] = link_key
     app[health.WRITE_PROBE] = health.WriteProbe()
+    app[health.GAUGES] = StoreGauges(store, gate, intake, metrics, clock)
 
     app.add_routes(
         [

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from remediator.engine.gauges import StoreGauges
 from remediator.errors import StoreError
 from remediator.server.state import CLOCK, INTAKE, METRICS, READY, REPLICA, STORE
 
@@ -35,9 +36,12 @@ class WriteProbe:
 
 
 WRITE_PROBE = web.AppKey("write_probe", WriteProbe)
+GAUGES = web.AppKey("gauges", StoreGauges)
+"""Read from the store before each scrape (shared and bounded: engine/gauges.py)."""
 
 
 async def metrics(request: web.Request) -> web.Response:
+    await request.app[GAUGES].refresh()
     response = web.Response(body=generate_latest(request.app[METRICS].registry))
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response

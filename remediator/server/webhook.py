@@ -7,6 +7,7 @@ reason; only a store that cannot persist gets 503, which makes Alertmanager retr
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -24,6 +25,14 @@ SIGNATURES = web.AppKey[SignatureChecker | None]("signatures")
 
 
 async def alerts(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        return await _alerts(request)
+    finally:
+        request.app[METRICS].webhook_duration.observe(time.perf_counter() - started)
+
+
+async def _alerts(request: web.Request) -> web.Response:
     app = request.app
     metrics, max_body_bytes = app[METRICS], app[MAX_BODY_BYTES]
     if request.content_length is not None and request.content_length > max_body_bytes:
