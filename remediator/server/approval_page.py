@@ -205,9 +205,6 @@ def _what_runs(link: _Link) -> str:
         rows.append(("With", f"<code>{_e(params)}</code>"))
     if link.step is not None and link.step.verify is not None:
         rows.append(("Then", f"checks that the alert resolves within {link.step.verify.window_s:g} s"))
-    if incident is not None:
-        source = f" ({link.policy.source})" if link.policy and link.policy.source else ""
-        rows.append(("Incident", f"#{incident.id}, policy {_e(incident.policy)}{_e(source)}"))
     items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
     return f'<section aria-label="What would run"><h2>What would run</h2><dl>{items}</dl></section>'
 
@@ -264,10 +261,16 @@ def _entry(step: StepRecord) -> StepEntry:
 
 
 def _labels(link: _Link) -> str:
-    if link.incident is None or not link.incident.labels:
+    """The alert's labels (folded) and where the policy comes from, at the end of the page."""
+    incident = link.incident
+    if incident is None:
         return ""
-    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in sorted(link.incident.labels.items()))
-    return f"<details><summary>All labels</summary><dl>{rows}</dl></details>"
+    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in sorted(incident.labels.items()))
+    source = f" ({link.policy.source})" if link.policy and link.policy.source else ""
+    return (
+        f"<details><summary>All labels</summary><dl>{rows}</dl></details>"
+        f'<p class="muted">Incident #{incident.id}, policy {_e(incident.policy)}{_e(source)}</p>'
+    )
 
 
 def _who(by: str) -> str:

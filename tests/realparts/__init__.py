@@ -16,16 +16,18 @@ import ...`, tests/ being on sys.path as pytest's rootdir-relative conftest dire
 
 One module per part: common.py (programs, ports, processes, leftovers), dockerd.py (DockerDaemon),
 postgres.py (Postgres), prometheus.py (Alertmanager, Prometheus and their fixtures' factory types),
-capture.py (CaptureServer). None of them imports remediator: the infrastructure must work while the code
+capture.py (CaptureServer), chromium.py (Chromium, a headless browser driven over the DevTools protocol). None of them imports remediator: the infrastructure must work while the code
 under test is broken. The modules import each other relatively, so the package also loads by path
 (bench/ does so).
 """
 
 from .capture import CapturedRequest, CaptureServer
+from .chromium import Chromium, Page
 from .common import LOOPBACK, RealPartError, free_port, require, which
 from .dockerd import DockerDaemon
 from .postgres import Postgres
 from .prometheus import Alertmanager, AlertmanagerFactory, Prometheus, PrometheusFactory
+from .tls import TlsFiles, make_tls
 
 __all__ = [
     "LOOPBACK",
@@ -33,12 +35,16 @@ __all__ = [
     "AlertmanagerFactory",
     "CaptureServer",
     "CapturedRequest",
+    "Chromium",
     "DockerDaemon",
+    "Page",
     "Postgres",
     "Prometheus",
     "PrometheusFactory",
     "RealPartError",
+    "TlsFiles",
     "free_port",
+    "make_tls",
     "require",
     "which",
 ]
