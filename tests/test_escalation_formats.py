@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from realparts import CaptureServer, free_port
 
-from remediator.domain.incidents import Incident, StepRecord
+from remediator.domain.incidents import AuditRecord, Incident, StepRecord
 from remediator.domain.story import build_payload
 from remediator.errors import NotifyError
+from remediator.escalation import format as fmt
 from remediator.escalation.pagerduty import PagerDutyNotifier
 from remediator.escalation.slack import SlackNotifier
 from remediator.escalation.webhook import WebhookNotifier
@@ -36,7 +37,12 @@ def incident(severity: str = "critical", **labels: str) -> Incident:
         updated_at=OPENED,
         labels={"alertname": "DatabaseDown", "severity": severity, "container": "sms-db", **labels},
         annotations={"summary": "PostgreSQL is down", "runbook_url": RUNBOOK, "dashboard_url": DASHBOARD},
+        host="db-host-1",
     )
+
+
+FIRED = OPENED - 95  # the alert's startsAt: Alertmanager's group_wait and friends come before the incident
+TRAIL = [AuditRecord(1, OPENED, 7, "opened", {"starts_at": "2026-11-23T09:58:25+00:00", "fingerprint": "f"})]
 
 
 def steps() -> list[StepRecord]:
@@ -52,7 +58,33 @@ def steps() -> list[StepRecord]:
 def payload(
     priority: str = "P1", reason: str = "container.restart attempt 2/2 ran, but ..."
 ) -> dict[str, Any]:
-    return build_payload(incident(), None, steps(), reason, OPENED + 251.2, priority=priority)
+    body = build_payload(incident(), None, steps(), reason, OPENED + 251.2, priority=priority, trail=TRAIL)
+    body["target_kind"] = "container"  # from the policy, which these tests do not load
+    return body
+
+
+def approval_payload(on_timeout: str = "proceed") -> dict[str, Any]:
+    """An approval request, as engine/escalate.py builds it."""
+    body = build_payload(
+        incident(),
+        None,
+        steps()[:1],
+        "approval needed: container.restart on sms-db, within 300s",
+        OPENED + 3,
+        priority="P1",
+        status="awaiting_approval",
+        trail=TRAIL,
+        event="approval_requested",
+        approval={
+            "step": "container.restart",
+            "timeout_s": 300,
+            "expires_at": "2026-11-23T10:05:03+00:00",
+            "on_timeout": on_timeout,
+        },
+    )
+    body["target_kind"] = "container"
+    body["approval_url"] = "https://remediator.example.com/approval/7?sig=abc"
+    return body
 
 
 def resolved_payload() -> dict[str, Any]:
@@ -98,20 +130,26 @@ async def test_slack_gets_readable_blocks_within_the_documented_limits(capture_s
         "section",
         "section",
         "section",
+        "section",
         "context",
     ]
-    header, summary, facts, did, why, evidence, context = blocks
+    header, summary, facts, following, did, why, evidence, context = blocks
     assert header["text"]["type"] == "plain_text" and len(header["text"]["text"]) <= 150
     assert "P1 Remediation failed: DatabaseDown on sms-db" in header["text"]["text"]
     assert summary["text"]["text"] == "PostgreSQL is down"
     assert [f["text"] for f in facts["fields"]] == [
-        "*Incident*\n#7 (database-down)",
+        "*Alert*\nDatabaseDown",
         "*Severity*\ncritical (P1)",
-        "*Target*\nsms-db",
+        "*Firing since*\n2026-11-23 09:58:25 UTC",
+        "*Target*\ncontainer sms-db on host db-host-1",
+        "*Incident*\n#7 (database-down)",
         "*Duration*\n4m 11s",
         "*Status*\nescalated",
-        "*Alert*\nDatabaseDown",
     ]
+    assert following["text"]["text"] == (
+        "*What happens next*\nremediator has stopped acting on this incident: a person owns it now. "
+        "It closes by itself when its alerts resolve."
+    )
     lines = did["text"]["text"].splitlines()
     assert lines[0] == "*What remediator did*"
     assert lines[2] == "• 10:00:02 act container.restart #1 -&gt; ok: restarted sms-db"
@@ -177,6 +215,11 @@ async def test_pagerduty_trigger_and_resolve_follow_events_api_v2(capture_server
     assert datetime.fromisoformat(event["timestamp"]).timestamp() == pytest.approx(OPENED + 251.2)
     details = event["custom_details"]
     assert details["incident_id"] == 7 and details["priority"] == "P1" and details["duration"] == "4m 11s"
+    assert details["alert"] == "DatabaseDown" and details["summary"] == "PostgreSQL is down"
+    assert details["firing_since"] == "2026-11-23 09:58:25 UTC" and details["host"] == "db-host-1"
+    assert details["target"] == "container sms-db on host db-host-1"
+    assert details["next"].startswith("remediator has stopped acting on this incident")
+    assert details["runbook_url"] == RUNBOOK and details["dashboard_url"] == DASHBOARD
     assert details["steps"][0].startswith("10:00:01 diagnose container.logs #1 -> ok")
     assert "FATAL connection 399 refused" in details["evidence"]
     assert details["remediator_dedup_key"] == "remediator-7-2-pd"
@@ -257,3 +300,90 @@ async def test_the_generic_webhook_posts_the_payload_with_an_idempotency_key(
         "started_at": "2026-11-23T10:00:02+00:00",
         "finished_at": "2026-11-23T10:00:05+00:00",
     }
+
+
+@pytest.mark.parametrize("on_timeout", ["proceed", "deny"])
+async def test_an_approval_request_carries_the_same_context_to_slack_and_pagerduty(
+    capture_server: CaptureServer, on_timeout: str
+) -> None:
+    body = approval_payload(on_timeout)
+    slack = SlackNotifier("ops", f"{capture_server.url}/services/T0/B0/secret", None, 5)
+    pd = PagerDutyNotifier("pd", "R" * 32, f"{capture_server.url}/v2/enqueue", 5)
+    await slack.send(body, "remediator-7-1-approval-1-ops")
+    await pd.send(body, "remediator-7-1-approval-1-pd")
+    await slack.close()
+    await pd.close()
+    slack_request, pd_request = await capture_server.wait_for(2)
+    blocks, event = slack_request.json["blocks"], pd_request.json
+
+    # What it is: an approval request, not a failure.
+    assert blocks[0]["text"]["text"] == (
+        ":raising_hand: P1 Approval needed: container.restart on sms-db (DatabaseDown)"
+    )
+    assert event["payload"]["summary"].startswith(
+        "P1 approval needed: container.restart on sms-db (DatabaseDown): PostgreSQL is down (approval needed"
+    )
+    # The same facts in both: alert, severity, firing since, target and host, incident, duration, status.
+    details = event["payload"]["custom_details"]
+    fields = [f["text"] for f in blocks[2]["fields"]]
+    for name, value in fmt.facts(body):
+        assert f"*{name}*\n{value}" in fields
+        assert details[name.lower().replace(" ", "_")] == value
+    assert ("Firing since", "2026-11-23 09:58:25 UTC") in fmt.facts(body)
+    assert ("Target", "container sms-db on host db-host-1") in fmt.facts(body)
+    assert details["summary"] == "PostgreSQL is down" and blocks[1]["text"]["text"] == "PostgreSQL is down"
+
+    # What happens next, with what silence does at what time, and the link to decide.
+    silence = (
+        "container.restart runs anyway (on_timeout: proceed)"
+        if on_timeout == "proceed"
+        else "container.restart does not run and the incident is escalated to people (on_timeout: deny)"
+    )
+    following = blocks[3]["text"]["text"]
+    assert following.startswith("*What happens next*\nApprove: container.restart runs on sms-db at once")
+    assert f"No answer by 2026-11-23 10:05:03 UTC: {silence}." in following
+    assert "<https://remediator.example.com/approval/7?sig=abc|Approve or deny>" in following
+    assert (
+        details["next"] == body["next"]
+        and f"No answer by 2026-11-23 10:05:03 UTC: {silence}." in details["next"]
+    )
+    assert blocks[5]["text"]["text"].startswith("*Why it asks*\napproval needed")
+
+    # The evidence's tail and the links, in both.
+    assert "FATAL connection 399 refused" in blocks[6]["text"]["text"]
+    assert "FATAL connection 399 refused" in details["evidence"]
+    assert event["links"] == [
+        {"href": "https://remediator.example.com/approval/7?sig=abc", "text": "Approve or deny"},
+        {"href": RUNBOOK, "text": "Runbook"},
+        {"href": DASHBOARD, "text": "Dashboard"},
+    ]
+    context = [e["text"] for e in blocks[-1]["elements"]]
+    assert f"<{RUNBOOK}|Runbook>" in context and f"<{DASHBOARD}|Dashboard>" in context
+
+
+async def test_huge_values_stay_within_slack_and_pagerduty_limits(capture_server: CaptureServer) -> None:
+    body = approval_payload()
+    body["summary"] = "s" * 10_000
+    body["reason"] = "r" * 10_000
+    body["target"] = "t" * 300
+    body["labels"] = {f"label{i}": "v" * 1000 for i in range(100)}
+    body["evidence"] = [{"name": f"diag{i}", "detail": "x" * 50_000} for i in range(20)]
+    body["steps"] = [{**body["steps"][0], "detail": "d" * 5000} for _ in range(50)]
+    slack = SlackNotifier("ops", f"{capture_server.url}/hook", None, 5)
+    pd = PagerDutyNotifier("pd", "k", f"{capture_server.url}/v2/enqueue", 5)
+    await slack.send(body, "k")
+    await pd.send(body, "k")
+    await slack.close()
+    await pd.close()
+    slack_request, pd_request = await capture_server.wait_for(2)
+    blocks = slack_request.json["blocks"]
+    assert len(blocks) <= 50 and len(blocks[0]["text"]["text"]) <= 150
+    for block in blocks:
+        for text in _texts(block):
+            assert len(text) <= 3000
+        for field in block.get("fields", []):
+            assert len(field["text"]) <= 2000
+        assert len(block.get("fields", [])) <= 10 and len(block.get("elements", [])) <= 10
+    assert len(slack_request.json["text"]) <= 3000
+    assert len(pd_request.json["payload"]["summary"]) <= 1024
+    assert len(pd_request.body) < 512 * 1024

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from remediator.domain.story import EscalationPayload, StepEntry
+from remediator.domain.story import EscalationPayload, StepEntry, utc_time, what_next
 
 
 def truncate(text: str, limit: int) -> str:
@@ -73,9 +73,62 @@ def evidence_text(payload: EscalationPayload, limit: int) -> str:
 
 
 def headline(payload: EscalationPayload) -> str:
-    """``P1 remediation failed: DatabaseDown on sms-db``."""
+    """``P1 remediation failed: DatabaseDown on sms-db``; for an approval request ``P1 approval needed:
+    container.restart on sms-db (DatabaseDown)``."""
     what = payload.get("alertname") or payload.get("policy", "")
-    return f"{payload.get('priority', '')} remediation failed: {what} on {payload.get('target', '')}".strip()
+    priority, target = payload.get("priority", ""), payload.get("target", "")
+    approval = payload.get("approval")
+    if payload.get("event") == "approval_requested":
+        step = approval["step"] if approval else "a step"
+        return f"{priority} approval needed: {step} on {target} ({what})".strip()
+    return f"{priority} remediation failed: {what} on {target}".strip()
+
+
+def _time(iso: str | None) -> str:
+    """``2026-11-23 10:00:00 UTC`` from an ISO timestamp; ``-`` when there is none."""
+    if not iso:
+        return "-"
+    try:
+        return utc_time(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return iso
+
+
+def firing_since(payload: EscalationPayload) -> str:
+    """When the alert began to fire, as a person reads it (a payload stored before ``firing_since`` was
+    added: when the incident opened)."""
+    return _time(payload.get("firing_since") or payload.get("opened_at"))
+
+
+def target_text(payload: EscalationPayload) -> str:
+    """``container sms-db``, with ``on host h1`` when the incident names a host."""
+    text = f"{payload.get('target_kind') or ''} {payload.get('target', '')}".strip()
+    host = payload.get("host") or ""
+    # A PostgreSQL target is named by its settings, not a Docker host.
+    return f"{text} on host {host}" if host and payload.get("target_kind") != "postgres" else text
+
+
+def next_text(payload: EscalationPayload) -> str:
+    """What happens next (for a payload stored before ``next`` was added: told from its event)."""
+    return payload.get("next") or what_next(
+        str(payload.get("event", "escalate")), str(payload.get("target", "")), payload.get("approval")
+    )
+
+
+def facts(payload: EscalationPayload) -> list[tuple[str, str]]:
+    """The context every notifier carries, in this order: alert, severity, firing since, target (and host),
+    incident, duration, status."""
+    priority = payload.get("priority", "")
+    severity = payload.get("severity") or "-"
+    return [
+        ("Alert", str(payload.get("alertname") or payload.get("policy", ""))),
+        ("Severity", f"{severity} ({priority})" if priority else severity),
+        ("Firing since", firing_since(payload)),
+        ("Target", target_text(payload)),
+        ("Incident", f"#{payload.get('incident_id', '')} ({payload.get('policy', '')})"),
+        ("Duration", duration(float(payload.get("duration_s") or 0))),
+        ("Status", str(payload.get("status", ""))),
+    ]
 
 
 def incident_key(payload: EscalationPayload) -> str:

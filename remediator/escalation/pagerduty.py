@@ -1,5 +1,7 @@
-"""PagerDuty Events API v2: a ``trigger`` when an incident escalates, a ``resolve`` with the same dedup_key
-when its alerts resolve (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/).
+"""PagerDuty Events API v2: a ``trigger`` when an incident escalates (or asks for approval), a ``resolve`` with
+the same dedup_key when its alerts resolve (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/).
+``custom_details`` carry the same context as Slack and the approval page (``format.facts``, what happens next,
+the evidence's tail); ``links`` the approval page, runbook and dashboard.
 
 The dedup_key is one per incident (``format.incident_key``), so re-sends and a second escalation of the same
 incident update one PagerDuty alert instead of opening another, and the resolve closes it.
@@ -28,6 +30,8 @@ def trigger_event(payload: EscalationPayload, routing_key: str, dedup_key: str) 
     if payload.get("summary"):
         summary += f": {payload['summary']}"
     summary += f" ({payload.get('reason', '')})"
+    # The same context as Slack and the approval page: the facts, what happens next, evidence, links.
+    context = {name.lower().replace(" ", "_"): value for name, value in fmt.facts(payload)}
     event: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -42,15 +46,18 @@ def trigger_event(payload: EscalationPayload, routing_key: str, dedup_key: str) 
             "group": payload.get("policy", ""),
             "class": payload.get("alertname", ""),
             "custom_details": {
-                "incident_id": payload.get("incident_id"),
+                **context,  # alert, severity, firing_since, target, incident, duration, status
+                "summary": payload.get("summary", ""),
                 "priority": payload.get("priority"),
-                "severity": payload.get("severity"),
-                "status": payload.get("status"),
+                "host": payload.get("host") or "",
+                "incident_id": payload.get("incident_id"),
+                "next": fmt.next_text(payload),
                 "reason": payload.get("reason"),
-                "duration": fmt.duration(float(payload.get("duration_s") or 0)),
                 "opened_at": payload.get("opened_at"),
                 "policy": payload.get("policy"),
                 "policy_source": payload.get("policy_source"),
+                "runbook_url": payload.get("runbook_url") or "",
+                "dashboard_url": payload.get("dashboard_url") or "",
                 "steps": fmt.step_lines(payload),
                 "evidence": fmt.evidence_text(payload, _EVIDENCE_CHARS),
                 "labels": labels,

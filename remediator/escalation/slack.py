@@ -1,5 +1,7 @@
-"""Slack incoming webhook: the escalation as Block Kit blocks a person reads at a glance, with a ``text``
-fallback for notifications, and a short note when the incident resolves.
+"""Slack incoming webhook: the escalation (or approval request) as Block Kit blocks a person reads at a glance,
+with a ``text`` fallback for notifications, and a short note when the incident resolves. It carries the same
+context as PagerDuty's event and the approval page: ``format.facts``, what happens next, the evidence's tail and
+the runbook, dashboard and approval links.
 
 Every value that comes from an alert is escaped (``&``, ``<``, ``>``), so a label cannot mention ``@channel``
 or forge a link; texts are cut to Slack's limits (header 150, section 3000 characters).
@@ -39,10 +41,19 @@ def _section(text: str) -> dict[str, Any]:
 
 
 def slack_message(payload: EscalationPayload, dedup_key: str, channel: str | None = None) -> dict[str, Any]:
-    """The escalation as an incoming-webhook body: header, summary, facts, steps, reason, evidence, links."""
+    """The escalation (or approval request) as an incoming-webhook body: header, summary, the facts (alert,
+    severity, firing since, target, incident, duration, status), what happens next, what remediator did, why,
+    the evidence, and the links."""
     priority = str(payload.get("priority", ""))
     alertname = payload.get("alertname") or payload.get("policy", "")
-    header = f"{_ICONS.get(priority, ':warning:')} {priority} Remediation failed: {alertname} on {payload.get('target', '')}"
+    target = payload.get("target", "")
+    asking = payload.get("event") == "approval_requested"
+    if asking:
+        approval = payload.get("approval")
+        step = approval["step"] if approval else "a step"
+        header = f":raising_hand: {priority} Approval needed: {step} on {target} ({alertname})"
+    else:
+        header = f"{_ICONS.get(priority, ':warning:')} {priority} Remediation failed: {alertname} on {target}"
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
@@ -51,29 +62,27 @@ def slack_message(payload: EscalationPayload, dedup_key: str, channel: str | Non
     ]
     if payload.get("summary"):
         blocks.append(_section(escape(payload["summary"])))
-    facts = [
-        ("Incident", f"#{payload.get('incident_id', '')} ({payload.get('policy', '')})"),
-        ("Severity", f"{payload.get('severity') or '-'} ({priority})"),
-        ("Target", payload.get("target", "")),
-        ("Duration", fmt.duration(float(payload.get("duration_s") or 0))),
-        ("Status", payload.get("status", "")),
-        ("Alert", alertname),
-    ]
     blocks.append(
         {
             "type": "section",
             "fields": [
                 {"type": "mrkdwn", "text": fmt.truncate(f"*{name}*\n{escape(value)}", 2000)}
-                for name, value in facts
+                for name, value in fmt.facts(payload)
             ],
         }
     )
+    following = f"*What happens next*\n{escape(fmt.next_text(payload))}"
+    link = str(payload.get("approval_url") or "")
+    if link.startswith(("http://", "https://")):
+        following += f"\n:point_right: *{_link(link, 'Approve or deny')}*"
+    blocks.append(_section(following))
     blocks.append(
         _section(
             "*What remediator did*\n" + "\n".join(f"• {escape(line)}" for line in fmt.step_lines(payload))
         )
     )
-    blocks.append(_section(f"*Why it escalated*\n{escape(payload.get('reason', ''))}"))
+    why = "Why it asks" if asking else "Why it escalated"
+    blocks.append(_section(f"*{why}*\n{escape(payload.get('reason', ''))}"))
     evidence = fmt.evidence_text(payload, _EVIDENCE_CHARS)
     if evidence:
         code = fmt.truncate(escape(evidence).replace("```", "'''"), _SECTION_CHARS - 40)

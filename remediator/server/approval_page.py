@@ -198,7 +198,7 @@ def _what_runs(link: _Link) -> str:
         ("Target", f"{_e(kind)} <b>{_e(link.target)}</b>"),
     ]
     host = host_of(incident) if incident else ""
-    if host:
+    if host and kind != "postgres":  # a PostgreSQL target is named by its settings, not a Docker host
         rows.append(("Host", f"<b>{_e(host)}</b>"))
     if link.step is not None and link.step.params:
         params = ", ".join(f"{k}={v}" for k, v in sorted(link.step.params.items()))
