@@ -17,8 +17,12 @@ import aiohttp
 import pytest
 from helpers import alert, eventually, notification
 from realparts import CaptureServer, DockerDaemon
+from test_store import make, ref
 
+from remediator.engine.approvals import Approvals
 from remediator.escalation.log import LogNotifier
+from remediator.signing import approval_signature
+from remediator.store.base import Firing, FiringResult, Store
 
 POLICY = """\
 name: database-down
@@ -270,3 +274,52 @@ async def test_the_log_notifier_withholds_the_link(caplog: pytest.LogCaptureFixt
         {"approval_url": "http://h/approval/1?sig=s3cret", "reason": "approval needed"}, "k"
     )
     assert "s3cret" not in caplog.text and "withheld" in caplog.text and "approval needed" in caplog.text
+
+
+async def test_a_link_of_an_earlier_request_says_what_became_of_it(store_url: str) -> None:
+    """A request asked again (another attempt, another replica) replaces the record; a link to the earlier one
+    still tells what was decided, by whom and when, from the audit trail, and a link we never made tells
+    nothing."""
+    store = make(store_url)
+    await store.open()
+    try:
+        await _earlier_request(store)
+    finally:
+        await store.close()
+
+
+async def _earlier_request(store: Store) -> None:
+    (r,) = await store.record_intake([Firing("p", "db", ref())], [], 100, "a", 115)
+    assert isinstance(r, FiringResult) and r.incident is not None
+    incident, key = r.incident, "link-key"
+    times = iter([200.125, 230.5, 260.75]).__next__
+    approvals = Approvals(store, times)
+
+    first = await approvals.request(incident, "container.restart", 60, "proceed")
+    assert await approvals.decide(incident.id, True, by="api from 10.0.0.7", requested_at=first.requested_at)
+    second = await approvals.request(incident, "container.restart", 90, "deny")
+
+    def sig(at: float) -> str:
+        return approval_signature(key, incident.id, at)
+
+    old = await approvals.for_link(incident.id, key, sig(first.requested_at))
+    assert old is not None
+    assert (old.state, old.by, old.decided_at, old.on_timeout) == (
+        "approved",
+        "api from 10.0.0.7",
+        230.5,
+        "proceed",
+    )
+    assert (old.requested_at, old.expires_at, old.step) == (200.125, 260.125, "container.restart")
+    current = await approvals.for_link(incident.id, key, sig(second.requested_at))
+    assert current == second and current.state == "pending" and current.on_timeout == "deny"
+    assert current.expires_at == 260.75 + 90
+
+    for wrong_key, signature, incident_id in (
+        (key, "0" * 64, incident.id),
+        (None, sig(first.requested_at), incident.id),
+        ("other-key", sig(first.requested_at), incident.id),
+        (key, sig(first.requested_at), incident.id + 1),
+        (key, sig(123.0), incident.id),
+    ):
+        assert await approvals.for_link(incident_id, wrong_key, signature) is None
