@@ -387,3 +387,20 @@ async def test_huge_values_stay_within_slack_and_pagerduty_limits(capture_server
     assert len(slack_request.json["text"]) <= 3000
     assert len(pd_request.json["payload"]["summary"]) <= 1024
     assert len(pd_request.body) < 512 * 1024
+
+
+def test_what_happens_next_follows_the_event() -> None:
+    last = build_payload(incident(), None, steps(), "r", OPENED + 10)
+    going_on = build_payload(incident(), None, steps(), "r", OPENED + 10, handed_over=False)
+    resolve = build_payload(incident(), None, steps(), "r", OPENED + 10, event="resolve", status="resolved")
+    assert last["next"].startswith("remediator has stopped acting on this incident: a person owns it now")
+    assert going_on["next"] == "For your information: remediator goes on with the next steps of the policy."
+    assert resolve["next"] == "Nothing to do: the alerts resolved and the incident is closed."
+    # Without the trail, the alert fired when the incident opened; with it, at its startsAt.
+    assert last["firing_since"] == "2026-11-23T10:00:00+00:00"
+    assert payload()["firing_since"] == "2026-11-23T09:58:25+00:00"
+    # A payload stored before these fields existed still reads well.
+    old = {k: v for k, v in payload().items() if k not in ("next", "firing_since", "target_kind", "host")}
+    assert fmt.next_text(old).startswith("remediator has stopped acting")  # type: ignore[arg-type]
+    assert dict(fmt.facts(old))["Firing since"] == "2026-11-23 10:00:00 UTC"  # type: ignore[arg-type]
+    assert dict(fmt.facts(old))["Target"] == "sms-db"  # type: ignore[arg-type]
