@@ -182,7 +182,9 @@ class DockerPrune:
         total = 0
         for _stage, fn in stages:
             # One call per stage: each is fenced on its own (a lease lost mid-run stops before the next).
-            result: StageResult = await self.backend_.on(host).call(target, fn, extra_timeout_s=params.timeout_s)
+            result: StageResult = await self.backend_.on(host).call(
+                target, fn, extra_timeout_s=params.timeout_s
+            )
             done.append(result)
             total += result.reclaimed
             if total >= params.stop_after_bytes:

@@ -1,0 +1,180 @@
+"""Drills of the runbook policies on real parts: the shipped policy in a daemon, a real Alertmanager, a real
+Docker daemon.
+
+proxy-down: the test image is busybox only, so the container named sms-proxy holds a STAND-IN for nginx: a
+shell script at /bin/nginx that answers `nginx -t` with exit 1 when /etc/nginx-broken exists (and 0
+otherwise), and on `nginx -s reload` starts busybox httpd on the port the policy's HTTP check reads. It is not
+nginx; what is drilled is remediator's behaviour around it: a config check that fails stops the ladder before
+any reload or restart and pages with the check's output, and one that passes lets the reload run and the HTTP
+verification see the proxy back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import REPO, TOKEN, settings_env
+from realparts import Alertmanager, DockerDaemon, free_port
+
+from remediator.api_client import ApiClient
+from remediator.app import App
+from remediator.settings import Settings
+
+STAND_IN_NGINX = """#!/bin/sh
+# A stand-in for nginx in a busybox test container. It is not nginx.
+case "$1" in
+  -t)
+    if [ -e /etc/nginx-broken ]; then
+      echo 'nginx: [emerg] unknown directive "servr" in /etc/nginx/nginx.conf:3 (stand-in)' >&2
+      echo 'nginx: configuration file /etc/nginx/nginx.conf test failed (stand-in)' >&2
+      exit 1
+    fi
+    echo 'nginx: configuration file /etc/nginx/nginx.conf test is successful (stand-in)'
+    exit 0 ;;
+  -s)
+    mkdir -p /www && echo ok > /www/index.html
+    /bin/busybox httpd -p 127.0.0.1:PORT -h /www
+    date > /reloaded
+    exit 0 ;;
+esac
+exit 2
+"""
+
+
+def _proxy(daemon: DockerDaemon, port: int, *, broken: bool) -> None:
+    """sms-proxy: a running busybox container with the stand-in nginx, its HTTP side down."""
+    script = (
+        f"cat > /bin/nginx <<'EOF'\n{STAND_IN_NGINX.replace('PORT', str(port))}EOF\n"
+        "chmod +x /bin/nginx\n"
+        + ("touch /etc/nginx-broken\n" if broken else "")
+        + "exec /bin/busybox sleep 100000\n"
+    )
+    daemon.run_container("sms-proxy", command=["/bin/sh", "-c", script], network_mode="host")
+    for _ in range(50):  # the script is in place once the shell reached its sleep
+        top = daemon.client.containers.get("sms-proxy").top()
+        if any("sleep" in " ".join(p) for p in top["Processes"]):
+            return
+        time.sleep(0.1)
+    raise AssertionError("sms-proxy did not start")
+
+
+def _policy_dir(tmp_path: Path, port: int) -> Path:
+    """policies/proxy-down.yaml as shipped, its HTTP check pointed at the stand-in's port."""
+    text = (REPO / "policies" / "proxy-down.yaml").read_text()
+    assert text.count("http://127.0.0.1:8080/") == 2
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "proxy-down.yaml").write_text(text.replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    return directory
+
+
+async def _drill(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    *,
+    broken: bool,
+    until: tuple[str, ...],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fire ProxyDown at the stand-in and follow the incident until its status is one of ``until``; the
+    incident and the timings (detected, acted, settled) from the alert."""
+    port = free_port()
+    await asyncio.to_thread(_proxy, docker_daemon, port, broken=broken)
+    env = settings_env(
+        tmp_path,
+        REMEDIATOR_POLICIES_DIR=str(_policy_dir(tmp_path, port)),
+        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
+    )
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    app = App(Settings())
+    await app.start()
+    try:
+        am = alertmanager_factory(f"http://127.0.0.1:{app.port}/alerts", TOKEN)
+        api = ApiClient(f"http://127.0.0.1:{app.port}", TOKEN)
+        labels = {"alertname": "ProxyDown", "severity": "critical", "container": "sms-proxy"}
+        started = time.monotonic()
+        am.fire(labels)
+        timings: dict[str, float] = {}
+        incident: dict[str, Any] = {}
+        while time.monotonic() - started < 60:
+            listed = (await asyncio.to_thread(api.get, "/api/incidents?limit=10"))["incidents"]
+            if listed:
+                timings.setdefault("detected", time.monotonic() - started)
+                incident = await asyncio.to_thread(api.get, f"/api/incidents/{listed[0]['id']}")
+                if any(s["kind"] == "act" and s["finished_at"] for s in incident["steps"]):
+                    timings.setdefault("acted", time.monotonic() - started)
+                if incident["status"] in until:
+                    timings["settled"] = time.monotonic() - started
+                    break
+            await asyncio.sleep(0.25)
+        if incident.get("status") == "waiting":
+            am.resolve(labels)  # the proxy answers again: the probe's alert would resolve now
+            while time.monotonic() - started < 90 and incident["status"] != "resolved":
+                await asyncio.sleep(0.25)
+                incident = await asyncio.to_thread(api.get, f"/api/incidents/{incident['id']}")
+            timings["resolved"] = time.monotonic() - started
+        print(incident["status"], {k: round(v, 1) for k, v in timings.items()})
+        return incident, timings
+    finally:
+        await app.stop()
+
+
+def _reloaded(daemon: DockerDaemon) -> bool:
+    result = daemon.client.containers.get("sms-proxy").exec_run(["/bin/busybox", "test", "-e", "/reloaded"])
+    return bool(result.exit_code == 0)
+
+
+async def test_proxy_down_with_a_broken_config_stops_before_any_reload_and_pages_with_the_check_output(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+) -> None:
+    incident, timings = await _drill(
+        tmp_path, monkeypatch, docker_daemon, alertmanager_factory, broken=True, until=("escalated",)
+    )
+    started_at = docker_daemon.started_at("sms-proxy")
+    assert incident["status"] == "escalated", incident
+    assert [(s["kind"], s["name"], s["status"]) for s in incident["steps"]] == [
+        ("diagnose", "container.logs", "ok"),
+        ("diagnose", "container.check", "failed"),
+    ]
+    assert "must pass" in incident["reason"] and 'unknown directive "servr"' in incident["reason"], incident
+    assert "acted" not in timings
+    assert not _reloaded(docker_daemon)
+    assert docker_daemon.started_at("sms-proxy") == started_at  # never restarted
+
+
+async def test_proxy_down_with_a_good_config_reloads_and_the_http_check_sees_it_back(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+) -> None:
+    incident, timings = await _drill(
+        tmp_path,
+        monkeypatch,
+        docker_daemon,
+        alertmanager_factory,
+        broken=False,
+        until=("waiting", "resolved", "escalated"),
+    )
+    assert incident["status"] == "resolved", incident
+    steps = [(s["kind"], s["name"], s["status"]) for s in incident["steps"]]
+    assert steps == [
+        ("diagnose", "container.logs", "ok"),
+        ("diagnose", "container.check", "ok"),
+        ("act", "container.exec", "ok"),
+    ], steps
+    assert "test is successful (stand-in)" in incident["steps"][1]["detail"]
+    verified = [e for e in incident["timeline"] if e["kind"] == "verified"]
+    assert verified and "http: " in verified[0]["detail"]["evidence"], incident["timeline"]
+    assert _reloaded(docker_daemon)
+    assert 0 < timings["detected"] <= timings["acted"] <= timings["settled"] <= timings["resolved"] < 90
