@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from remediator.actions.docker import DockerBackend, exact_container
+from remediator.actions.docker import exact_container
+from remediator.actions.fleet import DockerFleet
 from remediator.actions.postgres import PostgresBackend
 from remediator.api_client import ApiClient, request_json
-from remediator.domain.policies import Policy
-from remediator.errors import ActionError, RemediatorError
-from remediator.policy.matching import target_of
-from remediator.settings import Settings
+from remediator.domain.policies import DOCKER_KINDS, HostFromLabel, Policy
+from remediator.errors import ActionError, RemediatorError, TargetRefused
+from remediator.policy.matching import host_of, target_of
+from remediator.settings import DEFAULT_DOCKER_HOST, Settings
 
 
 @dataclass
@@ -36,6 +37,8 @@ class DrillReport:
     acted_s: float | None = None
     recovered_s: float | None = None
     outcome: str = ""
+    host: str = DEFAULT_DOCKER_HOST
+    """The Docker host drilled (``default`` for one host, and for a PostgreSQL target)."""
     intact: bool = False
     """Nothing lost: the alert opened the incident, every step finished, the timeline ends resolved."""
     notes: list[str] = field(default_factory=list)
@@ -58,7 +61,9 @@ class DrillReport:
             return f"{value:6.1f}s{verdict}"
 
         lines = [
-            f"drill {self.policy} on {self.target}: injected {self.injected}",
+            f"drill {self.policy} on {self.target}"
+            + (f" on host {self.host}" if self.host != DEFAULT_DOCKER_HOST else "")
+            + f": injected {self.injected}",
             f"  detected   {cell(self.detected_s, self.detect_within_s)}",
             f"  acted      {cell(self.acted_s)}",
             f"  recovered  {cell(self.recovered_s, self.recover_within_s)}",
@@ -70,10 +75,15 @@ class DrillReport:
         return "\n".join(lines)
 
 
-def synthetic_alert(policy: Policy, target: str, ends: bool = False) -> dict[str, Any]:
-    """An alert the policy matches: its equality matchers, the target label, and ``drill="true"``."""
+def synthetic_alert(
+    policy: Policy, target: str, ends: bool = False, host_label: str | None = None
+) -> dict[str, Any]:
+    """An alert the policy matches: its equality matchers, the target label (and the host label, for a policy
+    that reads its host from one), and ``drill="true"``."""
     labels = {m.label: m.value for m in policy.match if m.op == "="}
     labels[policy.target.from_label] = target
+    if isinstance(policy.target.host, HostFromLabel) and host_label is not None:
+        labels[policy.target.host.from_label] = host_label
     labels["drill"] = "true"
     alert: dict[str, Any] = {
         "labels": labels,
@@ -92,37 +102,74 @@ async def run_drill(
     alertmanager_url: str | None = None,
     timeout_s: float | None = None,
     poll_s: float = 0.25,
+    host: str | None = None,
+    host_label: str | None = None,
 ) -> DrillReport:
+    """Break ``target`` (on the Docker host ``host``: the policy's own when it fixes one, else ``default``) and
+    follow the daemon's incident. ``host_label``: the value of the policy's host label in a synthetic alert
+    (default: the host's name), which the policy's pattern must map to ``host``."""
     target_of(policy, {policy.target.from_label: target})  # TargetRefused outside the allow list
+    fleet = DockerFleet.from_settings(settings.docker)
+    host = _drilled_host(policy, host, host_label, fleet.names)
+    host_label = host_label or host
     criteria = policy.drill
     injected = criteria.injection(policy.target.kind)
     report = DrillReport(policy.name, target, injected, criteria.detect_within_s, criteria.recover_within_s)
+    report.host = host
     if injected == "alert" and not alertmanager_url:
         raise RemediatorError("this drill posts a synthetic alert: give --alertmanager URL")
     started = time.time()
     holder: asyncio.Task[None] | None = None
     release = asyncio.Event()
     if injected == "stop_container":
-        docker = DockerBackend(settings.docker.host, settings.docker.timeout_s, 1)
         try:
-            await docker.call(target, lambda client: exact_container(client, target).stop(timeout=10))
+            await fleet.on(host).call(target, lambda client: exact_container(client, target).stop(timeout=10))
         finally:
-            docker.close()
+            fleet.close()
     elif injected == "alert":
+        fleet.close()
         assert alertmanager_url is not None
-        await _post_alert(alertmanager_url, synthetic_alert(policy, target))
+        await _post_alert(alertmanager_url, synthetic_alert(policy, target, host_label=host_label))
     else:
         holder = await _hold_idle_transaction(settings, target, release)
     try:
         await _follow(report, api, started, timeout_s or criteria.recover_within_s + 30, poll_s)
     finally:
         if injected == "alert" and alertmanager_url:
-            await _post_alert(alertmanager_url, synthetic_alert(policy, target, ends=True))
+            await _post_alert(
+                alertmanager_url, synthetic_alert(policy, target, ends=True, host_label=host_label)
+            )
         if holder is not None:
             release.set()
             with contextlib.suppress(ActionError):  # remediation may well have terminated it: the point
                 await holder
     return report
+
+
+def _drilled_host(
+    policy: Policy, host: str | None, host_label: str | None, configured: frozenset[str]
+) -> str:
+    """The host a drill breaks, checked as intake would check an alert naming it (RemediatorError otherwise)."""
+    spec = policy.target.host
+    if spec is None or isinstance(spec, str) or policy.target.kind not in DOCKER_KINDS:
+        fixed = spec if isinstance(spec, str) else DEFAULT_DOCKER_HOST
+        if host not in (None, fixed):
+            raise RemediatorError(f"policy {policy.name} acts on host {fixed} only, not {host}")
+        host = fixed
+    elif host is None:
+        raise RemediatorError(
+            f"policy {policy.name} reads its host from label {spec.from_label}: give --host NAME"
+        )
+    labels = {spec.from_label: host_label or host} if isinstance(spec, HostFromLabel) else {}
+    try:
+        resolved = host_of(policy, labels, configured)
+    except TargetRefused as exc:
+        raise RemediatorError(f"the drill's alert would be refused: {exc}") from exc
+    if resolved != host:
+        raise RemediatorError(
+            f"the host label {host_label or host!r} names host {resolved}, not {host}: give --host-label"
+        )
+    return host
 
 
 async def _post_alert(alertmanager_url: str, alert: dict[str, Any]) -> None:
@@ -171,7 +218,11 @@ async def _follow(
     while time.time() < deadline:
         if report.incident_id is None:
             for incident in (await asyncio.to_thread(api.get, "/api/incidents?limit=100"))["incidents"]:
-                mine = incident["policy"] == report.policy and incident["target"] == report.target
+                mine = (
+                    incident["policy"] == report.policy
+                    and incident["target"] == report.target
+                    and incident.get("host", DEFAULT_DOCKER_HOST) == report.host
+                )
                 if mine and incident["opened_at"] >= started - 1:
                     report.incident_id = incident["id"]
                     report.detected_s = max(0.0, incident["opened_at"] - started)

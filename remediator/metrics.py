@@ -91,8 +91,9 @@ class Metrics:
         self.actions = Counter(
             "remediator_actions_total",
             "Action attempts, by policy, step kind (act: a remediation; diagnose: gathering evidence), action"
-            " and outcome (ok, temporary, permanent).",
-            ["policy", "kind", "action", "outcome"],
+            " and outcome (ok, temporary, permanent), and the Docker host it ran on (default: the one host, or a"
+            " backend that has none).",
+            ["policy", "kind", "action", "outcome", "host"],
             registry=r,
         )
         self.action_duration = Histogram(
@@ -191,8 +192,9 @@ class Metrics:
         )
         self.breaker_state = Gauge(
             "remediator_breaker_state",
-            "Circuit breaker state by breaker name: 0 closed, 1 half-open, 2 open.",
-            ["breaker"],
+            "Circuit breaker state by breaker name: 0 closed, 1 half-open, 2 open; host: the Docker host of a"
+            " docker backend or target breaker (empty for the others).",
+            ["breaker", "host"],
             registry=r,
         )
         self.lease_lost = Counter(

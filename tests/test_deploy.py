@@ -388,7 +388,7 @@ def test_compose_scale_needs_the_documented_extension_of_the_allowlist_and_works
 def test_metrics_pass_promtool_check_metrics(daemon_run: Run) -> None:
     promtool = require("promtool")
     assert (
-        'remediator_actions_total{action="container.restart",kind="act",outcome="ok",policy="database-down"} 1.0'
+        'remediator_actions_total{action="container.restart",host="default",kind="act",outcome="ok",policy="database-down"} 1.0'
         in daemon_run.metrics
     )
     assert "remediator_time_to_recovery_seconds_count" in daemon_run.metrics

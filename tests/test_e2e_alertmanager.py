@@ -103,7 +103,7 @@ async def test_alertmanager_to_restart_to_resolution(
 
     text = await metrics_text(app)
     assert (
-        'remediator_actions_total{action="container.restart",kind="act",outcome="ok",policy="database-down"} 1.0'
+        'remediator_actions_total{action="container.restart",host="default",kind="act",outcome="ok",policy="database-down"} 1.0'
         in text
     )
     assert 'remediator_alerts_received_total{alertname="DatabaseDown",status="resolved"} 1.0' in text

@@ -241,3 +241,26 @@ async def test_steps_audit_and_listing(stores: Callable[[], Any]) -> None:
     assert [i.id for i in await store.open_incidents()] == [r.incident.id]
     assert await store.get_incident(999) is None
     assert [a.kind for a in await store.audit_trail(r.incident.id)] == ["opened", "escalated"]
+
+
+async def test_the_same_target_on_two_hosts_is_two_incidents_with_their_own_history(
+    stores: Callable[[], Any],
+) -> None:
+    store = await stores()
+    (web,) = await firing(store, Firing("p", "db", ref("f1"), host="web-1"))
+    (dbh,) = await firing(store, Firing("p", "db", ref("f2"), host="db-1"))
+    (again,) = await firing(store, Firing("p", "db", ref("f3"), host="web-1"))
+    assert web.created and dbh.created and not again.created
+    assert again.incident.id == web.incident.id and dbh.incident.id != web.incident.id
+    assert (web.incident.host, dbh.incident.host) == ("web-1", "db-1")
+    await store.step_started(web.incident.id, 0, "act", "container.restart", 1, 100)
+    h = await store.history(
+        "p", "db", dbh.incident.id, since_target=0, since_budget=0, since_flap=0, host="db-1"
+    )
+    # db-1's target has no action of its own; the budget is global.
+    assert (h.target_actions, h.all_actions, h.incidents_opened) == (0, 1, 1)
+    h = await store.history(
+        "p", "db", web.incident.id, since_target=0, since_budget=0, since_flap=0, host="web-1"
+    )
+    assert (h.target_actions, h.all_actions, h.incidents_opened) == (1, 1, 1)
+    assert (await store.get_incident(dbh.incident.id)).host == "db-1"  # type: ignore[union-attr]

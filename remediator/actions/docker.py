@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 import docker
+import docker.constants
 import docker.errors
 import docker.tls
 import requests.exceptions
@@ -231,12 +232,21 @@ class DockerBackend:
                             ca_cert=str(self.tls.ca),
                             verify=str(self.tls.ca) if self.tls.verify else False,
                         )
-                    self._client = docker.DockerClient(
+                    client = docker.DockerClient(
                         base_url=self.host,
                         timeout=int(self.timeout_s),
                         tls=tls,
                         use_ssh_client=self.host.startswith("ssh://"),
+                        # Negotiated below, once the session is set up: the SDK would ask at construction.
+                        version=docker.constants.MINIMUM_DOCKER_API_VERSION if self.tls else None,
                     )
+                    if self.tls is not None:
+                        # requests lets REQUESTS_CA_BUNDLE (set on many machines) replace the configured CA
+                        # for every request: this host's daemon is checked against its own CA, nothing else.
+                        client.api.trust_env = False
+                        api: Any = client.api
+                        api._version = str(api.version(api_version=False)["ApiVersion"])
+                    self._client = client
                 else:
                     self._client = docker.from_env(timeout=int(self.timeout_s))
             return self._client

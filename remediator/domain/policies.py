@@ -16,8 +16,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -194,7 +196,15 @@ class Target(_Frozen):
     kind: TargetKind
     from_label: str = Field(min_length=1)
     allow: tuple[str, ...] = Field(min_length=1)
-    host: Annotated[str, Field(pattern=SAFE_HOST.pattern)] | HostFromLabel | None = None
+    host: (
+        Annotated[
+            Annotated[str, Field(pattern=SAFE_HOST.pattern), Tag("name")]
+            | Annotated[HostFromLabel, Tag("label")],
+            # Decided by the YAML's shape, so a mistake in a mapping is reported as that, not as "not a string".
+            Discriminator(lambda value: "name" if isinstance(value, str) else "label"),
+        ]
+        | None
+    ) = None
     """The Docker host the target lives on: a name (``db-1``), or read from a label (HostFromLabel). Unset:
     the host named ``default``. Only for Docker targets."""
     _patterns: tuple[Pattern, ...] = PrivateAttr(default=())

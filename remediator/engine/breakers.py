@@ -14,12 +14,27 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from remediator.domain.clock import Clock
+from remediator.domain.policies import DOCKER_KINDS
 from remediator.guards.breaker import GAUGE, Breaker, BreakerConfig
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
+from remediator.settings import DEFAULT_DOCKER_HOST
 from remediator.store.base import Store
 
 logger = logging.getLogger(__name__)
+
+
+def host_of(breaker: str) -> str:
+    """The Docker host a breaker is about (its metric's ``host`` label): ``backend:docker:web-1`` -> web-1,
+    ``container:web-1/sms-db`` -> web-1, ``container:sms-db`` -> default; "" for a non-Docker breaker. Only
+    configured hosts ever get a breaker, so the label's values are bounded by the settings."""
+    kind, _, rest = breaker.partition(":")
+    if kind == "backend":
+        backend, _, host = rest.partition(":")
+        return host if backend == "docker" else ""
+    if kind in DOCKER_KINDS:
+        return rest.split("/", 1)[0] if "/" in rest else DEFAULT_DOCKER_HOST
+    return ""
 
 
 class Breakers:
@@ -53,7 +68,7 @@ class Breakers:
                     await self.store.breaker_save(name, None, now)
             else:
                 self._cache[name] = breaker
-                self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
+                self.metrics.breaker_state.labels(name, host_of(name)).set(GAUGE[breaker.status])
 
     async def admit(self, *names: str) -> Refusal | None:
         """None when every breaker of ``names`` lets one action through now; a half-open one is probed."""
@@ -78,7 +93,7 @@ class Breakers:
     def _forget(self, name: str) -> None:
         if self._cache.pop(name, None) is not None:
             with contextlib.suppress(KeyError):
-                self.metrics.breaker_state.remove(name)
+                self.metrics.breaker_state.remove(name, host_of(name))
 
     async def _set(self, name: str, breaker: Breaker) -> None:
         before = self._cache.get(name, Breaker())
@@ -87,7 +102,7 @@ class Breakers:
             self._forget(name)
         else:
             self._cache[name] = breaker
-            self.metrics.breaker_state.labels(name).set(GAUGE[breaker.status])
+            self.metrics.breaker_state.labels(name, host_of(name)).set(GAUGE[breaker.status])
         if breaker != before:
             await self.store.breaker_save(name, None if idle else dataclasses.asdict(breaker), self.clock())
         if breaker.status != before.status:

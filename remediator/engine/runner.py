@@ -468,7 +468,7 @@ class Runner:
             self._busy.discard(incident.id)
             if not self._busy:
                 self._idle.set()
-        self.metrics.actions.labels(policy.name, step.kind, step.name, outcome.kind).inc()
+        self.metrics.actions.labels(policy.name, step.kind, step.name, outcome.kind, incident.host).inc()
         self.metrics.action_duration.labels(step.name).observe(outcome.duration_s)
         logger.info(
             "incident %d: %s %s on %s -> %s (%.3fs)",

@@ -41,6 +41,7 @@ from .common import (
     untrack,
     wait_until,
 )
+from .tls import TlsFiles
 
 
 def _is_static_elf(path: str) -> bool:
@@ -81,8 +82,14 @@ class DockerDaemon:
     image = "remediator-test/busybox:latest"
     sleep_command = ("/bin/busybox", "sleep", "100000")
 
-    def __init__(self, *, ready_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, ready_timeout: float = 30.0, tls: TlsFiles | None = None, tcp_port: int = 0
+    ) -> None:
+        """``tls`` and ``tcp_port``: also listen on ``tcp://127.0.0.1:tcp_port``, requiring client certificates
+        signed by ``tls.ca`` (``--tlsverify``); ``tcp_url`` is then that address."""
         self._closed = False
+        self._tls = tls
+        self.tcp_url = f"tcp://127.0.0.1:{tcp_port}" if tls is not None else ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: docker.DockerClient | None = None
         self._ready_timeout = ready_timeout
@@ -147,6 +154,14 @@ class DockerDaemon:
             "--iptables=false",
             "--ip6tables=false",
         ]
+        if self._tls is not None:
+            argv += [
+                f"--host={self.tcp_url}",
+                "--tlsverify",
+                f"--tlscacert={self._tls.ca}",
+                f"--tlscert={self._tls.server_cert}",
+                f"--tlskey={self._tls.server_key}",
+            ]
         for attempt in (1, 2):
             self._proc = popen(argv, self.log_path)
             try:
