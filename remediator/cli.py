@@ -1,15 +1,24 @@
-"""The command line: ``remediator serve | check | simulate | incidents``. Run ``remediator --help``."""
+"""The command line: ``remediator COMMAND``. Run ``remediator --help``.
+
+Each command has a function that builds its parser (registered with ``@subcommand``, in ``--help`` order: a new
+command is one more such function) and a ``cmd_*`` that runs it. Everything that reads or changes live state
+(incidents, status, pause, policies, hosts, approvals, reload, drills) calls the running daemon's API through
+``api_client``, with the token the daemon uses; ``serve`` and ``store stats`` are the only commands that open
+the store, and neither creates one as a side effect of a read.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from dotenv import dotenv_values
 from pydantic import ValidationError
@@ -17,10 +26,10 @@ from pydantic_settings import SettingsError
 
 from remediator import __version__
 from remediator.actions.catalogue import SPECS
-from remediator.api_client import ApiClient
+from remediator.api_client import ApiClient, ApiError
 from remediator.app import serve, unknown_notifiers
-from remediator.domain.alerts import Notification
-from remediator.domain.story import incident_timeline
+from remediator.domain.alerts import Alert, Notification
+from remediator.domain.policies import Policy
 from remediator.drill import run_drill
 from remediator.env_check import json_problems
 from remediator.env_check import warnings as env_warnings
@@ -34,16 +43,83 @@ from remediator.server import webhook_token
 from remediator.settings import Settings
 from remediator.store.factory import build_store
 
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
 EPILOG = """
 environment:
   Every setting is a REMEDIATOR_* variable (nested with __), e.g. REMEDIATOR_SERVER__TOKEN,
-  REMEDIATOR_DOCKER__HOST, REMEDIATOR_POLICIES_DIR. See README.md for the full list.
+  REMEDIATOR_DOCKER__HOST, REMEDIATOR_POLICIES_DIR; docs/operations.md lists them all. A REMEDIATOR_*
+  variable that is no setting is warned about, with the nearest name.
 
 examples:
-  remediator check policies/              validate every policy file
-  remediator simulate alert.json          what would happen, acting on nothing
-  remediator serve                        run the daemon (webhook on 127.0.0.1:9095/alerts)
+  remediator check policies/                      validate every policy file
+  remediator simulate alert.json                  what an alert would trigger, acting on nothing
+  remediator serve                                run the daemon (webhook on 127.0.0.1:9095/alerts)
+  remediator incidents --status active            what the running daemon is working on
+  remediator incidents show 7                     one incident's timeline
+  remediator status                               paused? dry run? backlog, breakers
+  remediator policies -o json                     every listing has -o table|json
 """
+
+STATUSES = ("active", "escalated", "resolved")
+
+# ---------------------------------------------------------------------------------------------------------
+# Output
+
+
+def table(headers: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> str:
+    """A header line (unless None), then one line per row, each column as wide as its widest cell; an empty
+    cell shows ``-``, a cell's line breaks become spaces."""
+    lines = [["-" if c is None or c == "" else " ".join(str(c).split()) for c in row] for row in rows]
+    if headers is not None:
+        lines.insert(0, list(headers))
+    if not lines:
+        return ""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _output_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="a table (default) or JSON"
+    )
+
+
+def _parser(
+    sub: Subparsers, name: str, text: str, examples: str = "", **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A subcommand with its one-line help, and its examples under ``--help``."""
+    return sub.add_parser(
+        name,
+        help=text,
+        description=kwargs.pop("description", text[0].upper() + text[1:] + "."),
+        epilog=f"examples:\n{examples}" if examples else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = []
+
+
+def subcommand(build: Callable[[Subparsers], None]) -> Callable[[Subparsers], None]:
+    """Register a function that adds a subcommand's parser (``--help`` lists them in registration order)."""
+    SUBCOMMANDS.append(build)
+    return build
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Settings, policies and the daemon
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -51,6 +127,69 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "policies", None):
         overrides["policies_dir"] = Path(args.policies)
     return Settings(**overrides)
+
+
+def _policies_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policies", metavar="DIR", help="policy directory (default: REMEDIATOR_POLICIES_DIR, policies/)"
+    )
+
+
+def _load_policies(directory: Path) -> list[Policy]:
+    """Every policy of ``directory``; a directory with none is a mistake (RemediatorError), as in a reload."""
+    policies = load_dir(directory, SPECS)
+    if not policies:
+        raise RemediatorError(f"{directory}: no policy (no *.yaml or *.yml file with one)")
+    return policies
+
+
+def _daemon_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT, https with TLS_CERT)",
+    )
+    parser.add_argument(
+        "--token",
+        help="the API token (default: the daemon's own: REMEDIATOR_SERVER__TOKEN, __TOKEN_FILE or "
+        "<state_dir>/token; prefer those: other users can read a flag in ps)",
+    )
+
+
+def _api(args: argparse.Namespace) -> ApiClient:
+    """The running daemon's API at --url (default: where the settings say it listens), with --token or the
+    token the daemon uses (server.auth.webhook_token: the variable, the token file, or <state_dir>/token)."""
+    settings = _settings(args)
+    token = args.token or webhook_token(settings, generate=False)
+    return ApiClient.for_daemon(settings, token, args.url)
+
+
+def _hint(exc: ApiError) -> str:
+    """What to try when a call to the daemon failed."""
+    if exc.status is None and "cannot reach" in exc.message:
+        return " (is `remediator serve` running there? --url names another daemon)"
+    if exc.status == 401:
+        return " (the token must be the daemon's: --token, REMEDIATOR_SERVER__TOKEN or __TOKEN_FILE)"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# serve, check, simulate
+
+
+@subcommand
+def _serve_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "serve",
+        "run the daemon (the Alertmanager webhook target)",
+        "  remediator serve\n  remediator serve --policies /etc/remediator/policies --host 0.0.0.0 --port 9095\n"
+        "  REMEDIATOR_SERVER__TOKEN=s3cret REMEDIATOR_DOCKER__HOST=unix:///run/docker.sock remediator serve",
+    )
+    _policies_arg(p)
+    p.add_argument("--host", help="listen address (default: REMEDIATOR_SERVER__HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default: REMEDIATOR_SERVER__PORT, 9095)")
+    p.add_argument("--log-format", choices=["text", "json"], help="log as text (default) or JSON lines")
+    p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -61,6 +200,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         settings = settings.model_copy(update={"server": server})
     setup_logs(args.log_format or settings.log.format, settings.log.level)
+    try:
+        empty = not load_dir(settings.policies_dir, SPECS)
+    except (PolicyError, ConfigError):
+        empty = False  # serve refuses the set itself, with the reason
+    if empty:
+        logging.getLogger("remediator").warning(
+            "no policy in %s: every alert is recorded as unmatched and nothing runs; add policy files and "
+            "run `remediator reload`",
+            settings.policies_dir,
+        )
     try:
         asyncio.run(serve(settings))
     except OSError as exc:
@@ -74,11 +223,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@subcommand
+def _check_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "check",
+        "validate policy files; exit 1 with file:line: reason on a mistake, or when there is no policy",
+        "  remediator check                       the directory of REMEDIATOR_POLICIES_DIR (policies/)\n"
+        "  remediator check policies/\n  remediator check --policies policies/      the same",
+    )
+    p.add_argument("dir", nargs="?", help="policy directory, the same as --policies")
+    _policies_arg(p)
+    p.set_defaults(func=cmd_check)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.dir and args.policies and Path(args.dir) != Path(args.policies):
+        raise RemediatorError(f"two policy directories: {args.dir} and --policies {args.policies}")
+    args.policies = args.dir or args.policies
     settings = _settings(args)
-    directory = Path(args.dir) if args.dir else settings.policies_dir
     try:
-        policies = load_dir(directory, SPECS)
+        policies = _load_policies(settings.policies_dir)
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -87,24 +252,29 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"ok  {policy.name:<28} {policy.source}\n    {steps}")
     for missing in unknown_notifiers(policies, settings):
         print(f"warning: escalation target not configured (escalations go to the log): {missing}")
-    print(f"{len(policies)} policies valid in {directory}")
+    print(f"{len(policies)} policies valid in {settings.policies_dir}")
     return 0
+
+
+@subcommand
+def _simulate_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "simulate",
+        "show what a webhook payload would trigger, acting on nothing",
+        "  remediator simulate tests/fixtures/alertmanager_v4_firing.json\n"
+        "  remediator simulate --policies my-policies/ - < alert.json",
+    )
+    p.add_argument("payload", help="an Alertmanager webhook JSON file, or - for standard input")
+    _policies_arg(p)
+    p.set_defaults(func=cmd_simulate)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
-        policies = load_dir(settings.policies_dir, SPECS)
-        # Bounded like the webhook's body: a payload that big is not one Alertmanager sends.
-        limit = settings.server.max_body_bytes
-        if args.payload == "-":
-            raw = sys.stdin.buffer.read(limit + 1)
-        else:
-            with Path(args.payload).open("rb") as file:
-                raw = file.read(limit + 1)
-        if len(raw) > limit:
-            raise OSError(f"{args.payload} is over {limit} bytes (REMEDIATOR_SERVER__MAX_BODY_BYTES)")
-        notification = Notification.model_validate_json(raw)
+        policies = _load_policies(settings.policies_dir)
+        notification = _read_payload(args.payload, settings.server.max_body_bytes)
     except (PolicyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -112,71 +282,417 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"error: {args.payload} is not an Alertmanager webhook v4 payload:\n{exc}", file=sys.stderr)
         return 1
     for alert in notification.alerts:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
-        print(f"alert {alert.name} [{alert.status}] {{{labels}}}")
-        match = match_alert(policies, alert.labels)
-        if match is None:
-            print("  no policy matches: recorded as unmatched, nothing runs")
-            continue
-        print(f"  policy  {match.policy.name} ({match.policy.source})")
-        if alert.status == "resolved":
-            print("  resolved: closes the open incident of this target and cancels its pending steps")
-        elif match.refused:
-            print(f"  REFUSED {match.refused}\n  -> escalates at once; no backend is called")
-        else:
-            print(f"  target  {match.policy.target.kind} {match.target}")
-            for index, step in enumerate(match.policy.steps, start=1):
-                extra = ""
-                if step.verify is not None:
-                    what = "resolved" if step.verify.resolved_within_s is not None else "checks hold"
-                    extra = f", verify: {what} within {step.verify.window_s:g}s, attempts {step.attempts}"
-                params = f" {json.dumps(step.params)}" if step.params else ""
-                print(f"  {index}. {step.kind} {step.name}{params}{extra}")
+        print("\n".join(simulate_alert(alert, policies)))
     print("(simulation: nothing was executed)")
     return 0
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _read_payload(name: str, limit: int) -> Notification:
+    """The webhook payload in file ``name`` (``-``: standard input), bounded like the webhook's body."""
+    if name == "-":
+        raw = sys.stdin.buffer.read(limit + 1)
+    else:
+        with Path(name).open("rb") as file:
+            raw = file.read(limit + 1)
+    if len(raw) > limit:
+        raise OSError(f"{name} is over {limit} bytes (REMEDIATOR_SERVER__MAX_BODY_BYTES)")
+    return Notification.model_validate_json(raw)
 
 
-async def _incidents(args: argparse.Namespace, settings: Settings) -> int:
-    store = build_store(settings)
-    await store.open()
-    try:
-        if args.action == "show":
-            incident = await store.get_incident(args.id)
-            if incident is None:
-                print(f"error: no incident {args.id}", file=sys.stderr)
-                return 1
-            print(
-                f"incident {incident.id}: {incident.policy} on {incident.target}, {incident.status}, "
-                f"severity {incident.severity or '-'}, opened {_when(incident.opened_at)}"
-            )
-            if incident.reason:
-                print(f"reason: {incident.reason}")
-            print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(incident.labels.items())))
-            steps = await store.steps(incident.id)
-            for entry in incident_timeline(steps, await store.audit_trail(incident.id)):
-                print(
-                    f"{entry['at'][:19].replace('T', ' ')}  {entry['kind']:<20} {json.dumps(entry['detail'], sort_keys=True)}"
-                )
-        else:
-            for incident in await store.list_incidents(limit=args.limit):
-                print(
-                    f"{incident.id:>6}  {incident.status:<9} {_when(incident.opened_at)}  "
-                    f"{incident.policy:<24} {incident.target}  {incident.reason}"
-                )
-    finally:
-        await store.close()
-    return 0
+def simulate_alert(alert: Alert, policies: list[Policy]) -> list[str]:
+    """What the daemon would do with one alert, as lines: the policy that takes it, the target, the ladder."""
+    labels = ",".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+    lines = [f"alert {alert.name} [{alert.status}] {{{labels}}}"]
+    match = match_alert(policies, alert.labels)
+    if match is None:
+        return [*lines, "  no policy matches: recorded as unmatched, nothing runs"]
+    lines.append(f"  policy  {match.policy.name} ({match.policy.source})")
+    if alert.status == "resolved":
+        return [*lines, "  resolved: closes the open incident of this target and cancels its pending steps"]
+    if match.refused:
+        return [*lines, f"  REFUSED {match.refused}", "  -> escalates at once; no backend is called"]
+    lines.append(f"  target  {match.policy.target.kind} {match.target}")
+    for index, step in enumerate(match.policy.steps, start=1):
+        extra = ""
+        if step.verify is not None:
+            what = "resolved" if step.verify.resolved_within_s is not None else "checks hold"
+            extra = f", verify: {what} within {step.verify.window_s:g}s, attempts {step.attempts}"
+        params = f" {json.dumps(step.params)}" if step.params else ""
+        lines.append(f"  {index}. {step.kind} {step.name}{params}{extra}")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# incidents
+
+
+@subcommand
+def _incidents_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "incidents",
+        "list the running daemon's incidents, or show one with its timeline",
+        "  remediator incidents                         the latest 50\n"
+        "  remediator incidents list --status active --limit 10\n"
+        "  remediator incidents show 7\n"
+        "  remediator incidents -o json | jq '.incidents[].target'",
+    )
+    p.add_argument(
+        "action", nargs="?", choices=["list", "show"], default="list", help="list (default) or show"
+    )
+    p.add_argument("id", nargs="?", type=int, help="incident id (for show)")
+    p.add_argument("--status", choices=STATUSES, help="only incidents in this state")
+    p.add_argument("--limit", type=int, default=50, help="how many to list, newest first (default 50)")
+    _output_arg(p)
+    _daemon_args(p)
+    p.set_defaults(func=cmd_incidents)
+
+
+def pending_approval(timeline: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The approval request an incident's ``timeline`` leaves unanswered: step, requested_at, expires_at (unix
+    seconds) and on_timeout (``deny`` or ``proceed``); None when there is none."""
+    pending: dict[str, Any] | None = None
+    for event in timeline:
+        detail = event.get("detail") or {}
+        if event.get("kind") == "approval_requested":
+            requested = float(detail.get("requested_at") or datetime.fromisoformat(event["at"]).timestamp())
+            pending = {
+                "step": str(detail.get("step", "")),
+                "requested_at": requested,
+                "expires_at": requested + float(detail.get("timeout_s") or 0),
+                "on_timeout": detail.get("on_timeout") or "deny",
+            }
+        elif event.get("kind") in ("approved", "denied") and pending is not None:
+            answered = detail.get("requested_at")
+            if answered is None or float(answered) == pending["requested_at"]:
+                pending = None
+    return pending
+
+
+def _approval_reason(incident: dict[str, Any]) -> str:
+    approval = incident["pending_approval"]
+    silence = "it runs" if approval["on_timeout"] == "proceed" else "it is denied and escalated"
+    return (
+        f"{approval['step']} on {incident['target']} waits for approval: `remediator approve|deny "
+        f"{incident['id']}`; unanswered at {_when(approval['expires_at'])} UTC, {silence}"
+    )
+
+
+def _with_approval(
+    api: ApiClient, incident: dict[str, Any], timeline: Sequence[dict[str, Any]] | None
+) -> None:
+    """Mark an active incident that waits for a person: ``pending_approval``, and its status shown as such."""
+    if incident.get("status") != "active":
+        return
+    if timeline is None:
+        timeline = api.get(f"/api/incidents/{incident['id']}").get("timeline", [])
+    approval = pending_approval(timeline)
+    if approval is not None:
+        incident["pending_approval"] = approval
+
+
+def _shown_status(incident: dict[str, Any]) -> str:
+    return "awaiting approval" if "pending_approval" in incident else str(incident["status"])
+
+
+def _shown_reason(incident: dict[str, Any]) -> str:
+    return _approval_reason(incident) if "pending_approval" in incident else str(incident.get("reason", ""))
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    if args.action == "show" and args.id is None:
-        print("error: incidents show needs an incident id", file=sys.stderr)
-        return 2
-    return asyncio.run(_incidents(args, _settings(args)))
+    if args.action == "show":
+        if args.id is None:
+            raise RemediatorError("incidents show needs an incident id")
+        return _incident_show(_api(args), args.id, args.output)
+    api = _api(args)
+    found: list[dict[str, Any]] = api.get("/api/incidents", status=args.status, limit=args.limit)["incidents"]
+    for incident in found:
+        _with_approval(api, incident, None)
+    if args.output == "json":
+        print_json({"incidents": found})
+        return 0
+    fleet = any(i.get("host", "default") != "default" for i in found)
+    headers = ["ID", "STATUS", "OPENED (UTC)", "POLICY", *(["HOST"] if fleet else []), "TARGET", "REASON"]
+    rows = [
+        [
+            i["id"],
+            _shown_status(i),
+            _when(i["opened_at"]),
+            i["policy"],
+            *([i.get("host", "")] if fleet else []),
+            i["target"],
+            _shown_reason(i),
+        ]
+        for i in found
+    ]
+    print(table(headers, rows))
+    if not found:
+        print(f"(no {args.status + ' ' if args.status else ''}incidents)")
+    return 0
+
+
+def _incident_show(api: ApiClient, incident_id: int, output: str) -> int:
+    incident = api.get(f"/api/incidents/{incident_id}")
+    _with_approval(api, incident, incident.get("timeline", []))
+    if output == "json":
+        print_json(incident)
+        return 0
+    host = incident.get("host", "default")
+    print(
+        f"incident {incident['id']}: {incident['policy']} on {incident['target']}"
+        f"{f' (host {host})' if host != 'default' else ''}, {_shown_status(incident)}, "
+        f"severity {incident.get('severity') or '-'}, opened {_when(incident['opened_at'])} UTC"
+    )
+    reason = _shown_reason(incident)
+    if reason:
+        print(f"{'approval' if 'pending_approval' in incident else 'reason'}: {reason}")
+    print("labels: " + ", ".join(f"{k}={v}" for k, v in sorted(incident.get("labels", {}).items())))
+    print(
+        table(
+            ["AT (UTC)", "WHAT", "DETAIL"],
+            (
+                [e["at"][:19].replace("T", " "), e["kind"], json.dumps(e["detail"], sort_keys=True)]
+                for e in incident.get("timeline", [])
+            ),
+        )
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# status, pause, resume, reload
+
+
+@subcommand
+def _status_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "status",
+        "paused?, dry run?, open incidents, intake backlog and breakers of the running daemon",
+        "  remediator status\n  remediator status -o json\n"
+        "  remediator status --url https://remediator.internal:9095",
+    )
+    _output_arg(p)
+    _daemon_args(p)
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _api(args).get("/api/status")
+    if args.output == "json":
+        print_json(status)
+        return 0
+    rows: list[list[object]] = [
+        [
+            "automation",
+            "PAUSED: no action runs; alerts are still recorded and escalated (`remediator resume`)"
+            if status.get("paused")
+            else "running",
+        ],
+        [
+            "dry run",
+            "on: every decision is recorded, no action is executed" if status.get("dry_run") else "off",
+        ],
+        ["open incidents", status.get("open_incidents")],
+        ["intake backlog", status.get("backlog")],
+    ]
+    breakers: dict[str, Any] = status.get("breakers") or {}
+    tripped = {name: state for name, state in breakers.items() if state != "closed"}
+    rows.append(["breakers", f"{len(breakers)}, {len(tripped)} not closed" if breakers else "none yet"])
+    known = {"paused", "dry_run", "open_incidents", "backlog", "breakers"}
+    rows += [
+        [k.replace("_", " "), v]
+        for k, v in sorted(status.items())
+        if k not in known and not isinstance(v, (dict, list))
+    ]
+    print(table(None, rows))
+    if tripped:
+        print()
+        print(table(["BREAKER", "STATE"], sorted(tripped.items())))
+    return 0
+
+
+@subcommand
+def _control_parsers(sub: Subparsers) -> None:
+    for name, text, example in (
+        ("pause", "kill switch: stop every action now (alerts are still recorded and escalated)", "pause"),
+        ("resume", "undo pause", "resume"),
+        (
+            "reload",
+            "load the policy files again (a broken set is refused; the policies in force stay)",
+            "check && remediator reload",
+        ),
+    ):
+        p = _parser(
+            sub, name, text, f"  remediator {example}\n  remediator {name} --url http://10.0.0.5:9095"
+        )
+        _daemon_args(p)
+        p.set_defaults(func=cmd_control)
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    if args.command == "reload":
+        answer = _api(args).post("/-/reload")
+        print(f"{answer['policies']} policies in force (version {answer['version']})")
+        return 0
+    answer = _api(args).post(f"/api/{args.command}")
+    print(
+        "automation paused: no action runs; alerts are still recorded and escalated"
+        if answer["paused"]
+        else "automation resumed"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# policies, hosts, approve, deny
+
+
+@subcommand
+def _policies_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "policies",
+        "list the daemon's policies with their mode; switch one between shadow and enforce",
+        "  remediator policies\n  remediator policies shadow high-error-rate     record, do not act\n"
+        "  remediator policies promote high-error-rate    act again",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "promote", "shadow"], default="list")
+    p.add_argument("name", nargs="?", help="the policy (for promote and shadow)")
+    _output_arg(p)
+    _daemon_args(p)
+    p.set_defaults(func=cmd_policies)
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        listed = _api(args).get("/api/policies")
+        if args.output == "json":
+            print_json(listed)
+            return 0
+        rows = []
+        for p in listed["policies"]:
+            mode = p["mode"] + (f" (file says {p['file_mode']})" if p["mode"] != p["file_mode"] else "")
+            rows.append([p["name"], mode + (", dry run" if p.get("dry_run") else ""), p["source"]])
+        print(table(["POLICY", "MODE", "SOURCE"], rows))
+        return 0
+    if not args.name:
+        raise RemediatorError(f"policies {args.action} needs a policy name")
+    answer = _api(args).post(f"/api/policies/{args.name}/{args.action}")
+    print(f"policy {answer['policy']} is now {answer['mode']}")
+    return 0
+
+
+@subcommand
+def _hosts_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "hosts",
+        "the Docker hosts the daemon acts on: reachable?, engine version, breaker, latency",
+        "  remediator hosts\n  remediator hosts -o json",
+    )
+    _output_arg(p)
+    _daemon_args(p)
+    p.set_defaults(func=cmd_hosts)
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    try:
+        listed = _api(args).get("/api/hosts")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise RemediatorError(f"{exc.url}: this daemon has no host listing (an older version)") from exc
+        raise
+    if args.output == "json":
+        print_json(listed)
+        return 0
+    rows = [
+        [
+            h.get("name"),
+            h.get("url"),
+            {True: "yes", False: "NO"}.get(h.get("reachable"), "?"),
+            h.get("engine_version"),
+            h.get("breaker"),
+            "" if h.get("latency_ms") is None else f"{h['latency_ms']:.0f} ms",
+            _when(h["checked_at"]) if isinstance(h.get("checked_at"), (int, float)) else h.get("checked_at"),
+            h.get("last_error"),
+        ]
+        for h in listed["hosts"]
+    ]
+    headers = ["HOST", "URL", "REACHABLE", "ENGINE", "BREAKER", "LATENCY", "CHECKED (UTC)", "LAST ERROR"]
+    print(table(headers, rows))
+    return 0
+
+
+@subcommand
+def _decide_parsers(sub: Subparsers) -> None:
+    for name, text in (
+        ("approve", "let a step waiting for approval act"),
+        ("deny", "refuse it (the incident escalates)"),
+    ):
+        p = _parser(
+            sub, name, text, f"  remediator incidents --status active    find it\n  remediator {name} 7"
+        )
+        p.add_argument("id", type=int, help="the incident id")
+        _daemon_args(p)
+        p.set_defaults(func=cmd_decide)
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    answer = _api(args).post(f"/api/incidents/{args.id}/{args.command}")
+    print(f"incident {answer['incident_id']}: {'approved' if answer['approved'] else 'denied'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# drill, store, healthcheck
+
+
+@subcommand
+def _drill_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "drill",
+        "inject the failure a policy covers and time detection, action and recovery",
+        "  remediator drill database-down --target sms-db\n"
+        "  remediator drill high-error-rate --target web --alertmanager http://127.0.0.1:9093",
+        description="Stops the target container (or posts a synthetic alert, per the policy's drill: section), "
+        "then follows the running daemon's incident and reports against the policy's success criteria. "
+        "Exit 0 when it passed.",
+    )
+    p.add_argument("policy", help="the policy to rehearse")
+    p.add_argument("--target", required=True, help="what to break; must pass the policy's allow list")
+    p.add_argument("--alertmanager", metavar="URL", help="Alertmanager, for drills that post an alert")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds (default: criteria + 30)")
+    _policies_arg(p)
+    _daemon_args(p)
+    p.set_defaults(func=cmd_drill)
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    policies = {p.name: p for p in load_dir(settings.policies_dir, SPECS)}
+    policy = policies.get(args.policy)
+    if policy is None:
+        raise RemediatorError(f"no policy {args.policy!r} (have: {', '.join(sorted(policies))})")
+    report = asyncio.run(
+        run_drill(settings, policy, args.target, _api(args), args.alertmanager, args.timeout)
+    )
+    print(report.render())
+    return 0 if report.passed else 1
+
+
+@subcommand
+def _store_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "store",
+        "what the store holds: rows per table and its size on disk",
+        "  remediator store stats\n  REMEDIATOR_STORE__URL=postgresql://... remediator store stats -o json",
+    )
+    p.add_argument("action", nargs="?", choices=["stats"], default="stats")
+    _output_arg(p)
+    p.set_defaults(func=cmd_store)
 
 
 async def _store_stats(settings: Settings) -> dict[str, Any]:
@@ -189,70 +705,47 @@ async def _store_stats(settings: Settings) -> dict[str, Any]:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    stats = asyncio.run(_store_stats(_settings(args)))
-    if args.output == "json":
-        print(json.dumps(stats, indent=2, sort_keys=True))
-        return 0
-    for table, rows in stats["tables"].items():
-        print(f"{table:<16} {rows:>12} rows")
-    print(f"{'size on disk':<16} {stats['size_bytes']:>12} bytes ({stats['size_bytes'] / 2**20:.1f} MiB)")
-    return 0
-
-
-def _daemon(args: argparse.Namespace) -> ApiClient:
-    """The running daemon's API at --url (default: REMEDIATOR_SERVER__HOST/PORT), with the token the daemon
-    uses (REMEDIATOR_SERVER__TOKEN, the token file, or <state_dir>/token)."""
     settings = _settings(args)
-    url = args.url or f"http://{settings.server.host}:{settings.server.port}"
-    return ApiClient(url, webhook_token(settings, generate=False))
-
-
-def cmd_control(args: argparse.Namespace) -> int:
-    if args.command == "status":
-        print(json.dumps(_daemon(args).get("/api/status"), indent=2, sort_keys=True))
-    elif args.command == "reload":
-        answer = _daemon(args).post("/-/reload")
-        print(f"{answer['policies']} policies in force (version {answer['version']})")
-    else:
-        answer = _daemon(args).post(f"/api/{args.command}")
-        print(
-            "automation paused: no action runs; alerts are still recorded and escalated"
-            if answer["paused"]
-            else "automation resumed"
+    if settings.store.url is None and not settings.store_path.exists():
+        # Opening it would create an empty one here: say where none was found instead.
+        raise RemediatorError(
+            f"no store at {settings.store_path} (REMEDIATOR_STORE__PATH, or REMEDIATOR_STATE_DIR): run this "
+            "with the daemon's settings"
         )
-    return 0
-
-
-def cmd_policies(args: argparse.Namespace) -> int:
-    if args.action == "list":
-        for p in _daemon(args).get("/api/policies")["policies"]:
-            note = f" (file says {p['file_mode']})" if p["mode"] != p["file_mode"] else ""
-            print(f"{p['name']:<28} {p['mode']:<8}{note}  {p['source']}")
+    stats = asyncio.run(_store_stats(settings))
+    if args.output == "json":
+        print_json(stats)
         return 0
-    if not args.name:
-        raise RemediatorError(f"policies {args.action} needs a policy name")
-    answer = _daemon(args).post(f"/api/policies/{args.name}/{args.action}")
-    print(f"policy {answer['policy']} is now {answer['mode']}")
+    rows: list[list[object]] = [[t, f"{n} rows"] for t, n in stats["tables"].items()]
+    rows.append(["size on disk", f"{stats['size_bytes']} bytes ({stats['size_bytes'] / 2**20:.1f} MiB)"])
+    print(table(["TABLE", "ROWS"], rows))
     return 0
 
 
-def cmd_decide(args: argparse.Namespace) -> int:
-    answer = _daemon(args).post(f"/api/incidents/{args.id}/{args.command}")
-    print(f"incident {answer['incident_id']}: {'approved' if answer['approved'] else 'denied'}")
-    return 0
-
-
-def cmd_drill(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    policies = {p.name: p for p in load_dir(settings.policies_dir, SPECS)}
-    policy = policies.get(args.policy)
-    if policy is None:
-        raise RemediatorError(f"no policy {args.policy!r} (have: {', '.join(sorted(policies))})")
-    report = asyncio.run(
-        run_drill(settings, policy, args.target, _daemon(args), args.alertmanager, args.timeout)
+@subcommand
+def _healthcheck_parser(sub: Subparsers) -> None:
+    p = _parser(
+        sub,
+        "healthcheck",
+        "is the daemon here ready? exit 0 if its /readyz says so, else 1 (for HEALTHCHECK)",
+        "  remediator healthcheck\n"
+        '  HEALTHCHECK CMD ["remediator", "healthcheck"]        (Dockerfile)\n'
+        "  remediator healthcheck --url https://10.0.0.5:9095 --timeout 5",
+        description="Asks the local daemon's /readyz where `serve` listens: REMEDIATOR_SERVER__HOST and "
+        "__PORT (a wildcard address is probed on the loopback), over HTTPS when REMEDIATOR_SERVER__TLS_CERT "
+        "is set (the certificate is not checked). Prints one line; exit 0 ready, 1 not (or settings it "
+        "cannot read).",
     )
-    print(report.render())
-    return 0 if report.passed else 1
+    p.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
+    p.add_argument("--host", help="probe this address instead of REMEDIATOR_SERVER__HOST")
+    p.add_argument("--port", type=int, help="probe this port instead of REMEDIATOR_SERVER__PORT")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=HEALTHCHECK_TIMEOUT_S,
+        help=f"seconds to wait for the answer (default {HEALTHCHECK_TIMEOUT_S:g})",
+    )
+    p.set_defaults(func=cmd_healthcheck)
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
@@ -262,41 +755,16 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print("unhealthy: " + "; ".join(_settings_problems(exc)), file=sys.stderr)
         return 1
+    except SettingsError as exc:
+        print("unhealthy: " + "; ".join(_json_problems(exc)), file=sys.stderr)
+        return 1
     health = health_check(settings, args.url, args.host, args.port, args.timeout)
     print(health.line, file=sys.stdout if health.ok else sys.stderr)
     return 0 if health.ok else 1
 
 
-def _healthcheck_parser(sub: Any) -> None:
-    hc = sub.add_parser(
-        "healthcheck",
-        help="is the daemon here ready? exit 0 if its /readyz says so, else 1 (for HEALTHCHECK)",
-        description="Asks the local daemon's /readyz where `serve` listens: REMEDIATOR_SERVER__HOST and "
-        "__PORT (a wildcard address is probed on the loopback), over HTTPS when REMEDIATOR_SERVER__TLS_CERT "
-        "is set (the certificate is not checked). Prints one line; exit 0 ready, 1 not (or settings it "
-        "cannot read).",
-        epilog="examples:\n  remediator healthcheck\n"
-        '  HEALTHCHECK CMD ["remediator", "healthcheck"]        (Dockerfile)\n'
-        "  remediator healthcheck --url https://10.0.0.5:9095 --timeout 5",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    hc.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
-    hc.add_argument("--host", help="probe this address instead of REMEDIATOR_SERVER__HOST")
-    hc.add_argument("--port", type=int, help="probe this port instead of REMEDIATOR_SERVER__PORT")
-    hc.add_argument(
-        "--timeout",
-        type=float,
-        default=HEALTHCHECK_TIMEOUT_S,
-        help=f"seconds to wait for the answer (default {HEALTHCHECK_TIMEOUT_S:g})",
-    )
-    hc.set_defaults(func=cmd_healthcheck)
-
-
-def _store_parser(sub: Any) -> None:
-    store_p = sub.add_parser("store", help="what the store holds: rows per table and its size on disk")
-    store_p.add_argument("action", nargs="?", choices=["stats"], default="stats")
-    store_p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text or JSON")
-    store_p.set_defaults(func=cmd_store)
+# ---------------------------------------------------------------------------------------------------------
+# main
 
 
 def parser() -> argparse.ArgumentParser:
@@ -309,76 +777,8 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"remediator {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve_p = sub.add_parser("serve", help="run the daemon (the Alertmanager webhook target)")
-    serve_p.add_argument("--policies", metavar="DIR", help="policy directory (default: policies/)")
-    serve_p.add_argument("--host", help="listen address (default 127.0.0.1)")
-    serve_p.add_argument("--port", type=int, help="listen port (default 9095)")
-    serve_p.add_argument("--log-format", choices=["text", "json"], help="log as text (default) or JSON lines")
-    serve_p.set_defaults(func=cmd_serve)
-
-    check_p = sub.add_parser(
-        "check", help="validate policy files; exit 1 with file:line: reason on a mistake"
-    )
-    check_p.add_argument("dir", nargs="?", help="policy directory (default: policies/)")
-    check_p.set_defaults(func=cmd_check)
-
-    sim_p = sub.add_parser("simulate", help="show what a webhook payload would trigger, acting on nothing")
-    sim_p.add_argument("payload", help="an Alertmanager webhook JSON file, or - for standard input")
-    sim_p.add_argument("--policies", metavar="DIR", help="policy directory (default: policies/)")
-    sim_p.set_defaults(func=cmd_simulate)
-
-    inc_p = sub.add_parser("incidents", help="list incidents, or show one with its timeline")
-    inc_p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    inc_p.add_argument("id", nargs="?", type=int, help="incident id (for show)")
-    inc_p.add_argument("--limit", type=int, default=50, help="how many to list (default 50)")
-    inc_p.set_defaults(func=cmd_incidents)
-
-    _store_parser(sub)
-    _healthcheck_parser(sub)
-    for name, text in (
-        ("pause", "kill switch: stop every action now (alerts are still recorded and escalated)"),
-        ("resume", "undo pause"),
-        ("status", "paused?, dry-run?, open incidents, breaker states of the running daemon"),
-        ("reload", "load the policy files again (a broken set is refused; the policies in force stay)"),
-    ):
-        ctl = sub.add_parser(name, help=text)
-        ctl.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
-        ctl.set_defaults(func=cmd_control)
-
-    pol = sub.add_parser(
-        "policies", help="list policies with their mode; promote a shadow policy to enforcing"
-    )
-    pol.add_argument("action", nargs="?", choices=["list", "promote", "shadow"], default="list")
-    pol.add_argument("name", nargs="?", help="the policy (for promote and shadow)")
-    pol.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
-    pol.set_defaults(func=cmd_policies)
-
-    for name, text in (
-        ("approve", "let a step waiting for approval act"),
-        ("deny", "refuse it (it escalates)"),
-    ):
-        dec = sub.add_parser(name, help=text)
-        dec.add_argument("id", type=int, help="the incident id")
-        dec.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
-        dec.set_defaults(func=cmd_decide)
-
-    drill = sub.add_parser(
-        "drill",
-        help="inject the failure a policy covers and time detection, action and recovery",
-        description="Stops the target container (or posts a synthetic alert, per the policy's drill: section), "
-        "then follows the running daemon's incident and reports against the policy's success criteria. "
-        "Exit 0 when it passed.",
-    )
-    drill.add_argument("policy", help="the policy to rehearse")
-    drill.add_argument("--target", required=True, help="what to break; must pass the policy's allow list")
-    drill.add_argument("--url", help="the daemon's base URL (default: from REMEDIATOR_SERVER__HOST/PORT)")
-    drill.add_argument("--alertmanager", metavar="URL", help="Alertmanager, for drills that post an alert")
-    drill.add_argument(
-        "--timeout", type=float, help="give up after this many seconds (default: criteria + 30)"
-    )
-    drill.add_argument("--policies", metavar="DIR", help="policy directory (default: policies/)")
-    drill.set_defaults(func=cmd_drill)
+    for add in SUBCOMMANDS:
+        add(sub)
     return top
 
 
@@ -389,6 +789,12 @@ def _settings_problems(exc: ValidationError) -> list[str]:
         f"{problem.get('input')!r}"
         for problem in exc.errors()
     ]
+
+
+def _json_problems(exc: SettingsError) -> list[str]:
+    """A value the settings could not parse (JSON): they name only the top-level field, so find the variable."""
+    environ: dict[str, str | None] = {**dotenv_values(".env"), **os.environ}
+    return json_problems(environ) or [str(exc)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,14 +810,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     except SettingsError as exc:
-        # A value the settings could not parse (JSON): they name only the top-level field, so find the variable.
-        environ: dict[str, str | None] = {**dotenv_values(".env"), **os.environ}
-        for line in json_problems(environ) or [str(exc)]:
+        for line in _json_problems(exc):
             print(f"error: {line}", file=sys.stderr)
         return 2
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ApiError as exc:
+        print(f"error: {exc}{_hint(exc)}", file=sys.stderr)
+        return 1
     except RemediatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -57,17 +58,49 @@ def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
             time.sleep(0.1)
 
 
-def test_help_lists_the_commands() -> None:
+def test_help_lists_the_commands_and_each_has_examples() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("serve", "check", "simulate", "incidents"):
-        assert command in result.stdout
+    for command in ("serve", "check", "simulate", "incidents", "status", "hosts", "healthcheck", "store"):
+        assert f"\n    {command} " in result.stdout or f"\n    {command}\n" in result.stdout, command
+    listing = run("incidents", "--help").stdout
+    assert (
+        "examples:\n  remediator incidents" in listing and "--status {active,escalated,resolved}" in listing
+    )
+    assert "-o {table,json}" in listing and "--url URL" in listing and "--token TOKEN" in listing
 
 
 def test_check_accepts_the_shipped_policies() -> None:
     result = run("check", "policies")
     assert result.returncode == 0, result.stderr
     assert "database-down" in result.stdout and "policies valid" in result.stdout
+
+
+def test_check_and_simulate_take_the_directory_the_same_way(tmp_path: Path) -> None:
+    (tmp_path / "only.yaml").write_text(
+        "name: only-one\nmatch: [alertname = DatabaseDown]\n"
+        "target: {kind: container, from_label: container, allow: [sms-db]}\nsteps:\n  - escalate: log\n"
+    )
+    by_flag = run("check", "--policies", str(tmp_path))
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert "only-one" in by_flag.stdout and f"1 policies valid in {tmp_path}" in by_flag.stdout
+    assert run("check", str(tmp_path)).stdout == by_flag.stdout
+    by_variable = run("check", env={"REMEDIATOR_POLICIES_DIR": str(tmp_path)})
+    assert by_variable.stdout == by_flag.stdout
+    twice = run("check", "policies", "--policies", str(tmp_path))
+    assert twice.returncode == 1 and "two policy directories" in twice.stderr
+    simulated = run("simulate", "--policies", str(tmp_path), str(FIXTURES / "alertmanager_v4_firing.json"))
+    assert simulated.returncode == 0, simulated.stderr
+    assert "policy  only-one" in simulated.stdout and "1. escalate log" in simulated.stdout
+
+
+def test_check_and_simulate_refuse_a_directory_with_no_policy(tmp_path: Path) -> None:
+    (tmp_path / "README.txt").write_text("not a policy\n")
+    checked = run("check", str(tmp_path))
+    assert checked.returncode == 1
+    assert checked.stderr == f"error: {tmp_path}: no policy (no *.yaml or *.yml file with one)\n"
+    simulated = run("simulate", "--policies", str(tmp_path), str(FIXTURES / "alertmanager_v4_firing.json"))
+    assert simulated.returncode == 1 and "no policy" in simulated.stderr
 
 
 def test_check_refuses_a_broken_file_with_file_line_and_reason(tmp_path: Path) -> None:
@@ -101,7 +134,7 @@ def test_simulate_refuses_a_bad_payload() -> None:
     assert result.returncode == 1 and "not an Alertmanager webhook v4 payload" in result.stderr
 
 
-def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored(tmp_path: Path) -> None:
+def test_serve_answers_then_drains_on_sigterm_and_the_commands_call_it(tmp_path: Path) -> None:
     env = {
         "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
         "REMEDIATOR_SERVER__TOKEN": TOKEN,
@@ -122,20 +155,40 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
         paused = run("pause", "--url", url, env=env)
         assert paused.returncode == 0 and "automation paused" in paused.stdout, paused.stderr
         status = run("status", "--url", url, env=env)
-        assert status.returncode == 0 and json.loads(status.stdout)["paused"] is True
+        assert status.returncode == 0, status.stderr
+        assert "automation      PAUSED: no action runs" in status.stdout
+        assert json.loads(run("status", "-o", "json", "--url", url, env=env).stdout)["paused"] is True
         assert "automation resumed" in run("resume", "--url", url, env=env).stdout
-        assert json.loads(run("status", "--url", url, env=env).stdout)["paused"] is False
+        assert json.loads(run("status", "-o", "json", "--url", url, env=env).stdout)["paused"] is False
+        assert "automation      running\n" in run("status", "--url", url, env=env).stdout
         listed = run("policies", "--url", url, env=env)
-        assert listed.returncode == 0 and "database-down" in listed.stdout and "enforce" in listed.stdout
+        assert listed.returncode == 0 and listed.stdout.startswith("POLICY ")
+        assert "database-down" in listed.stdout and "enforce" in listed.stdout
         shadowed = run("policies", "shadow", "high-error-rate", "--url", url, env=env)
         assert "policy high-error-rate is now shadow" in shadowed.stdout
         relisted = run("policies", "list", "--url", url, env=env).stdout
-        assert "high-error-rate              shadow   (file says enforce)" in relisted
+        assert re.search(r"\nhigh-error-rate +shadow \(file says enforce\) +policies/", relisted), relisted
+        as_json = json.loads(run("policies", "-o", "json", "--url", url, env=env).stdout)
+        assert {p["name"]: p["mode"] for p in as_json["policies"]}["high-error-rate"] == "shadow"
         assert "now enforce" in run("policies", "promote", "high-error-rate", "--url", url, env=env).stdout
         nothing = run("approve", "1", "--url", url, env=env)
         assert nothing.returncode == 1 and "no pending approval" in nothing.stderr
         denied = run("pause", "--url", url, env={**env, "REMEDIATOR_SERVER__TOKEN": "wrong"})
-        assert denied.returncode == 1 and "401" in denied.stderr
+        assert denied.returncode == 1 and "401" in denied.stderr and "--token" in denied.stderr
+        incidents = run("incidents", "list", "--url", url, env=env)
+        assert incidents.returncode == 0, incidents.stderr
+        assert incidents.stdout.splitlines()[0].split() == [
+            "ID",
+            "STATUS",
+            "OPENED",
+            "(UTC)",
+            "POLICY",
+            "TARGET",
+            "REASON",
+        ]
+        assert "high-error-rate" in incidents.stdout and "escalated" in incidents.stdout
+        shown = run("incidents", "show", "1", "--url", url, env=env)
+        assert shown.returncode == 0 and "opened" in shown.stdout and "outside the allow list" in shown.stdout
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -146,12 +199,8 @@ def test_serve_answers_then_drains_on_sigterm_and_incidents_lists_what_it_stored
     logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any("listening" in entry["msg"] for entry in logs)
     assert any(entry["msg"].startswith("stopping") for entry in logs)
-
-    listed = run("incidents", "list", env=env)
-    assert listed.returncode == 0
-    assert "high-error-rate" in listed.stdout and "escalated" in listed.stdout
-    shown = run("incidents", "show", "1", env=env)
-    assert shown.returncode == 0 and "opened" in shown.stdout and "outside the allow list" in shown.stdout
+    gone = run("incidents", "--url", url, env=env)
+    assert gone.returncode == 1 and "is `remediator serve` running there?" in gone.stderr
 
 
 def test_the_cli_finds_the_token_where_the_daemon_does_with_only_a_token_file_set(tmp_path: Path) -> None:
@@ -164,7 +213,7 @@ def test_the_cli_finds_the_token_where_the_daemon_does_with_only_a_token_file_se
     }
     proc, port = start_serve(env)
     try:
-        status = run("status", "--url", f"http://127.0.0.1:{port}", env=env)
+        status = run("status", "-o", "json", "--url", f"http://127.0.0.1:{port}", env=env)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["paused"] is False
         other = tmp_path / "other.secret"
@@ -197,7 +246,7 @@ def test_simulate_refuses_a_payload_larger_than_the_webhook_takes(tmp_path: Path
 
 
 def test_a_bad_setting_is_one_line_and_exit_2_on_every_command(tmp_path: Path) -> None:
-    for command in (["check", str(REPO / "policies")], ["incidents"], ["serve"]):
+    for command in (["check", str(REPO / "policies")], ["incidents"], ["serve"], ["status"]):
         done = subprocess.run(
             [sys.executable, "-m", "remediator", *command],
             capture_output=True,
