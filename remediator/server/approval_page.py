@@ -206,7 +206,8 @@ def _what_runs(link: _Link) -> str:
     if link.step is not None and link.step.verify is not None:
         rows.append(("Then", f"checks that the alert resolves within {link.step.verify.window_s:g} s"))
     items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows)
-    return f'<section aria-label="What would run"><h2>What would run</h2><dl>{items}</dl></section>'
+    heading = "What would run" if link.request.open_at(link.now) else "The step"
+    return f'<section aria-label="{heading}"><h2>{heading}</h2><dl>{items}</dl></section>'
 
 
 def _silence(link: _Link) -> str:
