@@ -716,9 +716,8 @@ def cmd_store(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(stats)
         return 0
-    rows: list[list[object]] = [[t, f"{n} rows"] for t, n in stats["tables"].items()]
-    rows.append(["size on disk", f"{stats['size_bytes']} bytes ({stats['size_bytes'] / 2**20:.1f} MiB)"])
-    print(table(["TABLE", "ROWS"], rows))
+    print(table(["TABLE", "ROWS"], stats["tables"].items()))
+    print(f"size on disk: {stats['size_bytes']} bytes ({stats['size_bytes'] / 2**20:.1f} MiB)")
     return 0
 
 

@@ -260,3 +260,10 @@ def test_a_bad_setting_is_one_line_and_exit_2_on_every_command(tmp_path: Path) -
             "error: REMEDIATOR_SERVER__PORT: Input should be a valid integer, unable to parse string as an"
             " integer: 'abc'"
         ], command
+
+
+def test_store_stats_creates_no_store_where_there_is_none(tmp_path: Path) -> None:
+    done = run("store", "stats", cwd=tmp_path, env={"REMEDIATOR_STATE_DIR": str(tmp_path / "state")})
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: no store at {tmp_path / 'state' / 'remediator.sqlite3'} ")
+    assert list(tmp_path.iterdir()) == []
