@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from aiohttp import web
 from helpers import REPO, TOKEN, settings_env
-from realparts import Alertmanager, DockerDaemon, free_port
+from realparts import Alertmanager, DockerDaemon, Prometheus, free_port
 
 from remediator.api_client import ApiClient
 from remediator.app import App
+from remediator.drill import DrillReport, run_drill
 from remediator.settings import Settings
 
 STAND_IN_NGINX = """#!/bin/sh
@@ -178,3 +181,127 @@ async def test_proxy_down_with_a_good_config_reloads_and_the_http_check_sees_it_
     assert verified and "http: " in verified[0]["detail"]["evidence"], incident["timeline"]
     assert _reloaded(docker_daemon)
     assert 0 < timings["detected"] <= timings["acted"] <= timings["settled"] <= timings["resolved"] < 90
+
+
+# ---------------------------------------------------------------------------------------------------------
+# service-down: `remediator drill` stops the application container; a real Prometheus sees it down through
+# the shipped ServiceDown rule. The database's health comes from a STAND-IN for postgres_exporter served by
+# this test (`pg_up 1` or `pg_up 0`, job "databases"): with the database up the restart runs and the drill
+# recovers; with it down the healthy floor holds the restart and the incident is escalated without acting
+# (the dependency is acted on by database-down, not the symptom).
+
+
+async def _stand_in_pg_exporter(pg_up: int) -> tuple[web.AppRunner, int]:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=f"pg_up {pg_up}\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def _service_down_drill(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+    *,
+    pg_up: int,
+) -> DrillReport:
+    web_port = free_port()
+    script = (
+        "/bin/busybox mkdir -p /www && echo 'ok 1' > /www/metrics && "
+        f"exec /bin/busybox httpd -f -p 127.0.0.1:{web_port} -h /www"
+    )
+    await asyncio.to_thread(
+        docker_daemon.run_container, "backend", command=["/bin/sh", "-c", script], network_mode="host"
+    )
+    exporter, pg_port = await _stand_in_pg_exporter(pg_up)
+    policy = yaml.safe_load((REPO / "policies" / "service-down.yaml").read_text())
+    policy["healthy_floor"]["hold_s"] = 3  # 120 as shipped
+    policy["drill"] = {"detect_within_s": 30, "recover_within_s": 60}
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "service-down.yaml").write_text(yaml.safe_dump(policy))
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules" / "runbooks.yml").read_text())
+    [rule] = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "ServiceDown"]
+    rule["for"] = "0s"  # 2m as shipped
+    port = free_port()
+    am = alertmanager_factory(f"http://127.0.0.1:{port}/alerts", TOKEN)
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "800ms", "evaluation_interval": "1s"},
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.url.removeprefix("http://")]}]}]},
+        "scrape_configs": [
+            {
+                "job_name": "services",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{web_port}"], "labels": {"container": "backend"}}
+                ],
+            },
+            {"job_name": "databases", "static_configs": [{"targets": [f"127.0.0.1:{pg_port}"]}]},
+        ],
+    }
+    prometheus = prometheus_factory(
+        yaml.safe_dump(config),
+        rule_files=[("rules.yml", yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))],
+    )
+    env = settings_env(
+        tmp_path,
+        REMEDIATOR_POLICIES_DIR=str(directory),
+        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
+        REMEDIATOR_PROMETHEUS__URL=prometheus.url,
+        REMEDIATOR_SERVER__PORT=str(port),
+    )
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    app = App(settings)
+    await app.start()
+    try:
+        await asyncio.sleep(2.5)  # a first scrape of the healthy targets
+        report = await run_drill(
+            settings, app.policies[0], "backend", ApiClient(f"http://127.0.0.1:{port}", TOKEN), timeout_s=60
+        )
+        print(report.render())
+        return report
+    finally:
+        await app.stop()
+        await exporter.cleanup()
+
+
+async def test_service_down_drill_restarts_the_application_when_its_database_is_up(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    report = await _service_down_drill(
+        tmp_path, monkeypatch, docker_daemon, alertmanager_factory, prometheus_factory, pg_up=1
+    )
+    assert report.injected == "stop_container"
+    assert report.outcome == "resolved" and report.passed, report.render()
+    assert report.detected_s is not None and report.acted_s is not None and report.recovered_s is not None
+    assert docker_daemon.client.containers.get("backend").status == "running"
+
+
+async def test_service_down_drill_never_restarts_the_application_while_its_database_is_down(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    report = await _service_down_drill(
+        tmp_path, monkeypatch, docker_daemon, alertmanager_factory, prometheus_factory, pg_up=0
+    )
+    assert report.outcome.startswith("escalated") and "healthy floor does not hold" in report.outcome, (
+        report.render()
+    )
+    assert report.acted_s is None and not report.passed
+    assert docker_daemon.client.containers.get("backend").status == "exited"  # left for a person
