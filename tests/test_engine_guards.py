@@ -125,7 +125,7 @@ async def test_a_failing_backend_opens_its_breaker_then_a_probe_closes_it(
         rig.send(alert(container=name, fingerprint=name))
         await eventually(lambda n=name: any(p["target"] == n for _, p in rig.notifier.sent))
     assert rig.gate.circuits.get("backend:test").status == "open"
-    assert rig.metrics.breaker_state.labels("backend:test")._value.get() == 2
+    assert rig.metrics.breaker_state.labels("backend:test", "")._value.get() == 2
 
     rig.send(alert(container="db-c", fingerprint="db-c"))
     await eventually(lambda: len(rig.notifier.sent) == 3)
@@ -143,7 +143,7 @@ async def test_a_failing_backend_opens_its_breaker_then_a_probe_closes_it(
     rig.send(alert(container="db-d", fingerprint="db-d"))
     await eventually(lambda: "db-d" in rig.restart.calls)
     await eventually(lambda: rig.gate.circuits.get("backend:test").status == "closed")
-    assert rig.metrics.breaker_state.labels("backend:test")._value.get() == 0
+    assert rig.metrics.breaker_state.labels("backend:test", "")._value.get() == 0
     trail = [a.kind for a in await rig.store.audit_trail()]
     assert "breaker_open" in trail and "breaker_half_open" in trail and "breaker_closed" in trail
 

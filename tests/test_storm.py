@@ -107,7 +107,7 @@ async def test_a_storm_restarts_exactly_what_the_limits_allow(
     assert len(refused) == 4 and {r["reason"] for r in refused} == {"budget"}
     escalated = {r.json["target"] for r in capture_server.requests}
     assert escalated == set(TARGETS) - set(restarted)
-    assert app.metrics.actions.labels("storm", "act", "container.restart", "ok")._value.get() == 6
+    assert app.metrics.actions.labels("storm", "act", "container.restart", "ok", "default")._value.get() == 6
     assert app.metrics.refusals.labels("storm", "budget")._value.get() == 4
     assert app.metrics.alerts_received.labels("StormAlert", "firing")._value.get() == 10_000
 

@@ -30,9 +30,17 @@ from remediator.domain.outcomes import Outcome
 from remediator.domain.policies import Policy, Step
 from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate, backend_key, target_key
-from remediator.errors import LateCall, LeaseLost, PermanentActionError, StoreError, TemporaryActionError
+from remediator.errors import (
+    LateCall,
+    LeaseLost,
+    PermanentActionError,
+    StoreError,
+    TargetRefused,
+    TemporaryActionError,
+)
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
+from remediator.policy.matching import host_of
 from remediator.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -524,6 +532,16 @@ class Runner:
             raise PermanentActionError(
                 f"target {incident.target!r} is not admitted by policy {policy.name!r} (allow list or safe-name"
                 " fence): no backend call names it"
+            )
+        try:
+            # The host too, from the alert's own labels, as intake read it (the policy may have been reloaded).
+            host = host_of(policy, incident.labels)
+        except TargetRefused as exc:
+            raise PermanentActionError(f"host {incident.host!r} is no longer admitted: {exc}") from exc
+        if host != incident.host:
+            raise PermanentActionError(
+                f"policy {policy.name!r} now names host {host!r} for this alert, not {incident.host!r}: no backend"
+                " call is made"
             )
         fence = current_fence.get()
         if fence is None:
