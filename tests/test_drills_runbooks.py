@@ -12,16 +12,18 @@ verification see the proxy back.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 from aiohttp import web
 from helpers import REPO, TOKEN, settings_env
-from realparts import Alertmanager, DockerDaemon, Prometheus, free_port
+from realparts import Alertmanager, DockerDaemon, Postgres, Prometheus, free_port
 
 from remediator.api_client import ApiClient
 from remediator.app import App
@@ -305,3 +307,121 @@ async def test_service_down_drill_never_restarts_the_application_while_its_datab
     )
     assert report.acted_s is None and not report.passed
     assert docker_daemon.client.containers.get("backend").status == "exited"  # left for a person
+
+
+# ---------------------------------------------------------------------------------------------------------
+# slow-queries: a real PostgreSQL runs a query for a minute as the application's role (and one as a superuser);
+# a STAND-IN for postgres_exporter served by this test reads pg_stat_activity from that server and reports
+# pg_stat_activity_max_tx_duration; a real Prometheus evaluates the shipped rule (its 300 s threshold and the
+# policy's running_s cut to 2 s); the shipped policy cancels the application's query (the session stays
+# connected: a cancel, not the runbook's terminate) and leaves the superuser's alone.
+
+LONGEST_ACTIVE = (
+    "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0) FROM pg_stat_activity"
+    " WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+
+
+async def test_slow_queries_drill_cancels_the_applications_long_query_and_the_incident_resolves(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres: Postgres,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    admin = await asyncpg.connect(postgres.dsn)
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'app'"):
+            await admin.execute("CREATE ROLE app LOGIN")
+    finally:
+        await admin.close()
+
+    async def metrics(_: web.Request) -> web.Response:
+        conn = await asyncpg.connect(postgres.dsn)
+        try:
+            longest = await conn.fetchval(LONGEST_ACTIVE)
+        finally:
+            await conn.close()
+        return web.Response(
+            text=f'pg_stat_activity_max_tx_duration{{datname="postgres",state="active"}} {float(longest)}\n'
+        )
+
+    exporter_app = web.Application()
+    exporter_app.router.add_get("/metrics", metrics)
+    exporter = web.AppRunner(exporter_app)
+    await exporter.setup()
+    exporter_port = free_port()
+    await web.TCPSite(exporter, "127.0.0.1", exporter_port).start()
+
+    policy = yaml.safe_load((REPO / "policies" / "slow-queries.yaml").read_text())
+    [act] = [s for s in policy["steps"] if s.get("act") == "postgres.cancel_long_queries"]
+    act["with"]["running_s"] = 2  # 300 as shipped
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "slow-queries.yaml").write_text(yaml.safe_dump(policy))
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules" / "runbooks.yml").read_text())
+    [rule] = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "PostgresSlowQueries"]
+    assert rule["expr"].rstrip().endswith("> 300")
+    rule["expr"], rule["for"] = rule["expr"].rstrip().removesuffix("> 300") + "> 2", "0s"
+
+    port = free_port()
+    am = alertmanager_factory(f"http://127.0.0.1:{port}/alerts", TOKEN, group_by=["alertname", "db"])
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "800ms", "evaluation_interval": "1s"},
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.url.removeprefix("http://")]}]}]},
+        "scrape_configs": [
+            {
+                "job_name": "databases",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{exporter_port}"], "labels": {"db": "orders-db"}}
+                ],
+            }
+        ],
+    }
+    prometheus = prometheus_factory(
+        yaml.safe_dump(config),
+        rule_files=[("rules.yml", yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))],
+    )
+    env = settings_env(
+        tmp_path,
+        REMEDIATOR_POLICIES_DIR=str(directory),
+        REMEDIATOR_POSTGRES__TARGETS=json.dumps({"orders-db": {"dsn": postgres.dsn}}),
+        REMEDIATOR_DOCKER__HOST="unix:///nonexistent.sock",
+        REMEDIATOR_PROMETHEUS__URL=prometheus.url,
+        REMEDIATOR_SERVER__PORT=str(port),
+    )
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    app = App(Settings())
+    await app.start()
+    app_conn = await asyncpg.connect(postgres.dsn.replace("postgres@", "app@", 1))
+    super_conn = await asyncpg.connect(postgres.dsn)
+    try:
+        started = time.monotonic()
+        slow = asyncio.create_task(app_conn.fetchval("SELECT pg_sleep(60)"))
+        superuser = asyncio.create_task(super_conn.fetchval("SELECT pg_sleep(8)"))
+        with pytest.raises(asyncpg.exceptions.QueryCanceledError):
+            await asyncio.wait_for(slow, 45)
+        cancelled = time.monotonic() - started
+        assert await app_conn.fetchval("SELECT 1") == 1  # cancelled, not terminated: the session stays
+        assert await asyncio.wait_for(superuser, 20) is None  # a superuser's query is never touched
+        api = ApiClient(f"http://127.0.0.1:{port}", TOKEN)
+        incident: dict[str, Any] = {}
+        while time.monotonic() - started < 60:
+            [incident] = (await asyncio.to_thread(api.get, "/api/incidents?limit=10"))["incidents"]
+            if incident["status"] in ("resolved", "escalated"):
+                break
+            await asyncio.sleep(0.25)
+        incident = await asyncio.to_thread(api.get, f"/api/incidents/{incident['id']}")
+        print(
+            f"cancelled after {cancelled:.1f}s; {incident['status']} after {time.monotonic() - started:.1f}s"
+        )
+        assert incident["status"] == "resolved", incident
+        steps = [(s["name"], s["status"]) for s in incident["steps"]]
+        assert steps == [("postgres.activity", "ok"), ("postgres.cancel_long_queries", "ok")], steps
+        assert "pg_sleep(60)" in incident["steps"][0]["detail"]  # the query's text is the evidence
+    finally:
+        await app_conn.close()
+        await super_conn.close()
+        await app.stop()
+        await exporter.cleanup()
