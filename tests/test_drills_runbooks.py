@@ -30,6 +30,8 @@ from remediator.app import App
 from remediator.drill import DrillReport, run_drill
 from remediator.settings import Settings
 
+MiB = 1 << 20
+
 STAND_IN_NGINX = """#!/bin/sh
 # A stand-in for nginx in a busybox test container. It is not nginx.
 case "$1" in
@@ -425,3 +427,174 @@ async def test_slow_queries_drill_cancels_the_applications_long_query_and_the_in
         await super_conn.close()
         await app.stop()
         await exporter.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole chain for one shipped policy and its shipped rule (`for:` cut to 0s), on the session's dockerd.
+
+
+async def _chain(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+    *,
+    policy: str,
+    alertname: str,
+    targets: list[dict[str, Any]],
+) -> tuple[App, ApiClient]:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / f"{policy}.yaml").write_text((REPO / "policies" / f"{policy}.yaml").read_text())
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules" / "runbooks.yml").read_text())
+    [rule] = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == alertname]
+    rule["for"] = "0s"
+    port = free_port()
+    am = alertmanager_factory(f"http://127.0.0.1:{port}/alerts", TOKEN)
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "800ms", "evaluation_interval": "1s"},
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.url.removeprefix("http://")]}]}]},
+        "scrape_configs": targets,
+    }
+    prometheus = prometheus_factory(
+        yaml.safe_dump(config),
+        rule_files=[("rules.yml", yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))],
+    )
+    env = settings_env(
+        tmp_path,
+        REMEDIATOR_POLICIES_DIR=str(directory),
+        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
+        REMEDIATOR_PROMETHEUS__URL=prometheus.url,
+        REMEDIATOR_SERVER__PORT=str(port),
+    )
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    app = App(Settings())
+    await app.start()
+    return app, ApiClient(f"http://127.0.0.1:{port}", TOKEN)
+
+
+async def _settled(api: ApiClient, timeout_s: float = 60) -> tuple[dict[str, Any], float]:
+    started = time.monotonic()
+    incident: dict[str, Any] = {}
+    while time.monotonic() - started < timeout_s:
+        listed = (await asyncio.to_thread(api.get, "/api/incidents?limit=10"))["incidents"]
+        if listed:
+            incident = await asyncio.to_thread(api.get, f"/api/incidents/{listed[0]['id']}")
+            if incident["status"] in ("resolved", "escalated"):
+                break
+        await asyncio.sleep(0.25)
+    return incident, time.monotonic() - started
+
+
+# backup-stale: sira-backend holds a STAND-IN for /app/scripts/backup_db.sh (busybox: it "backs up" nothing)
+# which, as the policy requires of the real script, publishes backup_last_success_timestamp_seconds on
+# success; here through busybox httpd in the container, scraped by a real Prometheus. The last success starts
+# two days old; the shipped rule fires, the policy runs the script once, the metric is fresh, the alert
+# resolves.
+
+STAND_IN_BACKUP = """#!/bin/sh
+# A stand-in for a backup script in a busybox test container: it backs up nothing.
+echo "backup_last_success_timestamp_seconds $(date +%s)" > /www/metrics
+echo "backup written (stand-in)"
+"""
+
+
+async def test_backup_stale_drill_reruns_the_backup_script_once_and_the_alert_resolves(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    port = free_port()
+    two_days_ago = int(time.time()) - 2 * 86400
+    script = (
+        f"mkdir -p /app/scripts /www && cat > /app/scripts/backup_db.sh <<'EOF'\n{STAND_IN_BACKUP}EOF\n"
+        "chmod +x /app/scripts/backup_db.sh\n"
+        f"echo 'backup_last_success_timestamp_seconds {two_days_ago}' > /www/metrics\n"
+        f"exec /bin/busybox httpd -f -p 127.0.0.1:{port} -h /www\n"
+    )
+    await asyncio.to_thread(
+        docker_daemon.run_container, "sira-backend", command=["/bin/sh", "-c", script], network_mode="host"
+    )
+    targets = [
+        {
+            "job_name": "backups",
+            "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"container": "sira-backend"}}],
+        }
+    ]
+    app, api = await _chain(
+        tmp_path,
+        monkeypatch,
+        docker_daemon,
+        alertmanager_factory,
+        prometheus_factory,
+        policy="backup-stale",
+        alertname="BackupTooOld",
+        targets=targets,
+    )
+    try:
+        incident, took = await _settled(api)
+        print(f"{incident.get('status')} after {took:.1f}s")
+        assert incident["status"] == "resolved", incident
+        [step] = incident["steps"]
+        assert (step["name"], step["status"]) == ("container.exec", "ok")
+        assert "backup written (stand-in)" in step["detail"]
+    finally:
+        await app.stop()
+
+
+# container-memory-high: a STAND-IN for cAdvisor served by this test reports the `backend` container at 95% of
+# its memory limit until the container is restarted (its StartedAt changes), and at 10% after: the leak a
+# restart clears. A real Prometheus evaluates the shipped rule; the policy restarts the container once.
+
+
+async def test_container_memory_high_drill_restarts_the_leaking_container_and_the_alert_resolves(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    await asyncio.to_thread(docker_daemon.run_container, "backend")
+    leaking_since = docker_daemon.started_at("backend")
+
+    async def metrics(_: web.Request) -> web.Response:
+        started = await asyncio.to_thread(docker_daemon.started_at, "backend")
+        used = 95 if started == leaking_since else 10
+        series = 'name="backend",id="/docker/backend",image="remediator-test/busybox"'
+        text = (
+            f"container_memory_working_set_bytes{{{series}}} {used * MiB}\n"
+            f"container_spec_memory_limit_bytes{{{series}}} {100 * MiB}\n"
+        )
+        return web.Response(text=text)
+
+    stand_in = web.Application()
+    stand_in.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(stand_in)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    targets = [{"job_name": "cadvisor", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
+    app, api = await _chain(
+        tmp_path,
+        monkeypatch,
+        docker_daemon,
+        alertmanager_factory,
+        prometheus_factory,
+        policy="container-memory-high",
+        alertname="ContainerMemoryHigh",
+        targets=targets,
+    )
+    try:
+        incident, took = await _settled(api)
+        print(f"{incident.get('status')} after {took:.1f}s")
+        assert incident["status"] == "resolved", incident
+        steps = [(s["name"], s["status"]) for s in incident["steps"]]
+        assert steps == [("container.logs", "ok"), ("container.restart", "ok")], steps
+        assert docker_daemon.started_at("backend") != leaking_since
+    finally:
+        await app.stop()
+        await runner.cleanup()
