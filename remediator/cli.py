@@ -29,7 +29,7 @@ from remediator.actions.catalogue import SPECS
 from remediator.api_client import ApiClient, ApiError
 from remediator.app import serve, unknown_notifiers
 from remediator.domain.alerts import Alert, Notification
-from remediator.domain.policies import Policy
+from remediator.domain.policies import DOCKER_KINDS, Policy
 from remediator.drill import run_drill
 from remediator.env_check import json_problems
 from remediator.env_check import warnings as env_warnings
@@ -281,8 +281,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"error: {args.payload} is not an Alertmanager webhook v4 payload:\n{exc}", file=sys.stderr)
         return 1
+    hosts = settings.docker.fleet().keys()
     for alert in notification.alerts:
-        print("\n".join(simulate_alert(alert, policies)))
+        print("\n".join(simulate_alert(alert, policies, frozenset(hosts))))
     print("(simulation: nothing was executed)")
     return 0
 
@@ -299,11 +300,12 @@ def _read_payload(name: str, limit: int) -> Notification:
     return Notification.model_validate_json(raw)
 
 
-def simulate_alert(alert: Alert, policies: list[Policy]) -> list[str]:
-    """What the daemon would do with one alert, as lines: the policy that takes it, the target, the ladder."""
+def simulate_alert(alert: Alert, policies: list[Policy], hosts: frozenset[str] | None = None) -> list[str]:
+    """What the daemon would do with one alert, as lines: the policy that takes it, the target and its Docker
+    host (checked against ``hosts``, the configured ones, when given), the ladder."""
     labels = ",".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
     lines = [f"alert {alert.name} [{alert.status}] {{{labels}}}"]
-    match = match_alert(policies, alert.labels)
+    match = match_alert(policies, alert.labels, hosts)
     if match is None:
         return [*lines, "  no policy matches: recorded as unmatched, nothing runs"]
     lines.append(f"  policy  {match.policy.name} ({match.policy.source})")
@@ -312,6 +314,8 @@ def simulate_alert(alert: Alert, policies: list[Policy]) -> list[str]:
     if match.refused:
         return [*lines, f"  REFUSED {match.refused}", "  -> escalates at once; no backend is called"]
     lines.append(f"  target  {match.policy.target.kind} {match.target}")
+    if match.policy.target.kind in DOCKER_KINDS:
+        lines.append(f"  host    {match.host}")
     for index, step in enumerate(match.policy.steps, start=1):
         extra = ""
         if step.verify is not None:
@@ -664,6 +668,16 @@ def _drill_parser(sub: Subparsers) -> None:
     p.add_argument("--target", required=True, help="what to break; must pass the policy's allow list")
     p.add_argument("--alertmanager", metavar="URL", help="Alertmanager, for drills that post an alert")
     p.add_argument("--timeout", type=float, help="give up after this many seconds (default: criteria + 30)")
+    p.add_argument(
+        "--host",
+        help="the Docker host of the target (REMEDIATOR_DOCKER__HOSTS; default: the policy's own, or default)",
+    )
+    p.add_argument(
+        "--host-label",
+        metavar="VALUE",
+        help="the host label's value in a synthetic alert, for a policy that reads its host through a pattern"
+        " (e.g. web-1:9100; default: the host's name)",
+    )
     _policies_arg(p)
     _daemon_args(p)
     p.set_defaults(func=cmd_drill)
@@ -676,7 +690,16 @@ def cmd_drill(args: argparse.Namespace) -> int:
     if policy is None:
         raise RemediatorError(f"no policy {args.policy!r} (have: {', '.join(sorted(policies))})")
     report = asyncio.run(
-        run_drill(settings, policy, args.target, _api(args), args.alertmanager, args.timeout)
+        run_drill(
+            settings,
+            policy,
+            args.target,
+            _api(args),
+            args.alertmanager,
+            args.timeout,
+            host=args.host,
+            host_label=args.host_label,
+        )
     )
     print(report.render())
     return 0 if report.passed else 1

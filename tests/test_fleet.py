@@ -197,16 +197,10 @@ async def test_each_alert_restarts_its_own_host_only(
     for name in ("local", "db-1"):
         await asyncio.to_thread(am.fire, labels("sms-db", f"{name}:9100"))
     for name in ("local", "db-1"):
-        daemon = fleet.daemons[name]
-        await eventually(
-            lambda d=daemon: asyncio.to_thread(lambda: d.started_at("sms-db") != before[name]), timeout=30
-        )
+        await eventually(lambda n=name: changed(fleet.daemons[n], "sms-db", before[n]), timeout=30)
     assert await asyncio.to_thread(fleet.daemons["web-1"].started_at, "sms-db") == before["web-1"]
     await asyncio.to_thread(am.fire, labels("sms-db", "web-1:9100"))
-    daemon = fleet.daemons["web-1"]
-    await eventually(
-        lambda: asyncio.to_thread(lambda: daemon.started_at("sms-db") != before["web-1"]), timeout=30
-    )
+    await eventually(lambda: changed(fleet.daemons["web-1"], "sms-db", before["web-1"]), timeout=30)
 
     # The same container name on three hosts: three incidents, one restart on each host, none twice.
     found = await incidents_of(app, "sms-db")
@@ -327,3 +321,57 @@ async def test_a_dead_host_opens_only_its_own_breaker(
 async def _all_escalated(app: App, ids: list[int]) -> bool:
     found = [await app.store.get_incident(i) for i in ids]
     return all(i is not None and i.status == "escalated" for i in found)
+
+
+async def test_a_drill_breaks_the_target_on_the_host_it_names(
+    start_app: Callable[..., Any], fleet: Fleet, capture_server: CaptureServer
+) -> None:
+    """``remediator drill POLICY --target app-7 --host db-1``: the container stops on db-1 (through TLS) and on
+    no other host; the monitoring (this test) raises the alert, remediator restarts it there, the drill passes."""
+    from helpers import alert, notification, post_alerts
+
+    from remediator.api_client import ApiClient
+    from remediator.drill import run_drill
+    from remediator.errors import RemediatorError
+    from remediator.settings import Settings
+
+    for daemon in fleet.daemons.values():
+        await asyncio.to_thread(daemon.run_container, "app-7")
+    app = await start(start_app, fleet, capture_server)
+    settings, policy = Settings(), app.policies[0]
+    api = ApiClient(f"http://127.0.0.1:{app.port}", TOKEN)
+    with pytest.raises(RemediatorError, match="give --host"):
+        await run_drill(settings, policy, "app-7", api)
+    with pytest.raises(RemediatorError, match="outside the host allow list"):
+        await run_drill(settings, policy, "app-7", api, host="spare", host_label="spare:9100")
+    with pytest.raises(RemediatorError, match="names host"):
+        await run_drill(settings, policy, "app-7", api, host="db-1", host_label="web-1:9100")
+    db = fleet.daemons["db-1"]
+    firing = notification(alert("AppDown", fingerprint="d7", container="app-7", instance="db-1:9100"))
+
+    async def monitoring() -> None:
+        state = lambda: db.client.api.inspect_container("app-7")["State"]  # noqa: E731
+        await eventually(lambda: asyncio.to_thread(lambda: not state()["Running"]), timeout=30)
+        stopped_at = await asyncio.to_thread(lambda: state()["StartedAt"])
+        await post_alerts(app.port, [firing])
+        await eventually(
+            lambda: asyncio.to_thread(lambda: state()["Running"] and state()["StartedAt"] != stopped_at),
+            timeout=30,
+        )
+        resolved = notification(
+            alert("AppDown", status="resolved", fingerprint="d7", container="app-7", instance="db-1:9100")
+        )
+        await post_alerts(app.port, [resolved])
+
+    watcher = asyncio.create_task(monitoring())
+    report = await run_drill(
+        settings, policy, "app-7", api, host="db-1", host_label="db-1:2376", timeout_s=60
+    )
+    await watcher
+    assert report.host == "db-1" and "on host db-1" in report.render()
+    assert report.outcome == "resolved", report.render()
+    for name in ("local", "web-1"):  # the same name elsewhere was never touched
+        state = await asyncio.to_thread(
+            lambda n=name: fleet.daemons[n].client.api.inspect_container("app-7")["State"]
+        )
+        assert state["Running"], name

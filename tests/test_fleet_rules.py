@@ -157,3 +157,36 @@ def test_breaker_metrics_name_their_host() -> None:
     assert breaker_host("container:sms-db") == "default"
     assert breaker_host("backend:postgres") == ""
     assert breaker_host("notify:oncall") == ""
+
+
+def test_simulate_prints_the_host_it_would_use_or_why_not(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from helpers import alert, notification
+
+    (tmp_path / "app.yaml").write_text(POLICY)
+    hosts = {
+        "web-1": {"url": "unix:///nonexistent/web-1.sock"},
+        "db-1": {"url": "unix:///nonexistent/db.sock"},
+    }
+    env = {**os.environ, "REMEDIATOR_DOCKER__HOSTS": json.dumps(hosts)}
+    body = notification(
+        alert("AppDown", fingerprint="a", container="app-1", instance="web-1:9100"),
+        alert("AppDown", fingerprint="b", container="app-1", instance="web-2:9100"),
+    )
+    payload = tmp_path / "alerts.json"
+    payload.write_text(json.dumps(body))
+    done = subprocess.run(
+        [sys.executable, "-m", "remediator", "simulate", "--policies", str(tmp_path), str(payload)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.split("alert AppDown")[1:3]
+    assert "host    web-1" in first and "REFUSED" not in first
+    # web-2 passes the policy's allow list but is not configured here.
+    assert "REFUSED docker host 'web-2' is not configured" in second
