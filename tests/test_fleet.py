@@ -375,3 +375,46 @@ async def test_a_drill_breaks_the_target_on_the_host_it_names(
             lambda n=name: fleet.daemons[n].client.api.inspect_container("app-7")["State"]
         )
         assert state["Running"], name
+
+
+async def test_every_docker_action_goes_to_the_host_it_is_given(fleet: Fleet) -> None:
+    """Diagnoses, exec and Compose through one DockerFleet: each answers from its own host only."""
+    from remediator.actions.catalogue import SPECS, build_actions
+    from remediator.actions.fleet import DockerFleet
+    from remediator.errors import PermanentActionError
+    from remediator.settings import DockerSettings
+
+    labels = {"com.docker.compose.project": "fleetp", "com.docker.compose.service": "svc"}
+    for name, daemon in fleet.daemons.items():
+        await asyncio.to_thread(daemon.run_container, "fleetp_svc_1", labels=labels)
+        await asyncio.to_thread(
+            daemon.run_container,
+            "who",
+            command=["/bin/sh", "-c", f"echo i-am-{name}; exec /bin/busybox sleep 100000"],
+        )
+    await asyncio.to_thread(fleet.daemons["web-1"].run_container, "fleetp_svc_2", labels=labels)
+    hosts = DockerSettings.model_validate({"hosts": json.loads(fleet.settings())})
+    docker_fleet = DockerFleet.from_settings(hosts)
+    try:
+        actions = build_actions(docker_fleet)
+
+        def params(action: str, **values: Any) -> Any:
+            return SPECS[action].params.model_validate(values)
+
+        await asyncio.sleep(0.5)  # the echo reaches the log
+        for name in HOSTS:
+            logs = await actions["container.logs"].run("who", params("container.logs", tail=5), host=name)
+            assert f"i-am-{name}" in logs and all(f"i-am-{o}" not in logs for o in HOSTS if o != name)
+            ran = await actions["container.exec"].run(
+                "who", params("container.exec", argv=["/bin/busybox", "true"]), host=name
+            )
+            assert "exit 0" in ran
+            status = await actions["compose.status"].run(
+                "svc", params("compose.status", project="fleetp"), host=name
+            )
+            replicas = "2" if name == "web-1" else "1"
+            assert f"{replicas}/{replicas}" in status or f"{replicas} " in status, (name, status)
+        with pytest.raises(PermanentActionError, match="not configured"):
+            await actions["container.logs"].run("who", params("container.logs"), host="elsewhere")
+    finally:
+        docker_fleet.close()
