@@ -598,3 +598,61 @@ async def test_container_memory_high_drill_restarts_the_leaking_container_and_th
     finally:
         await app.stop()
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The diagnosis-only policies: the alert goes through a real Alertmanager, the evidence is gathered on a real
+# PostgreSQL / Docker, and a person gets it at once; nothing acts. redis-memory-high's container holds a
+# STAND-IN for redis-cli (busybox has no Redis) that prints an `INFO memory` section.
+
+STAND_IN_REDIS_CLI = """#!/bin/sh
+# A stand-in for redis-cli in a busybox test container: it is not Redis.
+[ "$1 $2" = "INFO memory" ] || { echo "(stand-in) unexpected: $*" >&2; exit 1; }
+printf '# Memory\\nused_memory:1932735283\\nused_memory_human:1.80G\\nmaxmemory:2147483648\\nmaxmemory_policy:noeviction\\n'
+"""
+
+
+async def test_corruption_and_redis_memory_page_at_once_with_the_evidence_and_act_on_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    postgres: Postgres,
+    alertmanager_factory: Callable[..., Alertmanager],
+    capture_server: Any,
+) -> None:
+    script = (
+        f"cat > /bin/redis-cli <<'EOF'\n{STAND_IN_REDIS_CLI}EOF\n"
+        "chmod +x /bin/redis-cli\nexec /bin/busybox sleep 100000\n"
+    )
+    await asyncio.to_thread(docker_daemon.run_container, "redis", command=["/bin/sh", "-c", script])
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    for name in ("database-corruption", "redis-memory-high"):
+        (directory / f"{name}.yaml").write_text((REPO / "policies" / f"{name}.yaml").read_text())
+    env = settings_env(
+        tmp_path,
+        REMEDIATOR_POLICIES_DIR=str(directory),
+        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
+        REMEDIATOR_POSTGRES__TARGETS=json.dumps({"orders-db": {"dsn": postgres.dsn}}),
+        REMEDIATOR_ESCALATION__TARGETS=json.dumps({"oncall": {"url": f"{capture_server.url}/hook"}}),
+    )
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    app = App(Settings())
+    await app.start()
+    try:
+        am = alertmanager_factory(f"http://127.0.0.1:{app.port}/alerts", TOKEN, group_by=["alertname"])
+        am.fire({"alertname": "PostgresChecksumFailure", "severity": "critical", "db": "orders-db"})
+        am.fire({"alertname": "RedisMemoryHigh", "severity": "warning", "container": "redis"})
+        captured = await capture_server.wait_for(2, timeout=30)
+        sent = {r.json["policy"]: r.json for r in captured}
+        assert set(sent) == {"database-corruption", "redis-memory-high"}
+        corruption, redis = sent["database-corruption"], sent["redis-memory-high"]
+        assert (corruption["priority"], corruption["status"]) == ("P1", "escalated")
+        assert [s["kind"] for s in corruption["steps"]] == ["diagnose"]
+        assert corruption["evidence"][0]["name"] == "postgres.activity"
+        assert "client connections" in corruption["evidence"][0]["detail"], corruption["evidence"]
+        assert [s["kind"] for s in redis["steps"]] == ["diagnose"] and redis["status"] == "escalated"
+        assert "maxmemory_policy:noeviction" in redis["evidence"][0]["detail"], redis["evidence"]
+    finally:
+        await app.stop()
