@@ -229,8 +229,9 @@ def _check_parser(sub: Subparsers) -> None:
         sub,
         "check",
         "validate policy files; exit 1 with file:line: reason on a mistake, or when there is no policy",
-        "  remediator check                       the directory of REMEDIATOR_POLICIES_DIR (policies/)\n"
-        "  remediator check policies/\n  remediator check --policies policies/      the same",
+        "  remediator check                             REMEDIATOR_POLICIES_DIR's directory (policies/)\n"
+        "  remediator check policies/\n"
+        "  remediator check --policies policies/        the same",
     )
     p.add_argument("dir", nargs="?", help="policy directory, the same as --policies")
     _policies_arg(p)
