@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import resource
 import signal
 from collections.abc import Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -86,6 +88,38 @@ def raise_open_files_limit() -> int:
 def open_files_limit() -> int:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (addresses compared against; nothing binds here)
+
+
+def _loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def unroutable_public_url(public_url: str | None, host: str, link_base: str) -> str | None:
+    """Why the approval links in escalations (built on ``link_base``) would not reach this daemon from another
+    machine, or None: PUBLIC_URL unset while serve listens on a wildcard address (the links would read
+    ``http://0.0.0.0:9095``), or naming a loopback or wildcard address while serve listens beyond the loopback.
+    A daemon that listens on the loopback only is for people on its own machine: no warning."""
+    host = host.strip("[]").lower()
+    if _loopback(host):
+        return None
+    if public_url is None:
+        if host in _WILDCARDS:
+            return (
+                f"REMEDIATOR_SERVER__PUBLIC_URL is unset, so approval links in escalations read {link_base}"
+            )
+        return None
+    named = (urlsplit(public_url).hostname or "").lower()
+    if named in _WILDCARDS or _loopback(named):
+        return f"REMEDIATOR_SERVER__PUBLIC_URL {public_url} names a loopback or wildcard address"
+    return None
 
 
 async def start_http(app: web.Application, settings: Settings) -> HttpServer:
@@ -294,6 +328,13 @@ class App:
         self.port = self._web.port
         scheme = "https" if server.tls_cert is not None else "http"
         self.escalator.public_url = server.public_url or f"{scheme}://{server.host}:{self.port}"
+        unroutable = unroutable_public_url(server.public_url, server.host, self.escalator.public_url)
+        if unroutable is not None:
+            logger.warning(
+                "%s: no one on another machine can open them; set it to the URL people reach remediator at"
+                " (https://remediator.example.com)",
+                unroutable,
+            )
         self._ready = True
         logger.info(
             "remediator listening on %s:%d with %d policies from %s",

@@ -226,12 +226,11 @@ async def _allowlist_proxy(socket_path: Path, allow: Allow, calls: list[tuple[st
     return runner, session, port
 
 
-def _healthcheck_code() -> str:
-    """The python -c program of the Dockerfile's HEALTHCHECK."""
+def _healthcheck_argv() -> list[str]:
+    """The command of the Dockerfile's HEALTHCHECK (exec form)."""
     (healthcheck,) = [i for i in dockerfile_instructions() if i[0] == "HEALTHCHECK"]
-    argv = json.loads(healthcheck[1].split("CMD", 1)[1].strip())
-    assert argv[:2] == ["python", "-c"]
-    return str(argv[2])
+    argv: list[str] = json.loads(healthcheck[1].split("CMD", 1)[1].strip())
+    return argv
 
 
 async def _scenario(docker_daemon: DockerDaemon, state: Path) -> Run:
@@ -280,12 +279,19 @@ async def _scenario(docker_daemon: DockerDaemon, state: Path) -> Run:
             async with http.get(f"{url}/metrics") as r:
                 metrics = await r.text()
 
-        code = _healthcheck_code()
+        command = _healthcheck_argv()
+        assert command[0] == "remediator"
 
         def healthcheck(port: int) -> subprocess.CompletedProcess[str]:
-            env = {**os.environ, "REMEDIATOR_SERVER__PORT": str(port)}
+            # The settings serve reads, as the image's ENV gives them (a wildcard is probed on the loopback).
+            env = {**os.environ, "REMEDIATOR_SERVER__HOST": "0.0.0.0", "REMEDIATOR_SERVER__PORT": str(port)}
             return subprocess.run(
-                [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=20, check=False
+                [sys.executable, "-m", "remediator", *command[1:]],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
             )
 
         up = await asyncio.to_thread(healthcheck, app.port)
@@ -621,6 +627,10 @@ def test_compose_and_swarm_files_are_valid_and_keep_the_socket_behind_the_proxy(
         assert rem["environment"]["REMEDIATOR_STATE_DIR"] == "/run/secrets"
         assert "docker-api" in rem["networks"]
         assert load_yaml(stack)["networks"]["docker-api"]["internal"] is True
+        # The shipped policies verify with Prometheus queries: the stack's Prometheus, on a shared network.
+        assert rem["environment"]["REMEDIATOR_PROMETHEUS__URL"] == "http://prometheus:9090"
+        shared = set(rem["networks"]) & set(services["prometheus"].get("networks", ["default"]))
+        assert shared - {"docker-api"}, (stack.name, "remediator cannot reach prometheus")
 
     services = load_yaml(COMPOSE)["services"]
     for name, service in services.items():
@@ -688,9 +698,17 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert uid.isdigit() and int(uid) != 0, "numeric and non-root, so runAsNonRoot can check it"
     assert [a for k, a in final if k == "EXPOSE"] == ["9095"]
     assert [json.loads(a) for k, a in final if k == "ENTRYPOINT"] == [["remediator"]]
-    assert [json.loads(a) for k, a in final if k == "CMD"] == [["serve", "--host", "0.0.0.0"]]
-    code = _healthcheck_code()
-    assert "urllib" in code and "/healthz" in code
+    # The listen address is in ENV, so any CMD listens beyond the container's loopback; the probe reads it.
+    assert [json.loads(a) for k, a in final if k == "CMD"] == [["serve"]]
+    env = " ".join(a for k, a in final if k == "ENV")
+    assert "REMEDIATOR_SERVER__HOST=0.0.0.0" in env and "REMEDIATOR_SERVER__PORT=9095" in env
+    assert _healthcheck_argv() == ["remediator", "healthcheck"]
+    # The package index is a build argument of the builder; every install is held to requirements.lock.
+    builder_args = {a.split("=", 1)[0] for k, a in builder if k == "ARG"}
+    assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"} <= builder_args
+    assert any(k == "ENV" and "PIP_CONSTRAINT=/src/requirements.lock" in a for k, a in builder)
+    assert any(k == "COPY" and a.split()[0] == "requirements.lock" for k, a in builder)
+    assert not any(k == "ARG" and a.startswith("PIP_") for k, a in final), "the index stays in the builder"
 
     patterns = [
         ln.strip()

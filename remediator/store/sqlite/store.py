@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -46,6 +48,17 @@ T = TypeVar("T")
 
 # One process owns a SQLite file; every store object on that file shares one admission lock.
 _ADMISSION: dict[Path, asyncio.Lock] = {}
+
+
+def owner_only(path: Path) -> None:
+    """Create the store's file readable and writable by its owner only (0600), or make an older one so. It
+    holds webhook bodies, alert labels and escalation payloads. SQLite gives the -wal and -shm files it creates
+    the database file's mode, so they follow; existing ones are tightened here too."""
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                os.chmod(file, 0o600)
 
 
 class SqliteStore(SqliteRetention):
@@ -89,6 +102,7 @@ class SqliteStore(SqliteRetention):
     async def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            owner_only(self.path)
             db = sqlite3.connect(self.path, isolation_level="DEFERRED")
             db.row_factory = sqlite3.Row
             # Only takes on a new, empty file: freed pages can then be given back (retention.py, reclaim).
