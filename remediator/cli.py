@@ -14,6 +14,8 @@ import asyncio
 import json
 import logging
 import os
+import socket
+import ssl
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -210,8 +212,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "run `remediator reload`",
             settings.policies_dir,
         )
+    _check_server_files(settings)
     try:
         asyncio.run(serve(settings))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"REMEDIATOR_SERVER__TLS_CERT/TLS_KEY/TLS_CLIENT_CA: {exc}") from exc
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"REMEDIATOR_SERVER__HOST: cannot resolve {settings.server.host!r}: {exc.strerror or exc}"
+        ) from exc
     except OSError as exc:
         if "bind" not in str(exc):
             raise
@@ -221,6 +230,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{(exc.strerror or str(exc)).rsplit(': ', 1)[-1]}"
         ) from exc
     return 0
+
+
+def _check_server_files(settings: Settings) -> None:
+    """The listener's certificate files can be read (else the TLS library's error names no file)."""
+    server = settings.server
+    for name, path in (
+        ("TLS_CERT", server.tls_cert),
+        ("TLS_KEY", server.tls_key),
+        ("TLS_CLIENT_CA", server.tls_client_ca),
+    ):
+        if path is None:
+            continue
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"REMEDIATOR_SERVER__{name}: cannot read {path}: {exc.strerror or exc}"
+            ) from exc
 
 
 @subcommand
@@ -806,12 +834,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _settings_problems(exc: ValidationError) -> list[str]:
-    """Settings from the environment: one line per problem, named as the user set it."""
-    return [
-        f"REMEDIATOR_{'__'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}: "
-        f"{problem.get('input')!r}"
-        for problem in exc.errors()
-    ]
+    """Settings from the environment: one line per problem, named as the user set it (a part of the settings
+    validated later, e.g. a Docker host, by its model and field)."""
+    lines = []
+    for problem in exc.errors():
+        where = [str(part) for part in problem["loc"]]
+        name = (
+            f"REMEDIATOR_{'__'.join(where).upper()}"
+            if exc.title == "Settings"
+            else f"{exc.title} {'.'.join(where)}"
+        )
+        lines.append(f"{name}: {problem['msg']}: {problem.get('input')!r}")
+    return lines
 
 
 def _json_problems(exc: SettingsError) -> list[str]:
@@ -827,8 +861,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ValidationError as exc:
-        if exc.title != "Settings":
-            raise
+        # The commands catch what they validate themselves (payloads): what is left is configuration, the
+        # settings or a part of them validated when it is used.
         for line in _settings_problems(exc):
             print(f"error: {line}", file=sys.stderr)
         return 2

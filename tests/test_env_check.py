@@ -125,3 +125,40 @@ def test_serve_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert refused.stderr.splitlines()[-1] == (
         f"error: REMEDIATOR_SERVER__HOST/PORT: cannot listen on 127.0.0.1:{port}: address already in use"
     )
+
+
+def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "REMEDIATOR_STATE_DIR": str(tmp_path),
+        "REMEDIATOR_SERVER__PORT": "0",
+        "REMEDIATOR_DOCKER__HOST": "unix:///nonexistent.sock",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "line"),
+    [
+        (
+            "TLS_CERT",
+            "/nonexistent.pem",
+            "REMEDIATOR_SERVER__TLS_CERT: cannot read /nonexistent.pem: No such file",
+        ),
+        ("TLS_CERT", "/etc/hostname", "REMEDIATOR_SERVER__TLS_CERT/TLS_KEY/TLS_CLIENT_CA: [SSL] PEM lib"),
+        ("HOST", "no-such-host.invalid", "REMEDIATOR_SERVER__HOST: cannot resolve 'no-such-host.invalid': "),
+    ],
+)
+def test_serve_names_the_listener_setting_it_cannot_use(
+    tmp_path: Path, setting: str, value: str, line: str
+) -> None:
+    refused = cli("serve", **serve_env(tmp_path, **{f"REMEDIATOR_SERVER__{setting}": value}))
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines()[-1].startswith(f"error: {line}"), refused.stderr
+
+
+def test_a_docker_host_refused_when_used_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    refused = cli("serve", **serve_env(tmp_path, REMEDIATOR_DOCKER__HOST="foo://bar"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    last = refused.stderr.splitlines()[-1]
+    assert last.startswith("error: ") and "'foo://bar'" in last and "unix|tcp|ssh|npipe" in last
