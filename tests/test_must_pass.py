@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_rig import Rig, start
+from engine_rig import Rig, build, start
 from helpers import alert, eventually
 
 from remediator.domain.policies import Policy
+from remediator.engine.leases import LeaseKeeper
 from remediator.errors import PermanentActionError, TemporaryActionError
 
 LOOSE = {
@@ -93,3 +94,26 @@ def test_must_pass_belongs_to_a_diagnose_step() -> None:
                 ],
             }
         )
+
+
+async def test_after_a_crash_a_failed_must_pass_diagnosis_runs_again_and_the_act_never_does(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    policy = gated()
+    first = await build(tmp_path, policy)
+    first.send(alert(container="db"))
+    await first.intake._process([first.intake._queue.get_nowait()])
+    await first.runner.drain(0)  # the "crash" right after the check failed, before the escalation was stored
+    await first.store._run(lambda db: db.execute("DELETE FROM steps"))
+    step_id = await first.store.step_started(1, 0, "diagnose", "container.logs", 1, 1000.0)
+    await first.store.step_finished(step_id, "failed", "nginx: [emerg] bad config", 1001.0)
+    await first.store.close()
+
+    rig = await build(tmp_path, policy)
+    rigs.append(rig)
+    rig.logs.failures = [PermanentActionError("nginx: [emerg] still bad")]
+    keeper = LeaseKeeper(rig.store, rig.runner, rig.escalator, {policy.name: policy}, "local", 15, rig.clock)
+    await keeper.tick()  # the restarted replica claims what it held before the crash
+    await eventually(lambda: rig.notifier.sent)
+    assert rig.logs.calls == ["db"] and rig.restart.calls == []
+    assert "still bad" in str(rig.notifier.sent[0][1])
