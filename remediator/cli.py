@@ -161,7 +161,10 @@ def _api(args: argparse.Namespace) -> ApiClient:
     """The running daemon's API at --url (default: where the settings say it listens), with --token or the
     token the daemon uses (server.auth.webhook_token: the variable, the token file, or <state_dir>/token)."""
     settings = _settings(args)
-    token = args.token or webhook_token(settings, generate=False)
+    try:
+        token = args.token or webhook_token(settings, generate=False)
+    except OSError as exc:  # <state_dir>/token is the daemon's, mode 0600
+        raise RemediatorError(f"cannot read the daemon's token: {exc}; give --token") from exc
     return ApiClient.for_daemon(settings, token, args.url)
 
 
@@ -418,7 +421,12 @@ def _with_approval(
     if incident.get("status") != "active":
         return
     if timeline is None:
-        timeline = api.get(f"/api/incidents/{incident['id']}").get("timeline", [])
+        try:
+            timeline = api.get(f"/api/incidents/{incident['id']}").get("timeline", [])
+        except ApiError as exc:
+            if exc.status != 404:  # deleted meanwhile (retention): listed as it was
+                raise
+            return
     approval = pending_approval(timeline)
     if approval is not None:
         incident["pending_approval"] = approval
