@@ -168,7 +168,7 @@ class Metrics:
         self.paused = Gauge(
             "remediator_paused",
             "1 while the kill switch is on (no action runs; alerts are still recorded and escalated), in the"
-            " shared store.",
+            " shared store (aggregate with max).",
             registry=r,
         )
         self.dry_run = Gauge(

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from aiohttp import web
 from helpers import REPO, TOKEN, alert, notification
-from realparts import LOOPBACK, DockerDaemon, free_port, require
+from realparts import LOOPBACK, DockerDaemon, Prometheus, free_port, require
 
 from remediator.app import App, load_policies
 from remediator.policy.matching import match_alert
@@ -194,6 +194,10 @@ class Run:
     scale_refused: str  # compose.scale behind the default allow list: the error
     scale_calls: list[tuple[str, str, int]]  # ... and behind the extended one: what the proxy saw
     scale_results: list[str]
+    # Every dashboard query as a real Prometheus answered it, scraping the daemon as two replicas would
+    # (two jobs on the one process: the shared store's gauges then arrive twice, as with two replicas).
+    dashboard_answers: dict[str, dict[str, Any]]
+    open_incidents: float
 
 
 async def _allowlist_proxy(socket_path: Path, allow: Allow, calls: list[tuple[str, str, int]]) -> Any:
@@ -278,6 +282,7 @@ async def _scenario(docker_daemon: DockerDaemon, state: Path) -> Run:
             await app.intake.join()
             async with http.get(f"{url}/metrics") as r:
                 metrics = await r.text()
+            answers = await _dashboard_answers(http, app.port)
 
         command = _healthcheck_argv()
         assert command[0] == "remediator"
@@ -322,7 +327,50 @@ async def _scenario(docker_daemon: DockerDaemon, state: Path) -> Run:
         await session.close()
         await runner.cleanup()
     down_check = await asyncio.to_thread(healthcheck, app.port)
-    return Run(metrics, restart_calls, steps, up, down_check, refused, scale_calls, scaled)
+    open_now = app.metrics.registry.get_sample_value("remediator_incidents_open") or 0.0
+    return Run(metrics, restart_calls, steps, up, down_check, refused, scale_calls, scaled, answers, open_now)
+
+
+# The dashboard's variables and Grafana's intervals, as Grafana fills them in ("All" is .*).
+DASHBOARD_VALUES = {
+    "$instance": ".*",
+    "$policy": ".*",
+    "$host": ".*",
+    "$__rate_interval": "30s",
+    "$__range": "1m",
+}
+
+
+def dashboard_expr(expr: str) -> str:
+    for name, value in DASHBOARD_VALUES.items():
+        expr = expr.replace(name, value)
+    return expr
+
+
+async def _dashboard_answers(http: aiohttp.ClientSession, port: int) -> dict[str, dict[str, Any]]:
+    """Each dashboard query's answer from a Prometheus that scraped the daemon a few times, every second."""
+    config = "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n" + "".join(
+        f"  - job_name: remediator-{replica}\n"
+        f"    static_configs: [{{targets: ['{LOOPBACK}:{port}'], labels: {{instance: 'replica-{replica}'}}}}]\n"
+        for replica in ("a", "b")
+    )
+    prometheus = await asyncio.to_thread(Prometheus, config)
+    try:
+
+        async def query(expr: str) -> dict[str, Any]:
+            async with http.get(f"{prometheus.url}/api/v1/query", params={"query": expr}) as r:
+                answer: dict[str, Any] = await r.json()
+                return answer
+
+        # Until each replica was scraped at least three times, so that rate() has samples.
+        for _ in range(200):
+            found = (await query("min(count_over_time(remediator_build_info[1m]))"))["data"]["result"]
+            if found and float(found[0]["value"][1]) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        return {expr: await query(dashboard_expr(expr)) for _, expr in dashboard_targets()}
+    finally:
+        await asyncio.to_thread(prometheus.close)
 
 
 @pytest.fixture(scope="module")
@@ -550,8 +598,85 @@ def test_every_metric_the_dashboard_queries_is_exposed(daemon_run: Run) -> None:
         "remediator_escalations_total",
         "remediator_incidents_open",
         "remediator_time_to_recovery_seconds_bucket",
+        "remediator_paused",
+        "remediator_dry_run",
+        "remediator_intake_backlog",
+        "remediator_outbox_undelivered",
+        "remediator_outbox_oldest_undelivered_age_seconds",
+        "remediator_approvals_pending",
+        "remediator_webhook_duration_seconds_bucket",
+        "remediator_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
     ):
         assert name in queried, f"no panel queries {name}"
+
+
+# Panels that show data as soon as a daemon runs, whatever happened (the others count events).
+ALWAYS_ANSWERED = {
+    "Automation",
+    "Dry run",
+    "Open incidents",
+    "Pending approvals",
+    "Undelivered escalations",
+    "Intake backlog",
+    "Actions run",
+    "Success rate by policy",
+    "Policies loaded",
+    "Version",
+    "Webhook latency",
+    "CPU",
+    "Memory and open files",
+}
+
+
+@pytest.mark.realparts
+def test_every_dashboard_query_runs_on_prometheus_and_two_replicas_are_not_counted_twice(
+    daemon_run: Run,
+) -> None:
+    answers = daemon_run.dashboard_answers
+    for title, expr in dashboard_targets():
+        answer = answers[expr]
+        assert answer["status"] == "success", (title, expr, answer)
+        if title in ALWAYS_ANSWERED:
+            assert answer["data"]["result"], f"{title}: no data for {dashboard_expr(expr)}"
+    # The refused target's incident is still open (escalated): both "replicas" report it, the panel shows 1.
+    assert daemon_run.open_incidents >= 1
+    (stat,) = [e for t, e in dashboard_targets() if t == "Open incidents" and e.startswith("max(")][:1]
+    (sample,) = answers[stat]["data"]["result"]
+    assert float(sample["value"][1]) == daemon_run.open_incidents
+
+
+def test_dashboard_filters_by_its_variables_and_aggregates_shared_gauges_with_max() -> None:
+    from remediator.metrics import Metrics
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("instance", "policy", "host"):
+        assert variables[name]["type"] == "query" and variables[name]["includeAll"], name
+        assert variables[name]["definition"].endswith(f", {name})"), variables[name]
+        assert variables[name]["allValue"] == ".*", "All must match series without the label too"
+        assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    assert variables["host"]["definition"] == "label_values(remediator_actions_total, host)"
+
+    # The store's gauges, as metrics.py documents them: the same on every replica.
+    shared = [m.name for m in Metrics().registry.collect() if "aggregate with max" in m.documentation]
+    assert {"remediator_incidents_open", "remediator_approvals_pending", "remediator_paused"} <= set(shared)
+    for title, expr in dashboard_targets():
+        selectors = re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", expr)
+        assert selectors, (title, expr)
+        for metric, matchers in selectors:
+            assert 'instance=~"$instance"' in matchers, (title, metric)
+            if metric == "remediator_actions_total":
+                # "Actions run" and the rest count remediations only: a diagnosis is not an action run.
+                for matcher in ('kind="act"', 'policy=~"$policy"', 'host=~"$host"'):
+                    assert matcher in matchers, (title, matcher)
+        for name in shared:
+            uses = len(re.findall(rf"\b{name}\b", expr))
+            maxed = len(re.findall(rf"\bmax(?:\s+(?:by|without)\s*\([^)]*\))?\s*\(\s*{name}\b", expr))
+            assert uses == maxed, f"{title}: {name} is the same on every replica; take max, never sum"
 
 
 def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
@@ -559,7 +684,7 @@ def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
     rules = [
         {
             "record": f"dashboard:query_{i}",
-            "expr": expr.replace("$__rate_interval", "1m").replace("$__range", "1h"),
+            "expr": dashboard_expr(expr),
         }
         for i, (_, expr) in enumerate(dashboard_targets())
     ]
@@ -568,17 +693,22 @@ def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
     run([promtool, "check", "rules", str(path)])
 
 
-def test_dashboard_is_provisioned_against_the_provisioned_datasource() -> None:
-    dashboard = json.loads(DASHBOARD.read_text())
+def test_dashboard_is_provisioned_and_picks_its_datasource_by_a_variable() -> None:
+    text = DASHBOARD.read_text()
+    dashboard = json.loads(text)
     assert dashboard["uid"] == "remediator"
     (datasource,) = load_yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")[
         "datasources"
     ]
     assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+    # No uid written in: imported into any Grafana, the dashboard uses the Prometheus chosen in ${datasource}.
+    assert f'"uid": "{datasource["uid"]}"' not in text
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
     for panel in panels:
-        assert panel["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}, panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], panel["title"]
         assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
         assert panel["targets"] and panel.get("description"), panel["title"]
 
