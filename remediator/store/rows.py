@@ -84,3 +84,12 @@ def audit_of(row: Row) -> AuditRecord:
         kind=row["kind"],
         detail=json.loads(row["detail"]),
     )
+
+
+def newer_schema(store: str, version: int, known: int) -> str:
+    """Why a replica refuses a store a newer remediator migrated: it would not know what the new columns mean
+    (an older replica ignoring incidents' ``host`` could act on the wrong Docker host)."""
+    return (
+        f"{store} has schema version {version}; this remediator knows {known}: it was written by a newer"
+        " version, so run that version here too (every replica must be upgraded before new features are used)"
+    )

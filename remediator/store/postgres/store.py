@@ -25,7 +25,7 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
-from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
+from remediator.errors import ConfigError, LeaseLost, StoreDataError, StoreError, StoreUnavailable
 from remediator.store.base import LONGEST_ACTION_S, Firing, History, IntakeEvent, IntakeResult, Resolved
 from remediator.store.postgres.errors import FAILURES, mapped
 from remediator.store.postgres.intake import (
@@ -41,7 +41,7 @@ from remediator.store.postgres.intake import (
 from remediator.store.postgres.outbox import PostgresOutbox
 from remediator.store.postgres.retention import PostgresRetention
 from remediator.store.postgres.schema import ADMISSION_LOCK, MIGRATION_LOCK, MIGRATIONS, count_of, key_lock
-from remediator.store.rows import audit_of, incident_of, step_of, storable
+from remediator.store.rows import audit_of, incident_of, newer_schema, step_of, storable
 
 T = TypeVar("T")
 
@@ -94,6 +94,8 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
                 " NOT NULL DEFAULT now())"
             )
             version = await db.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            if version > len(MIGRATIONS):
+                raise ConfigError(newer_schema("the PostgreSQL store", version, len(MIGRATIONS)))
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 await db.execute(script)
                 await db.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)

@@ -27,9 +27,17 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
-from remediator.errors import LeaseLost, StoreDataError, StoreError, StoreUnavailable
+from remediator.errors import ConfigError, LeaseLost, StoreDataError, StoreError, StoreUnavailable
 from remediator.store.base import LONGEST_ACTION_S, Firing, History, IntakeEvent, IntakeResult, Resolved
-from remediator.store.rows import audit_of, canonical_json, incident_of, outbox_of, step_of, storable
+from remediator.store.rows import (
+    audit_of,
+    canonical_json,
+    incident_of,
+    newer_schema,
+    outbox_of,
+    step_of,
+    storable,
+)
 from remediator.store.sqlite.errors import mapped
 from remediator.store.sqlite.intake import (
     INSERT_AUDIT,
@@ -117,6 +125,9 @@ class SqliteStore(SqliteRetention):
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                db.close()
+                raise ConfigError(newer_schema(str(self.path), version, len(MIGRATIONS)))
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
             self._db = db
