@@ -35,6 +35,7 @@ from remediator.escalation.catalogue import build_notifiers
 from remediator.escalation.log import LogNotifier
 from remediator.metrics import Metrics
 from remediator.policy.loader import load_dir
+from remediator.policy.matching import hosts_out_of_reach
 from remediator.server import Auth, HttpServer, build_app, tls_context, webhook_token
 from remediator.settings import Settings
 from remediator.signing import SignatureChecker
@@ -149,6 +150,8 @@ class App:
         self.metrics = Metrics(CollectorRegistry())
         self.store = build_store(settings)
         self.fleet = DockerFleet.from_settings(settings.docker)
+        if settings.docker.hosts and settings.docker.host:
+            logger.warning("REMEDIATOR_DOCKER__HOST is ignored: REMEDIATOR_DOCKER__HOSTS names the hosts")
         self.actions: dict[str, Action] = build_actions(self.fleet, settings)
         self.notifiers: dict[str, Notifier] = build_notifiers(settings.escalation)
         self.gate = Gate(self.store, settings.guards, self.metrics, clock)
@@ -176,7 +179,8 @@ class App:
             clock,
             retry,
             lease_s=settings.store.lease_s,
-            call_timeout_s=max(backend.timeout_s for _, backend in self.fleet),
+            call_timeout_s=settings.docker.timeout_s,
+            host_timeouts={name: backend.timeout_s for name, backend in self.fleet},
         )
         self.policies: list[Policy] = []
         self._reloading = asyncio.Lock()
@@ -204,6 +208,8 @@ class App:
             )
         for missing in unknown_notifiers(policies, self.settings):
             logger.warning("escalation target not configured, escalations go to the log: %s", missing)
+        for problem in hosts_out_of_reach(policies, self.fleet.names):
+            logger.warning("%s: its alerts will be refused and escalated (REMEDIATOR_DOCKER__HOSTS)", problem)
         return policies
 
     def _in_force(self, policies: list[Policy]) -> dict[str, Any]:

@@ -110,6 +110,18 @@ class DockerHost(BaseModel):
     ``ssh://ops@db-1`` (through the ``ssh`` command, with its own keys and known_hosts)."""
     tls: DockerTLS | None = None
     """Client certificates for ``tcp://``; unset: plain TCP (only on a trusted network)."""
+
+    @field_validator("url")
+    @classmethod
+    def _no_secret_in_url(cls, url: str) -> str:
+        # Refused without repeating the value: it would end in logs, errors and the API.
+        userinfo = url.partition("://")[2].rpartition("@")[0]
+        if ":" in userinfo:
+            raise ValueError("a Docker host URL must not hold a password (ssh: use keys; tcp: use tls)")
+        if "?" in url or "#" in url:
+            raise ValueError("a Docker host URL takes no query or fragment")
+        return url
+
     timeout_s: float = Field(default=60.0, gt=0)
     """Seconds one Docker API call on this host may take before it counts as a temporary failure."""
     threads: int = Field(default=4, ge=1, le=64)

@@ -15,6 +15,7 @@ resolved once and cannot resolve to another container between the lookup and the
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import threading
 import time
@@ -33,7 +34,7 @@ from pydantic import Field
 from remediator.actions.base import Params
 from remediator.domain.fencing import call_deadline, call_guard
 from remediator.errors import ActionError, LateCall, PermanentActionError, TemporaryActionError
-from remediator.settings import DEFAULT_DOCKER_HOST, DockerHost, DockerSettings, DockerTLS
+from remediator.settings import DEFAULT_DOCKER_HOST, DockerHost, DockerSettings, DockerTLS, shown_url
 
 T = TypeVar("T")
 
@@ -202,6 +203,7 @@ class DockerBackend:
         self.timeout_s = timeout_s
         self.tls = tls
         self.health = HostHealth()
+        self._probing = False
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"docker-{host_name}")
         self._slots = asyncio.Semaphore(threads)
         self._client: Any = None
@@ -234,22 +236,33 @@ class DockerBackend:
                         )
                     client = docker.DockerClient(
                         base_url=self.host,
-                        timeout=int(self.timeout_s),
+                        timeout=math.ceil(self.timeout_s),  # the SDK wants whole seconds; never 0
                         tls=tls,
                         use_ssh_client=self.host.startswith("ssh://"),
                         # Negotiated below, once the session is set up: the SDK would ask at construction.
-                        version=docker.constants.MINIMUM_DOCKER_API_VERSION if self.tls else None,
+                        version=docker.constants.MINIMUM_DOCKER_API_VERSION,
                     )
-                    if self.tls is not None:
-                        # requests lets REQUESTS_CA_BUNDLE (set on many machines) replace the configured CA
-                        # for every request: this host's daemon is checked against its own CA, nothing else.
-                        client.api.trust_env = False
-                        api: Any = client.api
+                    # A configured host is reached directly and checked against its own CA: requests would
+                    # otherwise send its calls through HTTP(S)_PROXY/ALL_PROXY, read .netrc, and let
+                    # REQUESTS_CA_BUNDLE replace the configured CA.
+                    client.api.trust_env = False
+                    api: Any = client.api
+                    try:
                         api._version = str(api.version(api_version=False)["ApiVersion"])
+                    except BaseException:
+                        client.close()
+                        raise
                     self._client = client
                 else:
-                    self._client = docker.from_env(timeout=int(self.timeout_s))
+                    self._client = docker.from_env(timeout=math.ceil(self.timeout_s))
             return self._client
+
+    def _redacted(self, error: Exception) -> Exception:
+        """``error`` without the URL's userinfo, should the SDK have echoed the URL (the settings refuse a
+        password in it; this keeps any other userinfo out of steps, escalations and logs too)."""
+        if not self.host or self.host not in str(error) or shown_url(self.host) == self.host:
+            return error
+        return type(error)(str(error).replace(self.host, shown_url(self.host)))
 
     def _drop_client(self) -> None:
         with self._lock:
@@ -258,12 +271,18 @@ class DockerBackend:
             client.close()
 
     async def probe(self) -> HostHealth:
-        """Ask the engine its version once (at start, and for ``remediator hosts``); never raises."""
+        """Ask the engine its version once (at start, and for ``remediator hosts``); never raises. One probe per
+        host at a time: a hung host must not have its threads, which its remediations need, filled with probes."""
+        if self._probing:
+            return self.health
+        self._probing = True
         try:
             version = await self.call("", lambda client: client.version())
             self.health.engine_version = str(version.get("Version", ""))
         except ActionError:
             pass  # recorded in self.health by call()
+        finally:
+            self._probing = False
         return self.health
 
     async def call(self, target: str, fn: Callable[[Any], T], extra_timeout_s: float = 0) -> T:
@@ -282,7 +301,7 @@ class DockerBackend:
             except LateCall:
                 raise
             except Exception as exc:
-                mapped = _map_error(exc, target)
+                mapped = self._redacted(_map_error(exc, target))
                 if isinstance(mapped, TemporaryActionError):
                     self._drop_client()  # reconnect next time: the daemon may have come back elsewhere
                 if mapped is exc:

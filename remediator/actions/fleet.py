@@ -9,7 +9,6 @@ health, so a slow or dead host neither starves nor trips the others (its breaker
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -73,8 +72,13 @@ class DockerFleet:
         stale = [b for _, b in self if b.health.checked_at is None or now - b.health.checked_at > fresh_s]
 
         async def probe(backend: DockerBackend) -> None:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(backend.probe(), probe_s)
+            except TimeoutError:
+                # The call goes on in the host's pool until its own timeout; what matters here is that the host
+                # did not answer in time, which must not read as reachable.
+                backend.health.reachable = False
+                backend.health.last_error = f"no answer within {probe_s:g}s"
 
         await asyncio.gather(*(probe(b) for b in stale))
         return [

@@ -164,8 +164,7 @@ class DockerPrune:
     params_model: type[Params] = PruneParams
 
     async def run(self, target: str, params: Params, host: str = "default") -> str:
-        """Prune the Docker host named ``target``. (``host``, the policy's Docker host for container actions,
-        is not used: the target itself names the host.)"""
+        """Prune the Docker host ``host`` (the incident's), whose daemon must call itself ``target``."""
         assert isinstance(params, PruneParams)
         stages = _stages(params)
 

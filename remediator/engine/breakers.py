@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from remediator.domain.clock import Clock
 from remediator.domain.policies import DOCKER_KINDS
@@ -37,8 +38,12 @@ def host_of(breaker: str) -> str:
     return ""
 
 
+LEGACY_NAMES = {"backend:docker": f"backend:docker:{DEFAULT_DOCKER_HOST}"}
+"""Breaker names of earlier versions and what they are called now."""
+
+
 class Breakers:
-    """The breakers of this daemon, by name (``backend:docker``, ``container:db``, ``notify:oncall``)."""
+    """The breakers of this daemon, by name (``backend:docker:default``, ``container:db``, ``notify:oncall``)."""
 
     def __init__(self, store: Store, config: BreakerConfig, metrics: Metrics, clock: Clock) -> None:
         self.store = store
@@ -59,6 +64,8 @@ class Breakers:
         needs (replicas share breakers: the store is the truth, this process only caches)."""
         stored = await self.store.breakers_load(names)
         now = self.clock()
+        if names is None:
+            await self._rename_legacy(stored, now)
         for name in stored.keys() | set(names or ()):
             raw = stored.get(name)
             breaker = Breaker() if raw is None else _breaker_of(raw)
@@ -69,6 +76,19 @@ class Breakers:
             else:
                 self._cache[name] = breaker
                 self.metrics.breaker_state.labels(name, host_of(name)).set(GAUGE[breaker.status])
+
+    async def _rename_legacy(self, stored: dict[str, dict[str, Any]], now: float) -> None:
+        """A breaker stored under a name from before the fleet (``backend:docker``) carries on under its new
+        name: an open one stays open (a failing daemon gets no fresh burst of actions after an upgrade), and the
+        old name, which nothing asks any more, does not stay open in the metrics forever."""
+        for old, new in LEGACY_NAMES.items():
+            state = stored.pop(old, None)
+            if state is None:
+                continue
+            if new not in stored:
+                stored[new] = state
+                await self.store.breaker_save(new, state, now)
+            await self.store.breaker_save(old, None, now)
 
     async def admit(self, *names: str) -> Refusal | None:
         """None when every breaker of ``names`` lets one action through now; a half-open one is probed."""

@@ -89,6 +89,7 @@ class Runner:
         poll_s: float = 1.0,
         lease_s: float = 15.0,
         call_timeout_s: float = 30.0,
+        host_timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self.store = store
         self.actions = actions
@@ -102,6 +103,9 @@ class Runner:
         self.lease_s = lease_s
         self.call_timeout_s = call_timeout_s
         """The longest a backend call may take besides its own ``timeout_s`` (the Docker client's timeout)."""
+        self.host_timeouts = dict(host_timeouts or {})
+        """Each Docker host's own call timeout: a slow host's long timeout must not stretch the leases (and so
+        the takeover after a crash) of actions on the others."""
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._fences: dict[int, Fence] = {}
         self._policy_of: dict[int, str] = {}  # incident -> the name of the policy its ladder runs
@@ -503,7 +507,7 @@ class Runner:
                 reraise=True,
             ):
                 with retry:
-                    await self._last_moment(incident, policy, params)
+                    await self._last_moment(incident, policy, params, action.backend)
                     detail = await action.run(incident.target, params, host=incident.host)
             return Outcome("ok", detail, time.monotonic() - started)
         except (LeaseLost, StoreError):
@@ -523,7 +527,9 @@ class Runner:
             )
             return Outcome("permanent", f"{type(exc).__name__}: {exc}", time.monotonic() - started)
 
-    async def _last_moment(self, incident: Incident, policy: Policy, params: Params) -> None:
+    async def _last_moment(
+        self, incident: Incident, policy: Policy, params: Params, backend: str = ""
+    ) -> None:
         """Immediately before a backend call, whatever path led here (a new incident, a takeover, a resume, an
         approval): the policy admits the target (A1), and this replica holds the incident's lease with its
         token for at least as long as the call may take (F2). ``call_deadline`` lets a backend that sends from
@@ -546,7 +552,12 @@ class Runner:
         fence = current_fence.get()
         if fence is None:
             return  # a test rig driving _attempt directly; every ladder task has a fence
-        timeout_s = float(getattr(params, "timeout_s", 0) or 0) + self.call_timeout_s
+        call_s = (
+            self.host_timeouts.get(incident.host, self.call_timeout_s)
+            if backend == "docker"
+            else self.call_timeout_s
+        )
+        timeout_s = float(getattr(params, "timeout_s", 0) or 0) + call_s
 
         async def confirm() -> float:
             asked, now = time.monotonic(), self.clock()

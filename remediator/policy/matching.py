@@ -117,3 +117,20 @@ def match_alert(
     except TargetRefused as exc:
         return Match(policy=policy, target=target, refused=str(exc), host=_named_host(policy, labels))
     return Match(policy=policy, target=target, host=host)
+
+
+def hosts_out_of_reach(policies: Sequence[Policy], configured: Collection[str]) -> list[str]:
+    """Policies that name a Docker host no setting configures (each of their alerts would be refused and
+    escalated): said at start and at each reload rather than at the first incident."""
+    problems: list[str] = []
+    for policy in policies:
+        spec = policy.target.host
+        if policy.target.kind not in DOCKER_KINDS:
+            continue
+        if spec is None or isinstance(spec, str):
+            name = spec or DEFAULT_DOCKER_HOST
+            if name not in configured:
+                problems.append(f"policy {policy.name} acts on Docker host {name!r}, which is not configured")
+        elif not any(spec.admits(name) for name in configured):
+            problems.append(f"policy {policy.name}: no configured Docker host is in its host allow list")
+    return problems
