@@ -85,6 +85,9 @@ class EscalationPayload(TypedDict):
     approve_command: NotRequired[str]
     approval_url: NotRequired[str]
     """The signed one-click approval link (approval requests only; never logged)."""
+    report_url: NotRequired[str]
+    """The post-incident report (``GET /api/incidents/ID/report``, token required) under the daemon's public URL;
+    empty when that is not known. Absent from payloads stored before it was added."""
     resolved_at: NotRequired[str | None]
     escalation_dedup_key: NotRequired[str]
     """On a resolve: the dedup key of the escalation it closes."""
@@ -158,6 +161,11 @@ def what_next(
     )
 
 
+def report_url(public_url: str, incident_id: int) -> str:
+    """Where the incident's post-incident report is (``""`` without a public URL)."""
+    return f"{public_url.rstrip('/')}/api/incidents/{incident_id}/report" if public_url else ""
+
+
 def build_payload(
     incident: Incident,
     policy: Policy | None,
@@ -172,11 +180,12 @@ def build_payload(
     event: str = "escalate",
     approval: ApprovalEntry | None = None,
     handed_over: bool = True,
+    public_url: str = "",
 ) -> EscalationPayload:
     """The whole story of an incident, as a human needs it: what fired, what was tried, and why we stopped.
     ``trail``: its audit records of ``FIRING_KINDS``, for when the alert began to fire; ``approval``: the
     request of an ``approval_requested`` event; ``handed_over``: False for an escalation the ladder goes on
-    after."""
+    after; ``public_url``: the daemon's, for ``report_url``."""
     annotations = incident.annotations
     payload: EscalationPayload = {
         "event": event,
@@ -217,6 +226,7 @@ def build_payload(
             {"name": s.name, "detail": s.detail} for s in steps if s.kind == "diagnose" and s.status == "ok"
         ],
         "next": what_next(event, incident.target, approval, handed_over),
+        "report_url": report_url(public_url, incident.id),
     }
     if approval is not None:
         payload["approval"] = approval

@@ -121,7 +121,15 @@ class Escalator:
         steps = await self.store.steps(incident.id)
         trail = await self.store.audit_trail(incident.id, kinds=FIRING_KINDS)
         payload = build_payload(
-            incident, policy, steps, reason, now, priority=priority, trail=trail, handed_over=hand_over
+            incident,
+            policy,
+            steps,
+            reason,
+            now,
+            priority=priority,
+            trail=trail,
+            handed_over=hand_over,
+            public_url=self.public_url,
         )
         entries: list[OutboxEntry] = []
         for wanted, notifier in chosen:
@@ -179,6 +187,7 @@ class Escalator:
             trail=await self.store.audit_trail(incident.id, kinds=FIRING_KINDS),
             event="approval_requested",
             approval=approval,
+            public_url=self.public_url,
         )
         base = f"{self.public_url.rstrip('/')}/api/incidents/{incident.id}"
         payload["event"] = "approval_requested"
@@ -229,6 +238,7 @@ class Escalator:
                 priority=priority,
                 status="resolved",
                 escalated_at=_ts(escalation.payload.get("escalated_at")),
+                public_url=self.public_url,
             )
             payload["event"] = "resolve"
             payload["resolved_at"] = iso(now)

@@ -143,11 +143,12 @@ def incident_key(payload: EscalationPayload) -> str:
 
 
 def links(payload: EscalationPayload) -> list[tuple[str, str]]:
-    """(text, url) for the approval page of a step waiting for a human, and for the runbook and the dashboard
-    when the alert's annotations name them."""
+    """(text, url) for the approval page of a step waiting for a human, for the runbook and the dashboard
+    when the alert's annotations name them, and for the incident report."""
     found = [
         ("Approve or deny", str(payload.get("approval_url") or "")),
         ("Runbook", str(payload.get("runbook_url") or "")),
         ("Dashboard", str(payload.get("dashboard_url") or "")),
+        ("Incident report", str(payload.get("report_url") or "")),
     ]
     return [(text, url) for text, url in found if url.startswith(("http://", "https://"))]

@@ -1,7 +1,7 @@
 """PagerDuty Events API v2: a ``trigger`` when an incident escalates (or asks for approval), a ``resolve`` with
 the same dedup_key when its alerts resolve (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/).
 ``custom_details`` carry the same context as Slack and the approval page (``format.facts``, what happens next,
-the evidence's tail); ``links`` the approval page, runbook and dashboard.
+the evidence's tail); ``links`` the approval page, runbook, dashboard and incident report.
 
 The dedup_key is one per incident (``format.incident_key``), so re-sends and a second escalation of the same
 incident update one PagerDuty alert instead of opening another, and the resolve closes it.
@@ -58,6 +58,7 @@ def trigger_event(payload: EscalationPayload, routing_key: str, dedup_key: str) 
                 "policy_source": payload.get("policy_source"),
                 "runbook_url": payload.get("runbook_url") or "",
                 "dashboard_url": payload.get("dashboard_url") or "",
+                "report_url": payload.get("report_url") or "",
                 "steps": fmt.step_lines(payload),
                 "evidence": fmt.evidence_text(payload, _EVIDENCE_CHARS),
                 "labels": labels,

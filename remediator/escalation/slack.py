@@ -1,7 +1,7 @@
 """Slack incoming webhook: the escalation (or approval request) as Block Kit blocks a person reads at a glance,
 with a ``text`` fallback for notifications, and a short note when the incident resolves. It carries the same
 context as PagerDuty's event and the approval page: ``format.facts``, what happens next, the evidence's tail and
-the runbook, dashboard and approval links.
+the runbook, dashboard, approval and incident report links.
 
 Every value that comes from an alert is escaped (``&``, ``<``, ``>``), so a label cannot mention ``@channel``
 or forge a link; texts are cut to Slack's limits (header 150, section 3000 characters).

@@ -10,17 +10,19 @@ from typing import Any
 
 from aiohttp import web
 
+from remediator.domain.report import build_report, markdown
 from remediator.domain.story import incident_timeline
 from remediator.engine.control import Mode
 from remediator.errors import ConfigError, PolicyError
+from remediator.escalation.routing import priority_of
 from remediator.server.params import error, parse_id, parse_limit
-from remediator.server.state import GATE, HOSTS, INTAKE, POLICIES, RELOAD, STORE
+from remediator.server.state import CLOCK, GATE, HOSTS, INTAKE, POLICIES, RELOAD, STORE
 
 
 async def incidents(request: web.Request) -> web.Response:
     status = request.query.get("status")
-    if status not in (None, "active", "escalated", "resolved"):
-        return error(400, "status must be active, escalated or resolved")
+    if status not in (None, "active", "escalated", "maintenance", "resolved"):
+        return error(400, "status must be active, escalated, maintenance or resolved")
     limit = parse_limit(request.query.get("limit"))
     found = await request.app[STORE].list_incidents(status, limit)  # type: ignore[arg-type]
     return web.json_response({"incidents": [dataclasses.asdict(i) for i in found]})
@@ -37,6 +39,33 @@ async def incident(request: web.Request) -> web.Response:
     body["steps"] = [dataclasses.asdict(s) for s in steps]
     body["timeline"] = incident_timeline(steps, await store.audit_trail(incident_id))
     return web.json_response(body)
+
+
+async def incident_report(request: web.Request) -> web.Response:
+    """GET /api/incidents/{id}/report[?format=json|markdown]: the post-incident report (domain/report.py), the
+    runbooks' template filled from the store; Markdown by default."""
+    shape = request.query.get("format", "markdown")
+    if shape not in ("json", "markdown"):
+        return error(400, "format must be json or markdown")
+    store = request.app[STORE]
+    incident_id = parse_id(request.match_info["id"])
+    found = await store.get_incident(incident_id)
+    if found is None:
+        return error(404, f"no incident {incident_id}")
+    routing = request.app[INTAKE].escalator.routing  # the routing escalations use: one priority for both
+    policy = next((p for p in request.app[POLICIES] if p.name == found.policy), None)
+    report = build_report(
+        found,
+        policy,
+        await store.steps(incident_id),
+        await store.audit_trail(incident_id),
+        await store.outbox_entries(incident_id),
+        request.app[CLOCK](),
+        priority=priority_of(found.labels, routing),
+    )
+    if shape == "json":
+        return web.json_response(report)
+    return web.Response(text=markdown(report), content_type="text/markdown", charset="utf-8")
 
 
 async def status(request: web.Request) -> web.Response:
