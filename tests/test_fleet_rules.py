@@ -127,7 +127,7 @@ def test_a_fixed_host_must_be_a_host_name(tmp_path: Path) -> None:
 def test_settings_name_every_host_and_show_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     hosts = {
         "web-1": {"url": "tcp://web-1:2376", "tls": {"ca": "/ca.pem", "cert": "/c.pem", "key": "/k.pem"}},
-        "db-1": {"url": "ssh://ops:hunter2@db-1", "threads": 2, "timeout_s": 5},
+        "db-1": {"url": "ssh://ops@db-1", "threads": 2, "timeout_s": 5},
     }
     monkeypatch.setenv("REMEDIATOR_DOCKER__HOSTS", json.dumps(hosts))
     fleet = Settings().docker.fleet()
@@ -190,3 +190,151 @@ def test_simulate_prints_the_host_it_would_use_or_why_not(tmp_path: Path) -> Non
     assert "host    web-1" in first and "REFUSED" not in first
     # web-2 passes the policy's allow list but is not configured here.
     assert "REFUSED docker host 'web-2' is not configured" in second
+
+
+def test_a_host_url_with_a_password_is_refused_without_repeating_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in (
+        "ssh://ops:s3cret@db-1",
+        "tcp://bob:hunter2@10.0.0.1:2376",
+        "tcp://h:2375/?x=1",
+        "tcp://u:pa/ss@h:1",
+    ):
+        monkeypatch.setenv("REMEDIATOR_DOCKER__HOSTS", json.dumps({"h": {"url": url}}))
+        with pytest.raises(ValueError) as info:
+            Settings()
+        message = str(info.value)
+        assert "password" in message or "query" in message, message
+        for secret in ("s3cret", "hunter2", "pa/ss"):
+            assert secret not in message.split("input_value")[0], message
+    monkeypatch.setenv("REMEDIATOR_DOCKER__HOSTS", json.dumps({"h": {"url": "ssh://ops@db-1"}}))
+    assert Settings().docker.hosts["h"].url == "ssh://ops@db-1"  # a user without a password is fine
+
+
+class _Listener:
+    """Counts connections; ``hang``: accepts and never answers (a daemon that hangs)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+async def test_a_plain_tcp_host_is_reached_directly_never_through_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from remediator.actions.docker import DockerBackend
+
+    proxy = _Listener()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket is closed
+    for variable in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    backend = DockerBackend(f"tcp://127.0.0.1:{closed}", timeout_s=2, threads=1, host_name="web-1")
+    try:
+        health = await backend.probe()
+        assert health.reachable is False and health.last_error
+        assert proxy.accepted == 0
+    finally:
+        backend.close()
+        proxy.close()
+
+
+async def test_a_host_that_hangs_reads_as_unreachable_and_is_probed_once_at_a_time() -> None:
+    from remediator.actions.docker import DockerBackend
+    from remediator.actions.fleet import DockerFleet
+
+    hung = _Listener()
+    backend = DockerBackend(f"tcp://127.0.0.1:{hung.port}", timeout_s=5, threads=2, host_name="web-1")
+    fleet = DockerFleet({"web-1": backend})
+    try:
+        for _ in range(3):
+            [host] = await fleet.report(lambda name: "closed", fresh_s=0, probe_s=0.3)
+            assert host["reachable"] is False and "no answer within 0.3s" in host["last_error"], host
+        assert hung.accepted == 1  # the first probe still waits; no second one was started beside it
+    finally:
+        fleet.close()
+        hung.close()
+
+
+async def test_the_pre_fleet_docker_breaker_carries_on_under_its_new_name(tmp_path: Path) -> None:
+    from remediator.domain.clock import system_clock
+    from remediator.engine.breakers import Breakers
+    from remediator.guards.breaker import BreakerConfig
+    from remediator.metrics import Metrics
+    from remediator.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    await store.open()
+    try:
+        now = system_clock()
+        state = {"status": "open", "failures": [now], "opened_at": now, "probing_since": None}
+        await store.breaker_save("backend:docker", state, now)
+        breakers = Breakers(store, BreakerConfig(open_s=600), Metrics(), system_clock)
+        await breakers.load()
+        assert breakers.get("backend:docker:default").status == "open"
+        assert "backend:docker" not in await store.breakers_load()
+        assert (await store.breakers_load())["backend:docker:default"]["status"] == "open"
+    finally:
+        await store.close()
+
+
+async def test_a_store_a_newer_version_migrated_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from remediator.errors import ConfigError
+    from remediator.store.sqlite import SqliteStore
+
+    path = tmp_path / "newer.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=999")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="schema version 999"):
+        await SqliteStore(path).open()
+
+
+def test_a_settings_error_never_repeats_a_secret() -> None:
+    import os
+    import subprocess
+    import sys
+
+    hosts = {"h h": {"url": "ssh://ops@x", "tls": {"ca": "/a", "cert": "/b", "key": "-----BEGIN KEY s3cret"}}}
+    for variable, value in (
+        ("REMEDIATOR_DOCKER__HOSTS", json.dumps({"h": {"url": "ssh://ops:s3cret@x"}})),
+        ("REMEDIATOR_DOCKER__HOSTS", json.dumps(hosts)),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "remediator", "check", "policies"],
+            env={**os.environ, variable: value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and done.stderr.startswith("error: REMEDIATOR_DOCKER__HOSTS"), done.stderr
+        assert "s3cret" not in done.stderr, done.stderr
