@@ -170,11 +170,17 @@ class ApiClient:
         given = {k: v for k, v in query.items() if v is not None}
         return self._call("GET", f"{path}?{urllib.parse.urlencode(given)}" if given else path)
 
-    def post(self, path: str) -> dict[str, Any]:
-        return self._call("POST", path)
+    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST ``path``, with ``body`` as JSON when given."""
+        return self._call("POST", path, body)
 
-    def _call(self, method: str, path: str) -> dict[str, Any]:
-        answer = request_json(method, f"{self.url}{path}", token=self.token, tls=self.tls)
+    def delete(self, path: str, **query: str | int | None) -> dict[str, Any]:
+        """DELETE ``path`` with the ``query`` parameters that are not None."""
+        given = {k: v for k, v in query.items() if v is not None}
+        return self._call("DELETE", f"{path}?{urllib.parse.urlencode(given)}" if given else path)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        answer = request_json(method, f"{self.url}{path}", body, token=self.token, tls=self.tls)
         if not isinstance(answer, dict):
             raise ApiError(f"{self.url}{path}", None, f"the answer is not a JSON object: {answer!r:.200}")
         return answer

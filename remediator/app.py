@@ -26,6 +26,7 @@ from remediator.engine.escalate import Escalator
 from remediator.engine.gate import Gate
 from remediator.engine.intake import Intake
 from remediator.engine.leases import LeaseKeeper
+from remediator.engine.maintenance import Maintenance
 from remediator.engine.outbox import Outbox
 from remediator.engine.retention import Retention
 from remediator.engine.runner import RetryPolicy, Runner
@@ -190,6 +191,8 @@ class App:
         self._sweeper: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self.maintenance: Maintenance | None = None
         self._probe: asyncio.Task[Any] | None = None
         self.leases: LeaseKeeper | None = None
         self._ready = False
@@ -293,12 +296,28 @@ class App:
             settings.store.lease_s,
             self.clock,
         )
+        self.maintenance = Maintenance(
+            self.store,
+            self.runner,
+            self.escalator,
+            self.metrics,
+            self.clock,
+            lambda: self.policies,
+            self.fleet.names,
+            settings.replica_id,
+            settings.store.lease_s,
+            settings.maintenance.max_s,
+            settings.maintenance.tick_s,
+        )
         await self.intake.recover()
         # Resume the ladders and deliveries this replica held before a restart, and what nobody holds.
         await self.leases.tick()
+        # Windows that began or ended while no replica ran.
+        await self.maintenance.apply()
         self._worker = self._supervised(self.intake.run(), "intake")
         self._sweeper = self._supervised(self.intake.sweep(), "inbox-sweep")
         self._keeper = self._supervised(self.leases.run(), "leases")
+        self._maintenance = self._supervised(self.maintenance.run(), "maintenance")
         retention = Retention(
             self.store, settings.retention, settings.guards, lambda: self.policies, self.metrics, self.clock
         )
@@ -329,6 +348,7 @@ class App:
             replica=settings.replica_id,
             reload=self.reload,
             hosts=self._hosts,
+            maintenance=self.maintenance,
         )
         self._web = await start_http(app, self.settings)
         self.port = self._web.port
@@ -385,7 +405,7 @@ class App:
         if self.intake is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.intake.join(), grace)
-        for task in (self._worker, self._sweeper, self._retention, self._probe):
+        for task in (self._worker, self._sweeper, self._retention, self._maintenance, self._probe):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

@@ -754,10 +754,10 @@ def _maintenance_parser(sub: Subparsers) -> None:
         "  remediator maintenance add --target web --for 1h --start +15m --reason deploy\n"
         "  remediator maintenance list [--all]             scheduled and in force (--all: ended too)\n"
         "  remediator maintenance cancel 3                 end it now: what still fires is remediated",
-        description="Maintenance windows. While a window holds a target, its alerts are recorded and their"
-        " incidents are 'maintenance': no action runs and nobody is paged. When it ends (on time or"
-        " cancelled), an incident whose alerts still fire starts its ladder as a new one would; one whose"
-        " alerts resolved was closed quietly. Longer than REMEDIATOR_MAINTENANCE__MAX_S is refused.",
+        description="Maintenance windows. While a window holds a target, its alerts are recorded and their\n"
+        "incidents are 'maintenance': no action runs and nobody is paged. When it ends (on time or\n"
+        "cancelled), an incident whose alerts still fire starts its ladder as a new one would; one whose\n"
+        "alerts resolved was closed quietly. A window longer than REMEDIATOR_MAINTENANCE__MAX_S is refused.",
     )
     p.add_argument("action", nargs="?", choices=["list", "add", "cancel"], default="list")
     p.add_argument("id", nargs="?", type=int, help="the window (for cancel)")

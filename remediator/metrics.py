@@ -69,7 +69,7 @@ class Metrics:
         self.decisions = Counter(
             "remediator_decisions_total",
             "Engine decisions on alerts (opened, unmatched, attached, duplicate, stale, resolved, resolved_other,"
-            " target_refused, unrecordable, store_retry).",
+            " target_refused, maintenance, unrecordable, store_retry).",
             ["decision"],
             registry=r,
         )
@@ -205,6 +205,14 @@ class Metrics:
         )
         self.policies_loaded = Gauge(
             "remediator_policies_loaded", "Policies loaded and enforced.", registry=r
+        )
+        self.maintenance = Counter(
+            "remediator_maintenance_total",
+            "Incidents of a policy a maintenance window held (held: no action, no page), and what became of"
+            " them when no window held them any more (resumed: its alerts still fired and its ladder started;"
+            " closed: they resolved, closed quietly).",
+            ["policy", "event"],
+            registry=r,
         )
 
     def _retention(self, r: CollectorRegistry) -> None:

@@ -383,6 +383,17 @@ class RetentionSettings(BaseModel):
     interval)."""
 
 
+class MaintenanceSettings(BaseModel):
+    """Maintenance windows (docs/operations.md, "Maintenance windows")."""
+
+    max_s: float = Field(default=86_400.0, gt=0)
+    """The longest window a person may declare, in seconds (24 h); a longer one is refused with the reason. A
+    forgotten window would silently keep automation off a target."""
+    tick_s: float = Field(default=5.0, gt=0)
+    """Seconds between two passes that notice a window begin or end (a cancel through the API is applied at
+    once): a window that ended holds its incidents at most this much longer."""
+
+
 class LogSettings(BaseModel):
     """How the daemon writes its log (to stderr)."""
 
@@ -417,6 +428,7 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     guards: GuardSettings = Field(default_factory=GuardSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @property

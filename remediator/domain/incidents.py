@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-IncidentStatus = Literal["active", "waiting", "escalated", "resolved"]
+IncidentStatus = Literal["active", "waiting", "escalated", "maintenance", "resolved"]
 """``active``: a ladder runs for it (only these are leased and claimed); ``waiting``: the ladder ended without
 escalating (the system recovered, or shadow mode) and the incident stays open until its alerts resolve, with
 no ladder; ``escalated``: a human owns it (this includes a target the allow list refused, which is created
-escalated and never runnable); ``resolved``: closed."""
-INCIDENT_STATUSES: tuple[IncidentStatus, ...] = ("active", "waiting", "escalated", "resolved")
-OPEN_STATUSES: tuple[IncidentStatus, ...] = ("active", "waiting", "escalated")
+escalated and never runnable); ``maintenance``: a maintenance window holds it (domain/maintenance.py): its alerts
+are recorded, no ladder runs and nobody is paged until the window ends, when it is ``active`` again (its alerts
+still fire) or ``resolved``; ``resolved``: closed."""
+INCIDENT_STATUSES: tuple[IncidentStatus, ...] = ("active", "waiting", "escalated", "maintenance", "resolved")
+OPEN_STATUSES: tuple[IncidentStatus, ...] = ("active", "waiting", "escalated", "maintenance")
 
 StepStatus = Literal["started", "ok", "failed", "skipped", "interrupted"]
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from remediator.domain.alerts import Alert, Notification
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident
+from remediator.domain.maintenance import utc
 from remediator.domain.policies import Policy
 from remediator.engine.escalate import Escalator
 from remediator.engine.runner import Runner
@@ -279,6 +280,20 @@ class Intake:
             self._decide("stale")
         elif result.duplicate:
             self._decide("duplicate")
+        elif result.held is not None:
+            # A maintenance window holds it: recorded, and nothing acts, nobody is paged (engine/maintenance.py).
+            self._decide("maintenance")
+            self.metrics.maintenance.labels(policy.name, "held").inc()
+            if result.created:
+                self.metrics.incidents_open.inc()
+            logger.info(
+                "incident %d %s in maintenance (window %d until %s): no action, no page",
+                result.incident.id,
+                "opened" if result.created else "held",
+                result.held.id,
+                utc(result.held.ends_at),
+                extra=result.incident.log_fields,
+            )
         elif result.reactivated:
             self._decide("reactivated")
             logger.info(

@@ -11,6 +11,7 @@ One module a concern, handlers at module level reading the parts from the applic
     auth           the token (one lookup for daemon and CLI), bearer/basic auth, its middleware; TLS
     webhook        POST /alerts
     api            /api/...: incidents and their reports, status, pause/resume, policy modes, approve/deny
+    maintenance    /api/maintenance: declare, list and cancel maintenance windows
     approval_page  /approval/{id}: GET shows, POST decides
     health         /metrics, /healthz, /readyz
     limits         the connection gate: a connection limit and the request-head timeout
@@ -29,8 +30,10 @@ from remediator.domain.policies import Policy
 from remediator.engine.gate import Gate
 from remediator.engine.gauges import StoreGauges
 from remediator.engine.intake import Intake
+from remediator.engine.maintenance import Maintenance
 from remediator.metrics import Metrics
 from remediator.server import api, approval_page, health, webhook
+from remediator.server import maintenance as windows
 from remediator.server.auth import APPROVAL_LINKS, AUTH, Auth, authenticate, tls_context, webhook_token
 from remediator.server.listener import ClientErrorFilter, HttpServer
 from remediator.server.params import refuse_bad_input
@@ -71,6 +74,7 @@ def build_app(
     replica: str = "remediator",
     reload: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
     hosts: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+    maintenance: Maintenance | None = None,
 ) -> web.Application:
     """The aiohttp application; the composition root runs it (behind an HttpServer)."""
     app = web.Application(middlewares=[refuse_bad_input, authenticate], client_max_size=max_body_bytes)
@@ -87,6 +91,7 @@ def build_app(
     app[REPLICA] = replica
     app[RELOAD] = reload
     app[HOSTS] = hosts
+    app[windows.MAINTENANCE] = maintenance
     app[webhook.SIGNATURES] = signatures
     app[approval_page.LINK_KEY] = link_key
     app[health.WRITE_PROBE] = health.WriteProbe()
@@ -108,6 +113,9 @@ def build_app(
             web.get("/api/hosts", api.hosts),
             web.post("/api/policies/{name}/{action:promote|shadow}", api.set_mode),
             web.post("/-/reload", api.reload),
+            web.post("/api/maintenance", windows.add),
+            web.get("/api/maintenance", windows.listing),
+            web.delete("/api/maintenance/{id}", windows.cancel),
             web.post("/api/incidents/{id}/{action:approve|deny}", api.decide),
             web.route("GET", APPROVAL_LINKS + "{id}", approval_page.show),
             web.route("POST", APPROVAL_LINKS + "{id}", approval_page.decide),

@@ -21,8 +21,8 @@ from remediator.server.state import CLOCK, GATE, HOSTS, INTAKE, POLICIES, RELOAD
 
 async def incidents(request: web.Request) -> web.Response:
     status = request.query.get("status")
-    if status not in (None, "active", "escalated", "resolved"):
-        return error(400, "status must be active, escalated or resolved")
+    if status not in (None, "active", "escalated", "maintenance", "resolved"):
+        return error(400, "status must be active, escalated, maintenance or resolved")
     limit = parse_limit(request.query.get("limit"))
     found = await request.app[STORE].list_incidents(status, limit)  # type: ignore[arg-type]
     return web.json_response({"incidents": [dataclasses.asdict(i) for i in found]})

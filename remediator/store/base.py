@@ -16,6 +16,7 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
+from remediator.domain.maintenance import MaintenanceWindow
 from remediator.store.rows import storable
 
 
@@ -49,6 +50,9 @@ class FiringResult:
     reactivated: bool = False
     """A new problem on the target of a ``waiting`` incident (whose ladder had ended): it is active again, leased
     to the caller with a new token, and its ladder must run."""
+    held: MaintenanceWindow | None = None
+    """The maintenance window that holds the incident: it was opened, or moved, ``maintenance`` by this alert
+    (no ladder runs, nobody is paged). None when it attached to an incident already held."""
 
 
 def firing_detail(event: Firing) -> dict[str, Any]:
@@ -81,6 +85,42 @@ def firing_decision(seen: str | None, newer_seen: bool) -> Literal["duplicate", 
     if seen is not None or newer_seen:
         return "stale"
     return "new"
+
+
+FiringOutcome = Literal["open", "open_escalated", "open_held", "attach", "reactivate", "hold"]
+
+
+def firing_outcome(existing: str | None, refused: bool, held: bool) -> FiringOutcome:
+    """What a new firing episode does to its incident key (policy, host, target), given the status of the open
+    incident of that key (``existing``, or None), whether its target was refused, and whether a maintenance
+    window holds the key now (``domain/maintenance.py: covering``). Both stores decide with this.
+
+    A refused target opens an escalated incident, window or not: a person owns it (docs/safety.md, A2). In a
+    window, a new incident is opened ``maintenance``, and an ``active`` one (its ladder fenced off) or a
+    ``waiting`` one is moved there: neither is ever leased or run while it holds. Otherwise a new problem on
+    a ``waiting`` incident makes it active again (E3); anything else attaches."""
+    if existing is None:
+        if refused:
+            return "open_escalated"
+        return "open_held" if held else "open"
+    if not refused and held and existing in ("active", "waiting"):
+        return "hold"
+    if not refused and existing == "waiting":
+        return "reactivate"
+    return "attach"
+
+
+@dataclass(frozen=True)
+class MaintenanceChanges:
+    """What one pass over the maintenance windows changed (``Store.maintenance_pass``)."""
+
+    held: tuple[tuple[Incident, MaintenanceWindow], ...] = ()
+    """Active incidents a window that began now holds: moved to ``maintenance``, their lease taken away."""
+    resumed: tuple[Incident, ...] = ()
+    """Incidents no window holds any more whose alerts still fire: active again, leased to the caller with a
+    new token; their ladder starts from the first step, as a new incident's would."""
+    closed: tuple[Incident, ...] = ()
+    """Incidents no window holds any more whose alerts all resolved: closed quietly."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +214,7 @@ STORE_TABLES: tuple[str, ...] = (
     "episodes",
     "breakers",
     "control",
+    "maintenance",
 )
 """The tables ``Store.table_rows`` counts."""
 
@@ -357,6 +398,38 @@ class Store(Protocol):
         lease: tuple[str, int] | None = None,
     ) -> None:
         """Record a delivery attempt; with ``lease`` (owner, epoch), only while that lease holds (LeaseLost)."""
+        ...
+
+    async def maintenance_add(
+        self,
+        target: str,
+        host: str,
+        policy: str,
+        starts_at: float,
+        ends_at: float,
+        reason: str,
+        by: str,
+        now: float,
+    ) -> MaintenanceWindow:
+        """Store a window (an audit record ``maintenance_added`` says who and why)."""
+        ...
+
+    async def maintenance_windows(self, since: float) -> list[MaintenanceWindow]:
+        """Windows not cancelled that end after ``since``, and those cancelled after it, in id order."""
+        ...
+
+    async def maintenance_cancel(self, window_id: int, by: str, now: float) -> MaintenanceWindow | None:
+        """End a window now (``cancelled_at``); the window as it is after, or None when there is none. A window
+        already cancelled or over is returned unchanged."""
+        ...
+
+    async def maintenance_pass(
+        self, owner: str, now: float, lease_until: float, running: Sequence[int] = ()
+    ) -> MaintenanceChanges:
+        """Apply the windows in force at ``now``, in one transaction: hold the active incidents a window holds,
+        and release the ``maintenance`` incidents none holds any more (resumed, leased to ``owner``, or closed;
+        except the ``running`` ones, whose old ladder has not stopped yet). Each incident changes for exactly
+        one caller."""
         ...
 
     async def retention_batch(self, kind: RetentionPass, cutoffs: Cutoffs, limit: int) -> int:

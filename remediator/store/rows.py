@@ -7,6 +7,7 @@ import json
 from typing import Any, Protocol
 
 from remediator.domain.incidents import AuditRecord, Incident, OutboxEntry, StepRecord
+from remediator.domain.maintenance import MaintenanceWindow
 
 # One encoder for every JSON column: json.dumps(..., sort_keys=True) builds a new encoder per call, and intake
 # writes one audit row per alert.
@@ -44,6 +45,21 @@ def incident_of(row: Row) -> Incident:
         lease_owner=row["lease_owner"],
         lease_epoch=row["lease_epoch"],
         host=row["host"],
+    )
+
+
+def window_of(row: Row) -> MaintenanceWindow:
+    return MaintenanceWindow(
+        id=row["id"],
+        target=row["target"],
+        host=row["host"],
+        policy=row["policy"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        reason=row["reason"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        cancelled_at=row["cancelled_at"],
     )
 
 

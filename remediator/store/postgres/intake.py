@@ -15,8 +15,17 @@ import asyncpg
 
 from remediator.domain.fencing import current_fence
 from remediator.domain.incidents import Incident
+from remediator.domain.maintenance import covering
 from remediator.errors import LeaseLost
-from remediator.store.base import Firing, FiringResult, Resolved, firing_decision, firing_detail
+from remediator.store.base import (
+    Firing,
+    FiringResult,
+    Resolved,
+    firing_decision,
+    firing_detail,
+    firing_outcome,
+)
+from remediator.store.postgres.maintenance import hold, in_force
 from remediator.store.rows import canonical_json, incident_of
 
 
@@ -177,27 +186,33 @@ async def record_firing(
         event.host,
         event.target,
     )
+    windows = [] if event.reason else await in_force(db, now, event.target)
+    window = covering(windows, event.policy, event.host, event.target, now)
+    outcome = firing_outcome(None if row is None else row["status"], bool(event.reason), window is not None)
+    held = window if outcome in ("open_held", "hold") else None
     created = row is None
     if row is None:
-        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it.
+        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it. One that
+        # a maintenance window holds is created in maintenance: never leased or run while the window holds.
+        status = {"open": "active", "open_escalated": "escalated", "open_held": "maintenance"}[outcome]
         row = await db.fetchrow(
             "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels, annotations,"
             " reason, lease_owner, lease_until, lease_epoch, host)"
             " VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, 1, $11) RETURNING *",
             event.policy,
             event.target,
-            "escalated" if event.reason else "active",
+            status,
             alert.severity,
             now,
             canonical_json(alert.labels),
             canonical_json(alert.annotations),
-            event.reason,
-            owner,
-            lease_until,
+            event.reason or (held.held_reason if held else ""),
+            "" if held else owner,
+            0.0 if held else lease_until,
             event.host,
         )
         assert row is not None
-    reactivated = row["status"] == "waiting" and not event.reason
+    reactivated = outcome == "reactivate"
     if reactivated:
         # A new problem on a target whose ladder had ended (waiting for its first alert to resolve): never
         # swallowed. The incident is active again, leased to this replica with a new token, and its ladder runs.
@@ -211,6 +226,8 @@ async def record_firing(
         )
         assert row is not None
         add_audit(audits, row["id"], "reactivated", detail, now)
+    elif outcome == "hold" and held is not None:
+        row = await hold(db, row["id"], held, now)
     # The incident's alert and the episode, in one statement.
     await db.execute(
         "WITH attached AS (INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status)"
@@ -225,12 +242,15 @@ async def record_firing(
         now,
     )
     add_audit(audits, row["id"], "opened" if created else "attached", detail, now)
+    if held is not None:
+        add_audit(audits, row["id"], "maintenance", held.audit_detail(), now)
     return FiringResult(
         incident=incident_of(row),
         created=created,
         duplicate=False,
         superseded=tuple(superseded),
         reactivated=reactivated,
+        held=held,
     )
 
 

@@ -77,6 +77,16 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX incidents_key_opened;
     CREATE INDEX incidents_key_opened ON incidents(policy, host, target, opened_at);
     """,
+    # Maintenance windows (docs/design.md): a target, optionally a host and a policy ('' for any), for a time.
+    """
+    CREATE TABLE maintenance (
+        id BIGSERIAL PRIMARY KEY, target TEXT NOT NULL, host TEXT NOT NULL, policy TEXT NOT NULL,
+        starts_at DOUBLE PRECISION NOT NULL, ends_at DOUBLE PRECISION NOT NULL, reason TEXT NOT NULL,
+        created_by TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, cancelled_at DOUBLE PRECISION);
+    CREATE INDEX maintenance_target ON maintenance(target, ends_at);
+    CREATE INDEX maintenance_ends ON maintenance(ends_at);
+    CREATE INDEX incidents_maintenance ON incidents(id) WHERE status = 'maintenance';
+    """,
 )
 
 

@@ -25,8 +25,18 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
+from remediator.domain.maintenance import MaintenanceWindow
 from remediator.errors import ConfigError, LeaseLost, StoreDataError, StoreError, StoreUnavailable
-from remediator.store.base import LONGEST_ACTION_S, Firing, History, IntakeEvent, IntakeResult, Resolved
+from remediator.store.base import (
+    LONGEST_ACTION_S,
+    Firing,
+    History,
+    IntakeEvent,
+    IntakeResult,
+    MaintenanceChanges,
+    Resolved,
+)
+from remediator.store.postgres import maintenance
 from remediator.store.postgres.errors import FAILURES, mapped
 from remediator.store.postgres.intake import (
     Audits,
@@ -392,6 +402,34 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
             return [audit_of(r) for r in rows]
 
         return await self._tx(trail)
+
+    # -- maintenance windows ------------------------------------------------------------------------------
+
+    async def maintenance_add(
+        self,
+        target: str,
+        host: str,
+        policy: str,
+        starts_at: float,
+        ends_at: float,
+        reason: str,
+        by: str,
+        now: float,
+    ) -> MaintenanceWindow:
+        t, h, p, r, b = (storable(v) for v in (target, host, policy, reason, by))
+        return await self._tx(lambda db: maintenance.add(db, t, h, p, starts_at, ends_at, r, b, now))
+
+    async def maintenance_windows(self, since: float) -> list[MaintenanceWindow]:
+        return await self._tx(lambda db: maintenance.listed(db, since), single_statement=True)
+
+    async def maintenance_cancel(self, window_id: int, by: str, now: float) -> MaintenanceWindow | None:
+        by = storable(by)
+        return await self._tx(lambda db: maintenance.cancel(db, window_id, by, now))
+
+    async def maintenance_pass(
+        self, owner: str, now: float, lease_until: float, running: Sequence[int] = ()
+    ) -> MaintenanceChanges:
+        return await self._tx(lambda db: maintenance.run_pass(db, owner, now, lease_until, running))
 
     # -- guards -------------------------------------------------------------------------------------------
 

@@ -11,9 +11,18 @@ from typing import Any
 
 from remediator.domain.fencing import current_fence
 from remediator.domain.incidents import Incident
+from remediator.domain.maintenance import covering
 from remediator.errors import LeaseLost
-from remediator.store.base import Firing, FiringResult, Resolved, firing_decision, firing_detail
+from remediator.store.base import (
+    Firing,
+    FiringResult,
+    Resolved,
+    firing_decision,
+    firing_detail,
+    firing_outcome,
+)
 from remediator.store.rows import canonical_json, incident_of
+from remediator.store.sqlite.maintenance import hold, in_force
 
 INSERT_AUDIT = "INSERT INTO audit (at, incident_id, kind, detail) VALUES"
 AuditRow = tuple[float, int | None, str, str]
@@ -142,9 +151,15 @@ def record_firing(
         "SELECT * FROM incidents WHERE policy = ? AND host = ? AND target = ? AND status != 'resolved'",
         (event.policy, event.host, event.target),
     ).fetchone()
+    windows = [] if event.reason else in_force(db, now, event.target)
+    window = covering(windows, event.policy, event.host, event.target, now)
+    outcome = firing_outcome(None if row is None else row["status"], bool(event.reason), window is not None)
+    held = window if outcome in ("open_held", "hold") else None
     created = row is None
     if row is None:
-        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it.
+        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it. One that
+        # a maintenance window holds is created in maintenance: never leased or run while the window holds.
+        status = {"open": "active", "open_escalated": "escalated", "open_held": "maintenance"}[outcome]
         cursor = db.execute(
             "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
             " annotations, reason, lease_owner, lease_until, lease_epoch, host)"
@@ -152,20 +167,20 @@ def record_firing(
             (
                 event.policy,
                 event.target,
-                "escalated" if event.reason else "active",
+                status,
                 alert.severity,
                 now,
                 now,
                 canonical_json(alert.labels),
                 canonical_json(alert.annotations),
-                event.reason,
-                owner,
-                lease_until,
+                event.reason or (held.held_reason if held else ""),
+                "" if held else owner,
+                0.0 if held else lease_until,
                 event.host,
             ),
         )
         row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()
-    reactivated = row["status"] == "waiting" and not event.reason
+    reactivated = outcome == "reactivate"
     if reactivated:
         # A new problem on a target whose ladder had ended (waiting for its first alert to resolve): never
         # swallowed. The incident is active again, leased to this replica with a new token, and its ladder runs.
@@ -175,6 +190,8 @@ def record_firing(
             (now, owner, lease_until, row["id"]),
         ).fetchone()
         audits.append((now, row["id"], "reactivated", canonical_json(detail)))
+    elif outcome == "hold" and held is not None:
+        row = hold(db, row["id"], held, now)
     incident_id = row["id"]
     db.execute(
         "INSERT OR REPLACE INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES (?, ?, ?, 'firing')",
@@ -186,12 +203,15 @@ def record_firing(
         (alert.fingerprint, alert.starts_at, alert.starts_ts, incident_id, now),
     )
     audits.append((now, incident_id, "opened" if created else "attached", canonical_json(detail)))
+    if held is not None:
+        audits.append((now, incident_id, "maintenance", canonical_json(held.audit_detail())))
     return FiringResult(
         incident=incident_of(row),
         created=created,
         duplicate=False,
         superseded=tuple(superseded),
         reactivated=reactivated,
+        held=held,
     )
 
 

@@ -76,4 +76,14 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX incidents_key_opened;
     CREATE INDEX incidents_key_opened ON incidents(policy, host, target, opened_at);
     """,
+    # Maintenance windows (docs/design.md): a target, optionally a host and a policy ('' for any), for a time.
+    """
+    CREATE TABLE maintenance (
+        id INTEGER PRIMARY KEY, target TEXT NOT NULL, host TEXT NOT NULL, policy TEXT NOT NULL,
+        starts_at REAL NOT NULL, ends_at REAL NOT NULL, reason TEXT NOT NULL, created_by TEXT NOT NULL,
+        created_at REAL NOT NULL, cancelled_at REAL);
+    CREATE INDEX maintenance_target ON maintenance(target, ends_at);
+    CREATE INDEX maintenance_ends ON maintenance(ends_at);
+    CREATE INDEX incidents_maintenance ON incidents(id) WHERE status = 'maintenance';
+    """,
 )

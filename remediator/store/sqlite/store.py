@@ -27,8 +27,17 @@ from remediator.domain.incidents import (
     StepRecord,
     StepStatus,
 )
+from remediator.domain.maintenance import MaintenanceWindow
 from remediator.errors import ConfigError, LeaseLost, StoreDataError, StoreError, StoreUnavailable
-from remediator.store.base import LONGEST_ACTION_S, Firing, History, IntakeEvent, IntakeResult, Resolved
+from remediator.store.base import (
+    LONGEST_ACTION_S,
+    Firing,
+    History,
+    IntakeEvent,
+    IntakeResult,
+    MaintenanceChanges,
+    Resolved,
+)
 from remediator.store.rows import (
     audit_of,
     canonical_json,
@@ -38,6 +47,7 @@ from remediator.store.rows import (
     step_of,
     storable,
 )
+from remediator.store.sqlite import maintenance
 from remediator.store.sqlite.errors import mapped
 from remediator.store.sqlite.intake import (
     INSERT_AUDIT,
@@ -499,6 +509,39 @@ class SqliteStore(SqliteRetention):
             )
 
         return await self._run(swap)
+
+    # -- maintenance windows ------------------------------------------------------------------------------
+
+    async def maintenance_add(
+        self,
+        target: str,
+        host: str,
+        policy: str,
+        starts_at: float,
+        ends_at: float,
+        reason: str,
+        by: str,
+        now: float,
+    ) -> MaintenanceWindow:
+        values = (storable(target), storable(host), storable(policy), storable(reason), storable(by))
+
+        def add(db: sqlite3.Connection) -> MaintenanceWindow:
+            t, h, p, r, b = values
+            return maintenance.add(db, t, h, p, starts_at, ends_at, r, b, now)
+
+        return await self._run(add)
+
+    async def maintenance_windows(self, since: float) -> list[MaintenanceWindow]:
+        return await self._run(lambda db: maintenance.listed(db, since), synced=False)
+
+    async def maintenance_cancel(self, window_id: int, by: str, now: float) -> MaintenanceWindow | None:
+        by = storable(by)
+        return await self._run(lambda db: maintenance.cancel(db, window_id, by, now))
+
+    async def maintenance_pass(
+        self, owner: str, now: float, lease_until: float, running: Sequence[int] = ()
+    ) -> MaintenanceChanges:
+        return await self._run(lambda db: maintenance.run_pass(db, owner, now, lease_until, running))
 
     # -- escalation outbox --------------------------------------------------------------------------------
 
