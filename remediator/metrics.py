@@ -109,6 +109,20 @@ class Metrics:
             ["policy", "result"],
             registry=r,
         )
+        self.recoveries = Counter(
+            "remediator_recoveries_total",
+            "Incidents that recovered after an action, by policy and the act step after which verification saw"
+            " it (remediator report reads the same from the store, across restarts and replicas).",
+            ["policy", "step"],
+            registry=r,
+        )
+        self.pages_avoided = Counter(
+            "remediator_pages_avoided_total",
+            "Incidents at a paging priority (P1, P2) that recovered after an action, so that nobody was paged,"
+            " by policy.",
+            ["policy"],
+            registry=r,
+        )
         self.escalations = Counter(
             "remediator_escalations_total",
             "Escalations, by policy, notifier and result (delivered; overdue: still retrying past the attempts;"

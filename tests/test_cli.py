@@ -64,9 +64,8 @@ def test_help_lists_the_commands_and_each_has_examples() -> None:
     for command in ("serve", "check", "simulate", "incidents", "status", "hosts", "healthcheck", "store"):
         assert f"\n    {command} " in result.stdout or f"\n    {command}\n" in result.stdout, command
     listing = run("incidents", "--help").stdout
-    assert (
-        "examples:\n  remediator incidents" in listing and "--status {active,escalated,resolved}" in listing
-    )
+    assert "examples:\n  remediator incidents" in listing
+    assert re.search(r"--status \{active,escalated,(\w+,)*resolved\}", listing)
     assert "-o {table,json}" in listing and "--url URL" in listing and "--token TOKEN" in listing
 
 

@@ -160,5 +160,7 @@ def test_serve_names_the_listener_setting_it_cannot_use(
 def test_a_docker_host_refused_when_used_is_one_line_and_exit_2(tmp_path: Path) -> None:
     refused = cli("serve", **serve_env(tmp_path, REMEDIATOR_DOCKER__HOST="foo://bar"))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
-    last = refused.stderr.splitlines()[-1]
-    assert last.startswith("error: ") and "'foo://bar'" in last and "unix|tcp|ssh|npipe" in last
+    # Named by the model and field it failed in; a URL is not repeated (it may hold a password).
+    assert refused.stderr.splitlines()[-1] == (
+        "error: DockerHost url: String should match pattern '^(unix|tcp|ssh|npipe)://'"
+    )

@@ -38,6 +38,7 @@ from remediator.errors import (
     TargetRefused,
     TemporaryActionError,
 )
+from remediator.escalation.routing import priority_of, quiet
 from remediator.guards.refusal import Refusal
 from remediator.metrics import Metrics
 from remediator.policy.matching import host_of
@@ -423,6 +424,10 @@ class Runner:
                     resolved.wait(), min(verify.interval_s, remaining) if checks else remaining
                 )
         self.metrics.verifications.labels(policy.name, "recovered" if recovered else "not_recovered").inc()
+        if recovered:
+            self.metrics.recoveries.labels(policy.name, step.name).inc()
+            if not quiet(priority_of(incident.labels, self.escalator.routing)):
+                self.metrics.pages_avoided.labels(policy.name).inc()
         (logger.info if recovered else logger.warning)(
             "incident %d: %s attempt %d %s (%s)",
             incident.id,

@@ -106,6 +106,7 @@ def build_app(
             web.get("/api/incidents", api.incidents),
             web.get("/api/incidents/{id}", api.incident),
             web.get("/api/incidents/{id}/report", api.incident_report),
+            web.get("/api/report", api.effectiveness_report),
             web.get("/api/status", api.status),
             web.post("/api/pause", api.pause),
             web.post("/api/resume", api.resume),

@@ -10,13 +10,15 @@ from typing import Any
 
 from aiohttp import web
 
+from remediator.domain.effectiveness import IncidentOutcome, effectiveness, overall
 from remediator.domain.report import build_report, markdown
-from remediator.domain.story import incident_timeline
+from remediator.domain.story import incident_timeline, iso
 from remediator.engine.control import Mode
 from remediator.errors import ConfigError, PolicyError
 from remediator.escalation.routing import priority_of
 from remediator.server.params import error, parse_id, parse_limit
 from remediator.server.state import CLOCK, GATE, HOSTS, INTAKE, POLICIES, RELOAD, STORE
+from remediator.store.effectiveness import PAGE
 
 
 async def incidents(request: web.Request) -> web.Response:
@@ -66,6 +68,51 @@ async def incident_report(request: web.Request) -> web.Response:
     if shape == "json":
         return web.json_response(report)
     return web.Response(text=markdown(report), content_type="text/markdown", charset="utf-8")
+
+
+REPORT_DEFAULT_S = 7 * 86_400.0
+REPORT_MAX_S = 400 * 86_400.0
+"""``GET /api/report``'s period: a week by default, at most 400 days (retention keeps 90 by default)."""
+
+
+async def effectiveness_report(request: web.Request) -> web.Response:
+    """GET /api/report[?since=SECONDS]: how well each policy worked over the last SECONDS (a week), read from the
+    store (domain/effectiveness.py): the same answer from any replica, after any restart."""
+    raw = request.query.get("since")
+    try:
+        since_s = REPORT_DEFAULT_S if raw is None else float(raw)
+    except ValueError:
+        since_s = float("nan")
+    if not 0 < since_s <= REPORT_MAX_S:  # also refuses nan
+        return error(400, f"since must be a number of seconds, more than 0 and at most {REPORT_MAX_S:.0f}")
+    store = request.app[STORE]
+    now = request.app[CLOCK]()
+    cutoff = now - since_s
+    outcomes: list[IncidentOutcome] = []
+    before: int | None = None
+    while True:
+        page = await store.incident_outcomes(before, PAGE)
+        inside = [o for o in page if o.opened_at >= cutoff]
+        outcomes.extend(inside)
+        # Newest first, and ids grow with the opening time: a page with none inside the period is the last.
+        if len(page) < PAGE or not inside:
+            break
+        before = page[-1].id
+    routing = request.app[INTAKE].escalator.routing
+
+    def priority(labels: dict[str, str]) -> str:
+        return priority_of(labels, routing)
+
+    loaded = [p.name for p in request.app[POLICIES]]
+    return web.json_response(
+        {
+            "since": iso(cutoff),
+            "until": iso(now),
+            "period_s": since_s,
+            "policies": effectiveness(outcomes, priority, loaded),
+            "all": overall(outcomes, priority),
+        }
+    )
 
 
 async def status(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from remediator.domain.effectiveness import IncidentOutcome
 from remediator.domain.fencing import Fence
 from remediator.domain.incidents import (
     AuditRecord,
@@ -363,6 +364,14 @@ class Store(Protocol):
 
     async def outbox_entries(self, incident_id: int) -> list[OutboxEntry]:
         """Every entry stored for one incident, in id order: who it was escalated to, and what is pending."""
+        ...
+
+    async def incident_outcomes(
+        self, before_id: int | None = None, limit: int = 500
+    ) -> list[IncidentOutcome]:
+        """A page of incidents, newest first (ids below ``before_id``), each with what became of it: an action
+        ran, its first verified recovery, an escalation stored, its refusals (``GET /api/report``). One query
+        (store/effectiveness.py)."""
         ...
 
     async def outbox_pending(self) -> list[OutboxEntry]:

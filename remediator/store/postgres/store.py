@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from remediator.domain.effectiveness import IncidentOutcome
 from remediator.domain.fencing import Fence
 from remediator.domain.incidents import (
     AuditRecord,
@@ -36,6 +37,7 @@ from remediator.store.base import (
     MaintenanceChanges,
     Resolved,
 )
+from remediator.store.effectiveness import outcome_of, outcomes_sql
 from remediator.store.postgres import maintenance
 from remediator.store.postgres.errors import FAILURES, mapped
 from remediator.store.postgres.intake import (
@@ -54,6 +56,9 @@ from remediator.store.postgres.schema import ADMISSION_LOCK, MIGRATION_LOCK, MIG
 from remediator.store.rows import audit_of, incident_of, newer_schema, step_of, storable
 
 T = TypeVar("T")
+
+_OUTCOMES = outcomes_sql("(a.detail::jsonb ->> 'reason')", "string_agg({}, ',')", "$1", "$2")
+"""Store.incident_outcomes in PostgreSQL."""
 
 
 class PostgresStore(PostgresOutbox, PostgresRetention):
@@ -374,6 +379,16 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
             return [step_of(r) for r in rows]
 
         return await self._tx(steps)
+
+    async def incident_outcomes(
+        self, before_id: int | None = None, limit: int = 500
+    ) -> list[IncidentOutcome]:
+        before = 2**63 - 1 if before_id is None else before_id
+
+        async def page(db: asyncpg.Connection) -> list[IncidentOutcome]:
+            return [outcome_of(r) for r in await db.fetch(_OUTCOMES, before, limit)]
+
+        return await self._tx(page, single_statement=True)
 
     async def audit_trail(
         self, incident_id: int | None = None, limit: int = 1000, kinds: Sequence[str] | None = None

@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from remediator.domain.effectiveness import IncidentOutcome
 from remediator.domain.fencing import Fence
 from remediator.domain.incidents import (
     AuditRecord,
@@ -38,6 +39,7 @@ from remediator.store.base import (
     MaintenanceChanges,
     Resolved,
 )
+from remediator.store.effectiveness import outcome_of, outcomes_sql
 from remediator.store.rows import (
     audit_of,
     canonical_json,
@@ -63,6 +65,9 @@ from remediator.store.sqlite.schema import MIGRATIONS
 from remediator.store.sqlite.wal import WalSync, is_io_error
 
 T = TypeVar("T")
+
+_OUTCOMES = outcomes_sql("json_extract(a.detail, '$.reason')", "group_concat({}, ',')", "?", "?")
+"""Store.incident_outcomes in SQLite."""
 
 # One process owns a SQLite file; every store object on that file shares one admission lock.
 _ADMISSION: dict[Path, asyncio.Lock] = {}
@@ -575,6 +580,16 @@ class SqliteStore(SqliteRetention):
             return [outbox_of(r) for r in rows]
 
         return await self._run(entries, synced=False)
+
+    async def incident_outcomes(
+        self, before_id: int | None = None, limit: int = 500
+    ) -> list[IncidentOutcome]:
+        before = 2**63 - 1 if before_id is None else before_id
+
+        def page(db: sqlite3.Connection) -> list[IncidentOutcome]:
+            return [outcome_of(r) for r in db.execute(_OUTCOMES, (before, limit))]
+
+        return await self._run(page, synced=False)
 
     async def outbox_pending(self) -> list[OutboxEntry]:
         def pending(db: sqlite3.Connection) -> list[OutboxEntry]:
