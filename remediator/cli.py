@@ -538,7 +538,9 @@ def report_period(text: str) -> float:
     try:
         value = float(number) * (unit or 1)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a period: write 7d, 24h, 90m, 2w or seconds") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a period: write 7d, 24h, 90m, 2w or seconds"
+        ) from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r}: the period must be longer than 0")
     return value
