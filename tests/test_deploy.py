@@ -82,7 +82,7 @@ def load_yaml(path: Path) -> Any:
 
 def test_prometheus_configs_and_rules_pass_promtool() -> None:
     promtool = require("promtool")
-    assert "SUCCESS: 7 rules found" in run([promtool, "check", "rules", str(RULES)])
+    assert "SUCCESS: 9 rules found" in run([promtool, "check", "rules", str(RULES)])
     for config in ("prometheus.yml", "prometheus-swarm.yml"):
         run([promtool, "check", "config", str(DEPLOY / "prometheus" / config)])
     assert "SUCCESS" in run([promtool, "test", "rules", str(RULE_TESTS)])
@@ -132,7 +132,12 @@ def test_alertmanager_config_routes_the_remediated_alerts_to_remediator_with_the
 
     for alertname in REMEDIATED:
         assert receiver(f"alertname={alertname}", "container=sms-db", "severity=critical") == "remediator"
-    for alertname in ("RemediatorDown", "RemediatorEscalationFailing", "SomethingElse"):
+    for alertname in (
+        "RemediatorDown",
+        "RemediatorEscalationFailing",
+        "RemediatorEscalationStuck",
+        "SomethingElse",
+    ):
         assert receiver(f"alertname={alertname}", "severity=page") == "people"
 
     config = load_yaml(ALERTMANAGER)
