@@ -209,8 +209,13 @@ class App:
             raise ConfigError(
                 f"policies {', '.join(needing)} query Prometheus: set REMEDIATOR_PROMETHEUS__URL"
             )
-        for missing in unknown_notifiers(policies, self.settings):
-            logger.warning("escalation target not configured, escalations go to the log: %s", missing)
+        missing = unknown_notifiers(policies, self.settings)
+        if missing:
+            # One line for all: a fresh install (no escalation target yet) must not open with a wall of warnings.
+            logger.warning(
+                "escalation targets not configured, these escalations go to the log (REMEDIATOR_ESCALATION__*): %s",
+                ", ".join(missing),
+            )
         for problem in hosts_out_of_reach(policies, self.fleet.names):
             logger.warning("%s: its alerts will be refused and escalated (REMEDIATOR_DOCKER__HOSTS)", problem)
         return policies
