@@ -143,7 +143,7 @@ class Maintenance:
             reason,
         )
         if starts_at <= now:
-            await self.apply()
+            await self._apply_now()
         return Declared(window, tuple(warnings))
 
     async def windows(self, include_ended: bool = False) -> list[MaintenanceWindow]:
@@ -157,8 +157,16 @@ class Maintenance:
         window = await self.store.maintenance_cancel(window_id, by, self.clock())
         if window is not None:
             logger.info("maintenance window %d cancelled by %s", window_id, by)
-            await self.apply()
+            await self._apply_now()
         return window
+
+    async def _apply_now(self) -> None:
+        """A pass right after a change, so that it holds (or releases) without waiting for the next tick. The
+        change is stored already: a failure here is only logged, and the next pass applies it."""
+        try:
+            await self.apply()
+        except StoreError as exc:
+            logger.warning("maintenance pass after a change failed (the next one applies it): %s", exc)
 
     async def run(self) -> None:
         """Until cancelled: apply the windows every ``tick_s``."""
