@@ -228,10 +228,16 @@ def base_rootfs() -> Path:
 
 
 def package_index() -> dict[str, str]:
-    """The build arguments that point pip in the build at this machine's package index (PyPI here)."""
+    """The build arguments that point pip in the build at this machine's package index (PyPI here): what this
+    machine's pip is configured with (its environment, then pip.conf), else PyPI."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    ).stdout
+    configured = dict(re.findall(r"^\S*\.(index-url|extra-index-url|trusted-host)='(.*)'$", listed, re.M))
     args = {}
     for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"):
-        value = os.environ.get(name, "")
+        key = name.removeprefix("PIP_").lower().replace("_", "-")
+        value = os.environ.get(name) or configured.get(key, "")
         # file:// indexes on this machine's disk are not in the build's reach.
         value = " ".join(v for v in value.split() if not v.startswith("file:"))
         if value:
