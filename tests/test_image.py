@@ -419,7 +419,7 @@ def test_the_image_goes_healthy_and_restarts_a_container_for_an_alert(built: Bui
 
 
 @pytest.mark.realparts
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)  # whichever test runs first makes the image (debootstrap, build)
 def test_another_port_and_another_command_still_listen_everywhere_and_go_healthy(built: Built) -> None:
     daemon = built.daemon
     # The port from the environment, as docs/operations.md says: the HEALTHCHECK reads the same setting.
@@ -442,6 +442,7 @@ def test_another_port_and_another_command_still_listen_everywhere_and_go_healthy
 
 
 @pytest.mark.realparts
+@pytest.mark.timeout(900)
 def test_the_image_holds_the_locked_versions_and_no_pip(built: Built) -> None:
     daemon = built.daemon
     name = "remediator-versions"
