@@ -265,3 +265,62 @@ async def test_a_window_too_long_is_refused_and_one_on_an_unknown_target_is_warn
         assert r.status == 401
     assert await cli(app, "maintenance", "cancel", "99") == 1
     assert "no maintenance window 99" in capsys.readouterr().err
+
+
+RETRYING = """\
+name: database-down
+match: [alertname = DatabaseDown]
+target: {kind: container, from_label: container, allow: ["maint-[a-z0-9]+"]}
+steps:
+  - act: container.restart
+    with: {timeout_s: 2}
+    attempts: 10
+    verify: {resolved_within_s: 1}
+  - escalate: oncall
+limits:
+  cooldown_s: 0
+  max_actions: {count: 100, window_s: 3600}
+"""
+
+
+async def test_a_window_that_begins_while_the_ladder_runs_stops_it_before_its_next_restart(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
+) -> None:
+    await asyncio.to_thread(docker_daemon.run_container, "maint-busy")
+    app = await start_app(
+        policies={"database-down.yaml": RETRYING},
+        retry=RetryPolicy(tries=2, initial_s=0.05, max_s=0.1),
+        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
+        REMEDIATOR_ESCALATION__TARGETS=json.dumps({"oncall": {"url": f"{capture_server.url}/hook"}}),
+        REMEDIATOR_MAINTENANCE__TICK_S="0.2",
+        REMEDIATOR_STORE__LEASE_S="1.5",
+    )
+    assert await post_alerts(app.port, [firing("maint-busy", "fp-5")]) == [200]
+    assert app.intake is not None
+    await app.intake.join()
+    incident = await incident_of(app, "maint-busy")
+
+    async def restarts() -> int:
+        return len([s for s in await app.store.steps(incident.id) if s.name == "container.restart"])
+
+    await eventually(lambda: _at_least(restarts, 2), timeout=20)  # the ladder restarts, again and again
+    status, _ = await api(
+        app, "POST", "/api/maintenance", {"target": "maint-busy", "for_s": 600, "reason": "hands on"}
+    )
+    assert status == 201
+    held = await app.store.get_incident(incident.id)
+    assert held is not None and held.status == "maintenance"
+    await eventually(lambda: app.runner.running == 0, timeout=10)  # the keeper stopped the fenced ladder
+    settled = await restarts()
+    started = await asyncio.to_thread(docker_daemon.started_at, "maint-busy")
+    await asyncio.sleep(3.0)  # without the window: three more attempts by now
+    assert await restarts() == settled
+    assert await asyncio.to_thread(docker_daemon.started_at, "maint-busy") == started
+    assert capture_server.requests == []  # and nobody was paged
+    kinds = [a.kind for a in await app.store.audit_trail(incident.id)]
+    assert kinds.count("maintenance") == 1
+    assert app.metrics.maintenance.labels("database-down", "held")._value.get() == 1
+
+
+async def _at_least(count: Callable[[], Any], n: int) -> bool:
+    return bool(await count() >= n)
