@@ -158,8 +158,8 @@ class Metrics:
         # replica reports the same value; aggregate them with max.
         self.incidents_open = Gauge(
             "remediator_incidents_open",
-            "Incidents not yet resolved (active, waiting or escalated), in the shared store: the same on every"
-            " replica (aggregate with max, not sum).",
+            "Incidents not yet resolved (active, waiting, escalated or in maintenance), in the shared store: the"
+            " same on every replica (aggregate with max, not sum).",
             registry=r,
         )
         self.approvals_pending = Gauge(

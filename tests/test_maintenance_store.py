@@ -273,3 +273,20 @@ async def test_windows_are_listed_until_they_end_and_survive_a_restart(store_url
         assert (await store.table_rows())["maintenance"] == 3
     finally:
         await store.close()
+
+
+async def test_a_new_alert_on_an_active_incident_in_a_window_holds_it_and_fences_its_ladder(
+    stores: Callable[[], Any],
+) -> None:
+    store = await stores()
+    (opened,) = await firing(store, fire("f1"), now=T0 - 10)
+    assert opened.incident is not None and opened.incident.status == "active"
+    old = Fence(opened.incident.id, "a", opened.incident.lease_epoch)
+    await declare(store)  # no pass has run yet: intake holds it with the next alert
+    (second,) = await firing(store, fire("f2"), now=T0 + 1)
+    assert second.held is not None and second.incident is not None
+    assert second.incident.status == "maintenance" and second.incident.id == opened.incident.id
+    assert second.incident.lease_epoch == old.epoch + 1 and second.incident.lease_owner == ""
+    with pytest.raises(LeaseLost):
+        await store.lease_confirm(old, T0 + 2, T0 + 30)
+    assert await store.claim_expired("b", T0 + 500, T0 + 515) == []
