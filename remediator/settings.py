@@ -242,6 +242,17 @@ class AlertmanagerTarget(BaseModel):
     """Seconds one API call may take."""
 
 
+class GrafanaTarget(BaseModel):
+    """One Grafana that gets each action and each escalation as a dashboard-wide annotation."""
+
+    url: str
+    """Base URL of Grafana (``https://grafana.example.com``); annotations are posted to ``/api/annotations``."""
+    token: SecretStr
+    """A service account token with the annotations:write permission (Editor), sent as a Bearer token."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds one API call may take."""
+
+
 Priority = Literal["P1", "P2", "P3", "P4"]
 QUIET_PRIORITIES: frozenset[str] = frozenset({"P3", "P4"})
 """Priorities that never page: PagerDuty notifiers are skipped for them."""
@@ -292,6 +303,8 @@ class EscalationSettings(BaseModel):
     """Named PagerDuty services: ``{"pd": {"routing_key": "..."}}``."""
     alertmanager: dict[str, AlertmanagerTarget] = Field(default_factory=dict)
     """Named Alertmanagers: ``{"am": {"url": "http://alertmanager:9093"}}``."""
+    grafana: dict[str, GrafanaTarget] = Field(default_factory=dict)
+    """Named Grafanas annotated with every action and escalation: ``{"grafana": {"url": "...", "token": "..."}}``."""
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     attempts: int = Field(default=5, ge=1)
     """Delivery attempts after which an escalation is logged as overdue (count); it is retried until delivered."""
@@ -300,7 +313,7 @@ class EscalationSettings(BaseModel):
 
     def notifier_names(self) -> set[str]:
         """Every configured notifier name (``log`` is always there besides them)."""
-        return {*self.targets, *self.slack, *self.pagerduty, *self.alertmanager}
+        return {*self.targets, *self.slack, *self.pagerduty, *self.alertmanager, *self.grafana}
 
     @model_validator(mode="after")
     def _names_and_routes(self) -> EscalationSettings:
@@ -310,6 +323,7 @@ class EscalationSettings(BaseModel):
             ("slack", self.slack),
             ("pagerduty", self.pagerduty),
             ("alertmanager", self.alertmanager),
+            ("grafana", self.grafana),
         ):
             for name in group:
                 if name == "log":

@@ -165,7 +165,7 @@ def _event_text(kind: str, detail: dict[str, Any], incident: Incident) -> str | 
         return "remediator resumed the incident (after a restart or a takeover)"
     if kind in ("admitted", "approval_queued", "approval_delivered", "resolution_queued"):
         return None
-    if kind in ("resolution_delivered", "silence_expired"):
+    if kind in ("resolution_delivered", "silence_expired", "annotation_delivered"):
         return None
     return f"{kind}: {_short(json.dumps(detail, sort_keys=True), 200)}"
 

@@ -45,12 +45,25 @@ class ApprovalEntry(TypedDict):
     """``deny`` (the step does not run and the incident escalates) or ``proceed`` (the step runs)."""
 
 
+class ActionEntry(TypedDict):
+    """One attempt of an action that ran, for the notifiers that record actions (``event: action``)."""
+
+    step: str
+    index: int
+    attempt: int
+    status: str
+    """``ok`` or ``failed``."""
+    detail: str
+    started_at: str | None
+    finished_at: str | None
+
+
 class EscalationPayload(TypedDict):
     """What a human gets: what fired, what was tried, and why remediation stopped. The generic webhook sends
     it as is (documented in docs/escalation.md); Slack, PagerDuty and Alertmanager format it."""
 
     event: str
-    """``escalate``, ``approval_requested`` or ``resolve``."""
+    """``escalate``, ``approval_requested``, ``resolve`` or ``action`` (for the notifiers that record actions)."""
     incident_id: int
     policy: str
     policy_source: str
@@ -85,6 +98,8 @@ class EscalationPayload(TypedDict):
     approve_command: NotRequired[str]
     approval_url: NotRequired[str]
     """The signed one-click approval link (approval requests only; never logged)."""
+    action: NotRequired[ActionEntry]
+    """``action`` events only: the attempt that ran."""
     report_url: NotRequired[str]
     """The post-incident report (``GET /api/incidents/ID/report``, token required) under the daemon's public URL;
     empty when that is not known. Absent from payloads stored before it was added."""

@@ -22,7 +22,7 @@ from remediator.domain.policies import Policy
 from remediator.domain.story import FIRING_KINDS, ApprovalEntry, build_payload, iso
 from remediator.engine.outbox import Outbox
 from remediator.errors import NotifyError
-from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, pages
+from remediator.escalation.base import Notifier, Notifiers, Resolver, Silencer, annotates, pages
 from remediator.escalation.routing import priority_of, quiet, recipients
 from remediator.metrics import Metrics
 from remediator.settings import RoutingSettings
@@ -118,6 +118,8 @@ class Escalator:
             chosen.append((wanted, notifier))
         if not chosen:
             chosen = [(self.fallback.name, self.fallback)]
+        # Every escalation is also recorded where actions are (Grafana annotations), routed or not.
+        chosen += [(n, x) for n, x in self._annotators() if n not in {w for w, _ in chosen}]
         steps = await self.store.steps(incident.id)
         trail = await self.store.audit_trail(incident.id, kinds=FIRING_KINDS)
         payload = build_payload(
@@ -152,6 +154,54 @@ class Escalator:
         )
         entries.extend(await self._end_silences(incident, now))
         for entry in entries:
+            self.outbox.spawn(entry)
+
+    def _annotators(self) -> list[tuple[str, Notifier]]:
+        return [(name, n) for name, n in self.notifiers.items() if annotates(n)]
+
+    async def action_ran(
+        self,
+        incident: Incident,
+        policy: Policy,
+        step_id: int,
+        index: int,
+        step_name: str,
+        attempt: int,
+        ok: bool,
+        detail: str,
+        duration_s: float,
+    ) -> None:
+        """An action's attempt finished: the notifiers that record actions (Grafana annotations) get it through
+        the outbox, one entry each per recorded attempt (``step_id``). Nothing to do without one."""
+        annotators = self._annotators()
+        if not annotators:
+            return
+        now = self.clock()
+        status = "ok" if ok else "failed"
+        payload = build_payload(
+            incident,
+            policy,
+            (),
+            f"{step_name} attempt {attempt}: {status}",
+            now,
+            priority=priority_of(incident.labels, self.routing),
+            status=incident.status,
+            event="action",
+            public_url=self.public_url,
+        )
+        payload["next"] = ""
+        payload["action"] = {
+            "step": step_name,
+            "index": index,
+            "attempt": attempt,
+            "status": status,
+            "detail": detail,
+            "started_at": iso(now - duration_s),
+            "finished_at": iso(now),
+        }
+        for name, notifier in annotators:
+            dedup_key = f"remediator-{incident.id}-action-{step_id}-{name}"
+            entry = await self.outbox.put(incident.id, notifier.name, dedup_key, payload, now)
             self.outbox.spawn(entry)
 
     async def request_approval(

@@ -23,7 +23,7 @@ from remediator.domain.incidents import OutboxEntry
 from remediator.domain.story import EscalationPayload
 from remediator.engine.breakers import Breakers
 from remediator.errors import LeaseLost, NotifyError, StoreError, StoreUnavailable
-from remediator.escalation.base import Notifier, Resolver, Silencer
+from remediator.escalation.base import Annotator, Notifier, Resolver, Silencer
 from remediator.metrics import Metrics
 from remediator.store.base import Store
 
@@ -34,6 +34,7 @@ _DELIVERED = {
     "approval_requested": "approval_delivered",
     "resolve": "resolution_delivered",
     "expire_silence": "silence_expired",
+    "action": "annotation_delivered",
 }
 """The audit kind of each delivered outbox event (an unknown one is named after itself, never mislabelled)."""
 
@@ -158,6 +159,8 @@ class Outbox:
             await notifier.send(story, entry.dedup_key)
         elif event == "resolve" and isinstance(notifier, Resolver):
             await notifier.resolve(story, entry.dedup_key)
+        elif event == "action" and isinstance(notifier, Annotator):
+            await notifier.annotate(story, entry.dedup_key)
         elif event == "expire_silence" and isinstance(notifier, Silencer):
             await notifier.expire_silence(str(entry.payload["silence_id"]))
         else:  # the notifier was reconfigured since the entry was stored: nothing it can do

@@ -487,6 +487,24 @@ class Runner:
                 self._idle.set()
         self.metrics.actions.labels(policy.name, step.kind, step.name, outcome.kind, incident.host).inc()
         self.metrics.action_duration.labels(step.name).observe(outcome.duration_s)
+        if step.kind == "act":
+            # Recorded for graphs (Grafana annotations) through the outbox: never a reason to stop the ladder.
+            try:
+                await self.escalator.action_ran(
+                    incident,
+                    policy,
+                    step_id,
+                    index,
+                    step.name,
+                    attempt,
+                    outcome.ok,
+                    outcome.detail,
+                    outcome.duration_s,
+                )
+            except StoreError as exc:
+                logger.warning(
+                    "incident %d: action not annotated: %s", incident.id, exc, extra=incident.log_fields
+                )
         logger.info(
             "incident %d: %s %s on %s -> %s (%.3fs)",
             incident.id,

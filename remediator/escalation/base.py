@@ -46,6 +46,18 @@ class Pager(Protocol):
 
 
 @runtime_checkable
+class Annotator(Protocol):
+    """A notifier that records every action remediator runs, and every escalation (Grafana annotations): each
+    escalation goes to it besides the routed ones, and each action's result is stored for it in the outbox
+    (``payload["event"] == "action"``)."""
+
+    @property
+    def annotates_actions(self) -> bool: ...
+
+    async def annotate(self, payload: EscalationPayload, dedup_key: str) -> None: ...
+
+
+@runtime_checkable
 class Silencer(Protocol):
     """A notifier that can silence the original alert while remediation runs."""
 
@@ -59,6 +71,11 @@ class Silencer(Protocol):
     async def expire_silence(self, silence_id: str) -> None:
         """End the silence now; a silence that is already gone counts as expired."""
         ...
+
+
+def annotates(notifier: object) -> bool:
+    """True for notifiers that record every action and escalation (Grafana annotations)."""
+    return isinstance(notifier, Annotator) and notifier.annotates_actions
 
 
 def pages(notifier: object) -> bool:

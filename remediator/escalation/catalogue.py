@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from remediator.escalation.alertmanager import AlertmanagerNotifier
 from remediator.escalation.base import Notifier, Notifiers
+from remediator.escalation.grafana import GrafanaNotifier
 from remediator.escalation.pagerduty import PagerDutyNotifier
 from remediator.escalation.slack import SlackNotifier
 from remediator.escalation.webhook import WebhookNotifier
@@ -23,5 +24,9 @@ def build_notifiers(settings: EscalationSettings) -> Notifiers:
     for name, am in settings.alertmanager.items():
         notifiers[name] = AlertmanagerNotifier(
             name, am.url, am.headers, am.silence_while_running, am.alert_ttl_s, am.timeout_s
+        )
+    for name, grafana in settings.grafana.items():
+        notifiers[name] = GrafanaNotifier(
+            name, grafana.url, grafana.token.get_secret_value(), grafana.timeout_s
         )
     return Notifiers(notifiers, settings.routing)
