@@ -56,6 +56,17 @@ REMEDIATED = {
 }
 
 
+def shipped_alertnames() -> dict[str, str]:
+    """Every alertname a shipped policy pins (``alertname = X``), with its policy file's name."""
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "policies").glob("*.yaml")):
+        for matcher in load_yaml(path)["match"]:
+            label, _, value = (part.strip() for part in str(matcher).partition("="))
+            if label == "alertname" and not value.startswith("~"):
+                found[value.strip("\"'")] = path.stem
+    return found
+
+
 def run(argv: list[str], *, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
     """Run a tool; fail the test with its output when it exits non-zero. Returns its standard output."""
     done = subprocess.run(
@@ -130,8 +141,16 @@ def test_alertmanager_config_routes_the_remediated_alerts_to_remediator_with_the
     def receiver(*labels: str) -> str:
         return run([amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels]).strip()
 
-    for alertname in REMEDIATED:
+    shipped = shipped_alertnames()
+    assert set(REMEDIATED) <= set(shipped) and len(shipped) >= 12
+    # Every alert a shipped policy takes goes to remediator (one routed there without a policy would only be
+    # recorded: nobody paged), and the swarm stack mounts every shipped policy.
+    for alertname in shipped:
         assert receiver(f"alertname={alertname}", "container=sms-db", "severity=critical") == "remediator"
+    mounted = {c["target"].rsplit("/", 1)[-1] for c in load_yaml(SWARM)["services"]["remediator"]["configs"]}
+    assert mounted == {f"{name}.yaml" for name in set(shipped.values())} | {
+        p.name for p in (REPO / "policies").glob("*.yaml")
+    }
     for alertname in (
         "RemediatorDown",
         "RemediatorEscalationFailing",
