@@ -662,7 +662,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     breakers: dict[str, Any] = status.get("breakers") or {}
     tripped = {name: state for name, state in breakers.items() if state != "closed"}
     rows.append(["breakers", f"{len(breakers)}, {len(tripped)} not closed" if breakers else "none yet"])
-    known = {"paused", "dry_run", "open_incidents", "backlog", "breakers"}
+    windows = status.get("maintenance_windows_in_force")
+    if windows:
+        rows.append(["maintenance", f"{windows} window(s) in force (`remediator maintenance list`)"])
+    known = {"paused", "dry_run", "open_incidents", "backlog", "breakers", "maintenance_windows_in_force"}
     rows += [
         [k.replace("_", " "), v]
         for k, v in sorted(status.items())

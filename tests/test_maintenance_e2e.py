@@ -122,6 +122,10 @@ async def test_an_alert_in_a_window_restarts_nothing_and_pages_nobody_until_the_
     assert listed[1].split()[:4] == ["1", "in", "force", "maint-db"] and reason in listed[1]
     status, body = await api(app, "GET", "/api/incidents?status=maintenance")
     assert status == 200 and [i["id"] for i in body["incidents"]] == [incident.id]
+    assert await cli(app, "status") == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert "maintenance     1 window(s) in force (`remediator maintenance list`)" in shown
+    assert "open incidents  1" in shown
 
     # Cancelled with the alert still firing: evaluated as new, the ladder starts, the container restarts.
     assert await cli(app, "maintenance", "cancel", "1") == 0

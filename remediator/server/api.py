@@ -117,13 +117,18 @@ async def effectiveness_report(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     gate = request.app[GATE]
+    store = request.app[STORE]
+    now = request.app[CLOCK]()
     return web.json_response(
         {
             "paused": await gate.control.paused(),
             "dry_run": gate.settings.dry_run,
-            "open_incidents": len(await request.app[STORE].open_incidents()),
+            "open_incidents": len(await store.open_incidents()),
             "backlog": request.app[INTAKE].backlog,
             "breakers": {name: b.status for name, b in sorted(gate.breakers.items())},
+            "maintenance_windows_in_force": sum(
+                w.in_force(now) for w in await store.maintenance_windows(now)
+            ),
         }
     )
 
