@@ -151,3 +151,32 @@ async def test_a_service_is_found_by_its_whole_name_never_by_an_id_or_id_prefix(
     after = await asyncio.to_thread(spec, swarm, "tr-billing")
     assert after["Version"] == before["Version"]
     assert after["Spec"]["Mode"] == {"Replicated": {"Replicas": 1}}
+
+
+async def test_a_swarm_is_reached_through_the_manager_host_the_incident_names(
+    swarm: DockerDaemon, docker_daemon: DockerDaemon
+) -> None:
+    """A fleet: the swarm's manager is one named host among others; swarm actions go to it, and to no other."""
+    from remediator.actions.fleet import DockerFleet
+
+    await asyncio.to_thread(create_service, swarm, "fleet-workers", mode={"Replicated": {"Replicas": 1}})
+    fleet = DockerFleet(
+        {
+            "manager": DockerBackend(swarm.host, timeout_s=20, threads=1, host_name="manager"),
+            "plain": DockerBackend(docker_daemon.host, timeout_s=20, threads=1, host_name="plain"),
+        }
+    )
+    try:
+        detail = await SwarmScale(fleet).run("fleet-workers", SwarmScaleParams(by=1, max=3), host="manager")
+        assert detail == "scaled swarm service fleet-workers from 1 to 2 replicas (min 1, max 3)"
+        status = await SwarmStatus(fleet).run("fleet-workers", NoParams(), host="manager")
+        assert status.startswith("swarm service fleet-workers: desired=2")
+        # The same request on the host that is no swarm manager is refused there; nothing reaches the swarm.
+        with pytest.raises(PermanentActionError, match="not a swarm manager"):
+            await SwarmScale(fleet).run("fleet-workers", SwarmScaleParams(by=1, max=3), host="plain")
+        with pytest.raises(PermanentActionError, match="not configured"):
+            await SwarmRollback(fleet).run("fleet-workers", NoParams(), host="elsewhere")
+        attrs = await asyncio.to_thread(spec, swarm, "fleet-workers")
+        assert attrs["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
+    finally:
+        fleet.close()
