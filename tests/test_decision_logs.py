@@ -10,6 +10,8 @@ import pytest
 from engine_rig import Rig, make_policy, start
 from helpers import alert, eventually
 
+from remediator.domain.policies import Policy
+
 
 async def test_an_incident_s_story_is_in_the_log(
     tmp_path: Path, rigs: list[Rig], caplog: pytest.LogCaptureFixture
@@ -32,3 +34,32 @@ async def test_an_incident_s_story_is_in_the_log(
     ):
         assert part in said, (part, said)
     assert all(getattr(r, "policy", "database-down") == "database-down" for r in story)
+
+
+async def test_a_check_that_keeps_failing_says_why_at_once_and_then_now_and_then(
+    tmp_path: Path, rigs: list[Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A verification whose Prometheus is not there said nothing for its whole window (issue 16): now the
+    reason is logged at once, and not once per poll."""
+    caplog.set_level(logging.INFO, logger="remediator")
+    policy = Policy.model_validate(
+        {
+            "name": "database-down",
+            "match": ["alertname = DatabaseDown"],
+            "target": {"kind": "container", "from_label": "container", "allow": ["db"]},
+            "steps": [
+                {
+                    "act": "container.restart",
+                    "verify": {"within_s": 1.5, "interval_s": 0.1, "prometheus": {"query": "up == 1"}},
+                },
+                {"escalate": "oncall"},
+            ],
+        }
+    )
+    rig = await start(rigs, tmp_path, policy)
+    rig.send(alert(container="db"))
+    await eventually(lambda: rig.notifier.sent, timeout=20)
+    said = [r for r in caplog.records if "check does not hold yet" in r.getMessage()]
+    assert said and "no prometheus configured" in said[0].getMessage()
+    assert getattr(said[0], "incident", None) == 1 and said[0].levelno == logging.WARNING
+    assert len(said) <= 2  # ~15 polls in the window, one reason: said once

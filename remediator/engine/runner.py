@@ -350,10 +350,12 @@ class Runner:
             return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + floor.hold_s
+        said_at: tuple[str, float] | None = None
         while True:
             result = await self._probe("prometheus", floor.prometheus)
             if result.healthy is True:
                 return None
+            said_at = self._check_said(incident, f"healthy floor: {result.detail}", said_at)
             if loop.time() >= deadline or self._resolved[incident.id].is_set():
                 # missing data is never read as healthy: no series, or no Prometheus, holds the action too
                 state = "cannot be evaluated" if result.healthy is None else "does not hold"
@@ -394,6 +396,19 @@ class Runner:
         answer = await approvals.get(incident.id)
         return answer is not None and answer.state == "approved"
 
+    def _check_said(
+        self, incident: Incident, how: str, said: tuple[str, float] | None, every_s: float = 10.0
+    ) -> tuple[str, float] | None:
+        """Say in the log why a check does not hold yet (a Prometheus that is not there, a 503): at once, then
+        when the reason changes, else at most every ``every_s``. A check failing for a whole window was silent."""
+        now = time.monotonic()
+        if said is not None and said[0] == how and now - said[1] < every_s:
+            return said
+        logger.warning(
+            "incident %d: check does not hold yet: %s", incident.id, how, extra=incident.log_fields
+        )
+        return (how, now)
+
     async def _verify(self, incident: Incident, policy: Policy, step: Step, attempt: int) -> bool:
         """Wait for the alert to resolve or for every configured check to hold, within the step's window."""
         verify = step.verify
@@ -406,6 +421,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + verify.window_s
         recovered, how = False, ""
+        said_at: tuple[str, float] | None = None
         while True:
             if resolved.is_set():
                 recovered, how = True, "alert resolved"
@@ -416,6 +432,7 @@ class Runner:
                 if all(r.healthy is True for r in results):
                     recovered = True
                     break
+                said_at = self._check_said(incident, how, said_at)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
