@@ -13,10 +13,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from helpers import alert, eventually, notification, post_alerts
+from helpers import TOKEN, alert, eventually, notification, post_alerts
 from realparts import CaptureServer, DockerDaemon
 
 from remediator.app import App
@@ -163,6 +164,18 @@ async def test_each_action_and_the_escalation_become_annotations_through_the_out
     (hook,) = await capture_server.wait_for(1)
     assert hook.json["event"] == "escalate"
     assert all(GRAFANA_TOKEN not in r.getMessage() for r in caplog.records)
+
+    # The incident's report says whom it was escalated to: people, not the graphs.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"http://127.0.0.1:{app.port}/api/incidents/1/report?format=json",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as r,
+    ):
+        report = await r.json()
+    assert [e["notifier"] for e in report["escalations"]] == ["oncall"]
+    assert not any("grafana" in e["text"] for e in report["timeline"])
 
 
 async def _delivered(app: App) -> bool:

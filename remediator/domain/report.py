@@ -107,11 +107,15 @@ def _ts(value: str | None) -> float | None:
         return None
 
 
-def _event_text(kind: str, detail: dict[str, Any], incident: Incident) -> str | None:
+def _event_text(
+    kind: str, detail: dict[str, Any], incident: Incident, annotators: Collection[str] = ()
+) -> str | None:
     """A timeline entry as a sentence; None for the ones a report leaves out (admissions, deliveries of
-    resolves and silences)."""
+    resolves, silences and annotations)."""
     step = str(detail.get("step", ""))
     notifier = str(detail.get("notifier", ""))
+    if notifier in annotators and kind in ("escalation_queued", "escalation_delivered"):
+        return None  # a mark on the graphs (Grafana), not a person told
     if kind == "opened":
         return (
             f"remediator opened incident {incident.id} (policy {incident.policy}, target {incident.target})"
@@ -199,13 +203,15 @@ def build_report(
     now: float,
     *,
     priority: str,
+    annotators: Collection[str] = (),
 ) -> IncidentReport:
     """The report of ``incident`` from its ``steps``, its whole audit ``trail`` and its ``outbox`` entries.
     ``priority``: its routing priority (P1..P4) from the routing settings; the priority its escalation was
-    stored with wins, so that the report says what people were paged at."""
+    stored with wins, so that the report says what people were paged at. ``annotators``: the notifiers that only
+    record (Grafana annotations), which told nobody."""
     escalations: list[EscalationEntry] = []
     for entry in outbox:
-        if entry.payload.get("event") == "escalate":
+        if entry.payload.get("event") == "escalate" and entry.notifier not in annotators:
             escalations.append(
                 {
                     "notifier": entry.notifier,
@@ -231,7 +237,7 @@ def build_report(
         }
     ]
     for event in incident_timeline(steps, trail):
-        text = _event_text(event["kind"], event["detail"], incident)
+        text = _event_text(event["kind"], event["detail"], incident, annotators)
         if text is not None:
             timeline.append({"at": event["at"], "kind": event["kind"], "text": text})
 

@@ -159,6 +159,10 @@ class Escalator:
     def _annotators(self) -> list[tuple[str, Notifier]]:
         return [(name, n) for name, n in self.notifiers.items() if annotates(n)]
 
+    def annotator_names(self) -> list[str]:
+        """The notifiers that record every action and escalation (Grafana) rather than tell a person."""
+        return [name for name, _ in self._annotators()]
+
     async def action_ran(
         self,
         incident: Incident,

@@ -63,7 +63,8 @@ async def incident_report(request: web.Request) -> web.Response:
         await store.audit_trail(incident_id),
         await store.outbox_entries(incident_id),
         request.app[CLOCK](),
-        priority=priority_of(found.labels, routing),
+        priority=priority_of(found.labels, escalator.routing),  # as escalation reads it
+        annotators=escalator.annotator_names(),
     )
     if shape == "json":
         return web.json_response(report)
