@@ -54,7 +54,7 @@ async def incident_report(request: web.Request) -> web.Response:
     found = await store.get_incident(incident_id)
     if found is None:
         return error(404, f"no incident {incident_id}")
-    routing = request.app[INTAKE].escalator.routing  # the routing escalations use: one priority for both
+    escalator = request.app[INTAKE].escalator
     policy = next((p for p in request.app[POLICIES] if p.name == found.policy), None)
     report = build_report(
         found,
