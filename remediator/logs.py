@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-FIELDS = ("incident", "policy", "target")
+FIELDS = ("incident", "policy", "target", "host")
 """Passed as ``extra=`` (``Incident.log_fields``): what a line is about, so a log pipeline can filter on it."""
 
 

@@ -36,3 +36,12 @@ def test_incident_fields_appear_in_json_and_in_text() -> None:
 def test_a_line_about_no_incident_has_no_fields() -> None:
     assert "incident" not in json.loads(JsonFormatter().format(record()))
     assert not TextFormatter().format(record()).endswith("]")
+
+
+def test_a_fleet_incident_names_its_host_and_a_single_host_does_not_repeat_it() -> None:
+    on_web = Incident(8, "database-down", "db", "active", "critical", 0.0, 0.0, host="web-1")
+    entry = json.loads(JsonFormatter().format(record(on_web.log_fields)))
+    assert entry["host"] == "web-1"
+    assert TextFormatter().format(record(on_web.log_fields)).endswith("target=db host=web-1]")
+    single = Incident(7, "database-down", "db", "active", "critical", 0.0, 0.0)
+    assert "host" not in json.loads(JsonFormatter().format(record(single.log_fields)))

@@ -41,7 +41,10 @@ class Incident:
     @property
     def log_fields(self) -> dict[str, object]:
         """``extra=`` for a log line about this incident (remediator.logs.FIELDS)."""
-        return {"incident": self.id, "policy": self.policy, "target": self.target, "host": self.host}
+        fields: dict[str, object] = {"incident": self.id, "policy": self.policy, "target": self.target}
+        if self.host != "default":  # one host: the field would only repeat itself on every line
+            fields["host"] = self.host
+        return fields
 
 
 @dataclass(frozen=True)
