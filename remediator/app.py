@@ -61,6 +61,28 @@ def unknown_notifiers(policies: list[Policy], settings: Settings) -> list[str]:
     ]
 
 
+def maintenance_notice_problem(settings: Settings) -> str | None:
+    """Why REMEDIATOR_MAINTENANCE__NOTIFY cannot be used, or None: it must name a webhook or Slack notifier (or
+    ``log``), since a notice that an incident is held must never page anyone."""
+    name = settings.maintenance.notify
+    escalation = settings.escalation
+    if name is None or name == "log" or name in escalation.targets or name in escalation.slack:
+        return None
+    for kind, group in (
+        ("a PagerDuty", escalation.pagerduty),
+        ("an Alertmanager", escalation.alertmanager),
+        ("a Grafana", escalation.grafana),
+    ):
+        if name in group:
+            return (
+                f"REMEDIATOR_MAINTENANCE__NOTIFY: {name!r} is {kind} notifier; a maintenance notice must not page:"
+                " name a webhook (ESCALATION__TARGETS) or Slack (ESCALATION__SLACK) notifier, or log"
+            )
+    return (
+        f"REMEDIATOR_MAINTENANCE__NOTIFY: no notifier named {name!r} (ESCALATION__TARGETS, __SLACK, or log)"
+    )
+
+
 def uses_prometheus(policy: Policy) -> bool:
     """Whether a policy's healthy floor or a verification queries Prometheus."""
     verifies = any(s.verify is not None and s.verify.prometheus is not None for s in policy.steps)
@@ -277,6 +299,9 @@ class App:
             return in_force
 
     async def start(self) -> None:
+        problem = maintenance_notice_problem(self.settings)
+        if problem is not None:
+            raise ConfigError(problem)
         self._in_force(self._checked(load_policies(self.settings)))
         await self.store.open()
         await self.gate.load()
@@ -313,7 +338,9 @@ class App:
             settings.store.lease_s,
             settings.maintenance.max_s,
             settings.maintenance.tick_s,
+            settings.maintenance.notify,
         )
+        self.intake.maintenance_notify = settings.maintenance.notify
         await self.intake.recover()
         # Resume the ladders and deliveries this replica held before a restart, and what nobody holds.
         await self.leases.tick()

@@ -406,6 +406,10 @@ class MaintenanceSettings(BaseModel):
     tick_s: float = Field(default=5.0, gt=0)
     """Seconds between two passes that notice a window begin or end (a cancel through the API is applied at
     once): a window that ended holds its incidents at most this much longer."""
+    notify: str | None = None
+    """The name of a webhook or Slack notifier (``escalation.targets``, ``escalation.slack``) or ``log``, told
+    once per incident and window that an incident is held in maintenance; unset: nobody is told (the audit
+    and the metric say it). Never a pager or an Alertmanager: a notice must not page."""
 
 
 class LogSettings(BaseModel):

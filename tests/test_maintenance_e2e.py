@@ -22,7 +22,13 @@ from realparts import CaptureServer, DockerDaemon
 
 from remediator.app import App
 from remediator.cli import main
+from remediator.domain.incidents import Incident
+from remediator.domain.maintenance import MaintenanceWindow
+from remediator.domain.story import build_payload
 from remediator.engine.runner import RetryPolicy
+from remediator.errors import ConfigError
+from remediator.escalation.format import headline
+from remediator.escalation.slack import slack_message
 
 POLICY = """\
 name: database-down
@@ -328,3 +334,77 @@ async def test_a_window_that_begins_while_the_ladder_runs_stops_it_before_its_ne
 
 async def _at_least(count: Callable[[], Any], n: int) -> bool:
     return bool(await count() >= n)
+
+
+async def test_a_chat_notice_is_sent_once_per_incident_and_window_when_set_and_never_to_a_pager(
+    start_app: Callable[..., Any], docker_daemon: DockerDaemon, capture_server: CaptureServer
+) -> None:
+    await asyncio.to_thread(docker_daemon.run_container, "maint-chat")
+    before = await asyncio.to_thread(docker_daemon.started_at, "maint-chat")
+    notifiers = {
+        "oncall": {"url": f"{capture_server.url}/hook"},
+        "chat": {"url": f"{capture_server.url}/chat"},
+    }
+    pager = json.dumps({"pd": {"routing_key": "R" * 32, "url": f"{capture_server.url}/pd"}})
+    with pytest.raises(ConfigError, match="'pd' is a PagerDuty notifier; a maintenance notice must not page"):
+        await start_app(
+            policies={"database-down.yaml": POLICY},
+            REMEDIATOR_ESCALATION__PAGERDUTY=pager,
+            REMEDIATOR_MAINTENANCE__NOTIFY="pd",
+        )
+    app = await start_app(
+        policies={"database-down.yaml": POLICY},
+        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
+        REMEDIATOR_ESCALATION__TARGETS=json.dumps(notifiers),
+        REMEDIATOR_MAINTENANCE__NOTIFY="chat",
+        REMEDIATOR_MAINTENANCE__TICK_S="0.2",
+    )
+    status, _ = await api(
+        app, "POST", "/api/maintenance", {"target": "maint-chat", "for_s": 600, "reason": "vacuum"}
+    )
+    assert status == 201
+    assert await post_alerts(app.port, [firing("maint-chat", "fp-6")]) == [200]
+    (notice,) = await capture_server.wait_for(1)
+    assert notice.path == "/chat" and notice.json["event"] == "maintenance"
+    assert notice.json["status"] == "maintenance" and "vacuum" in notice.json["reason"]
+    assert (
+        notice.json["target"] == "maint-chat" and "maintenance window holds maint-chat" in notice.json["next"]
+    )
+    # A re-send and another alert of the same target: still the one notice; the alert resolves: quietly.
+    second = notification(alert("DatabaseDown", fingerprint="fp-7", container="maint-chat"))
+    assert await post_alerts(app.port, [firing("maint-chat", "fp-6"), second]) == [200, 200]
+    assert await post_alerts(app.port, [resolved("maint-chat", "fp-6"), resolved("maint-chat", "fp-7")]) == [
+        200,
+        200,
+    ]
+    assert app.intake is not None
+    await app.intake.join()
+    incident = await incident_of(app, "maint-chat")
+    assert incident.status == "resolved"
+    await asyncio.sleep(1.0)
+    assert [r.path for r in capture_server.requests] == ["/chat"]
+    assert await asyncio.to_thread(docker_daemon.started_at, "maint-chat") == before
+    kinds = [a.kind for a in await app.store.audit_trail(incident.id)]
+    assert kinds.count("maintenance_notice_queued") == 1 and "maintenance_notice_delivered" in kinds
+
+
+def test_a_maintenance_notice_reads_as_one_in_slack_and_in_the_log() -> None:
+    labels = {"alertname": "DatabaseDown", "container": "sms-db"}
+    incident = Incident(7, "database-down", "sms-db", "maintenance", "critical", 100.0, 100.0, labels)
+    window = MaintenanceWindow(3, "sms-db", "", "", 90.0, 7290.0, "disk swap", "alice@ops", 90.0)
+    payload = build_payload(
+        incident,
+        None,
+        [],
+        window.held_reason,
+        120.0,
+        priority="P1",
+        status="maintenance",
+        event="maintenance",
+    )
+    message = slack_message(payload, "remediator-7-maintenance-3-chat")
+    header = message["blocks"][0]["text"]["text"]
+    assert header == ":construction: P1 In maintenance, nothing acts: DatabaseDown on sms-db"
+    texts = json.dumps(message["blocks"])
+    assert "Why nothing acts" in texts and "window 3" in texts and "Remediation failed" not in texts
+    assert headline(payload) == "P1 in maintenance, nothing acts: DatabaseDown on sms-db"

@@ -155,6 +155,12 @@ def what_next(
     """What happens next, for the person who reads an escalation, an approval request or a resolve."""
     if event == "resolve":
         return "Nothing to do: the alerts resolved and the incident is closed."
+    if event == "maintenance":
+        return (
+            f"Nothing to do: a maintenance window holds {target}, so remediator records its alerts and acts on"
+            " nothing. When the window ends, if they still fire, the policy's ladder starts as for a new"
+            " incident; if they resolve, the incident closes quietly."
+        )
     if approval is not None:
         step = approval["step"]
         expires = approval["expires_at"]

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from remediator.domain.clock import Clock
 from remediator.domain.incidents import Incident, OutboxEntry, StepRecord
+from remediator.domain.maintenance import MaintenanceWindow
 from remediator.domain.policies import Policy
 from remediator.domain.story import FIRING_KINDS, ApprovalEntry, build_payload, iso
 from remediator.engine.outbox import Outbox
@@ -307,6 +308,33 @@ class Escalator:
             self.outbox.spawn(entry)
 
     # -- silences while remediation runs ------------------------------------------------------------------
+
+    async def maintenance_notice(
+        self, incident: Incident, policy: Policy | None, notifier_name: str, window: MaintenanceWindow
+    ) -> None:
+        """Tell ``notifier_name`` (a chat, never a pager: checked at start) that a maintenance window holds the
+        incident: one outbox entry per incident and window (a repeat is the same entry), never an escalation,
+        so the incident still closes quietly (incident_resolved reads only escalations)."""
+        now = self.clock()
+        notifier = self._notifier(notifier_name)
+        priority = priority_of(incident.labels, self.routing)
+        payload = build_payload(
+            incident,
+            policy,
+            [],
+            window.held_reason,
+            now,
+            priority=priority,
+            status="maintenance",
+            event="maintenance",
+            public_url=self.public_url,
+        )
+        dedup_key = f"remediator-{incident.id}-maintenance-{window.id}-{notifier_name}"
+        entry = await self.outbox.put(incident.id, notifier.name, dedup_key, payload, now)
+        await self.store.audit(
+            incident.id, "maintenance_notice_queued", {"notifier": notifier.name, "dedup_key": dedup_key}, now
+        )
+        self.outbox.spawn(entry)
 
     async def incident_opened(self, incident: Incident, policy: Policy) -> None:
         """An incident opened and its ladder starts: silence the original alert on the Alertmanagers that are

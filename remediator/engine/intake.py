@@ -90,6 +90,8 @@ class Intake:
         self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self.owner = owner
         self.lease_s = lease_s
+        self.maintenance_notify: str | None = None
+        """The notifier told when a maintenance window holds an incident (REMEDIATOR_MAINTENANCE__NOTIFY)."""
 
     def set_policies(self, policies: Sequence[Policy]) -> None:
         """The policies new alerts are matched against (at start, and after a reload)."""
@@ -294,6 +296,11 @@ class Intake:
                 utc(result.held.ends_at),
                 extra=result.incident.log_fields,
             )
+            if self.maintenance_notify is not None:
+                incident, window, notify = result.incident, result.held, self.maintenance_notify
+                await self._after_commit(
+                    lambda: self.escalator.maintenance_notice(incident, policy, notify, window), incident
+                )
         elif result.reactivated:
             self._decide("reactivated")
             logger.info(

@@ -78,6 +78,7 @@ class Maintenance:
         lease_s: float,
         max_s: float,
         tick_s: float,
+        notify: str | None = None,
     ) -> None:
         self.store = store
         self.runner = runner
@@ -90,6 +91,8 @@ class Maintenance:
         self.lease_s = lease_s
         self.max_s = max_s
         self.tick_s = tick_s
+        self.notify = notify
+        """The notifier told when a window holds an incident (a chat; None: nobody)."""
         self._lock = asyncio.Lock()  # one pass at a time in this process (the store decides across replicas)
 
     async def add(
@@ -194,6 +197,13 @@ class Maintenance:
                     utc(window.ends_at),
                     extra=incident.log_fields,
                 )
+                if self.notify is not None:
+                    try:
+                        await self.escalator.maintenance_notice(
+                            incident, by_name.get(incident.policy), self.notify, window
+                        )
+                    except StoreError as exc:  # a notice is for information: the hold itself is stored
+                        logger.warning("incident %d: maintenance notice not stored: %s", incident.id, exc)
             for incident in changes.closed:
                 self.metrics.maintenance.labels(incident.policy, "closed").inc()
                 self.metrics.incidents_open.dec()

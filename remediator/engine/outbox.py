@@ -35,6 +35,7 @@ _DELIVERED = {
     "resolve": "resolution_delivered",
     "expire_silence": "silence_expired",
     "action": "annotation_delivered",
+    "maintenance": "maintenance_notice_delivered",
 }
 """The audit kind of each delivered outbox event (an unknown one is named after itself, never mislabelled)."""
 
@@ -155,7 +156,8 @@ class Outbox:
         if event in (
             "escalate",
             "approval_requested",
-        ):  # an approval request reads as an escalation with links
+            "maintenance",
+        ):  # an approval request reads as an escalation with links; a maintenance notice as one that says so
             await notifier.send(story, entry.dedup_key)
         elif event == "resolve" and isinstance(notifier, Resolver):
             await notifier.resolve(story, entry.dedup_key)

@@ -81,6 +81,8 @@ def headline(payload: EscalationPayload) -> str:
     if payload.get("event") == "approval_requested":
         step = approval["step"] if approval else "a step"
         return f"{priority} approval needed: {step} on {target} ({what})".strip()
+    if payload.get("event") == "maintenance":
+        return f"{priority} in maintenance, nothing acts: {what} on {target}".strip()
     return f"{priority} remediation failed: {what} on {target}".strip()
 
 

@@ -48,10 +48,13 @@ def slack_message(payload: EscalationPayload, dedup_key: str, channel: str | Non
     alertname = payload.get("alertname") or payload.get("policy", "")
     target = payload.get("target", "")
     asking = payload.get("event") == "approval_requested"
+    holding = payload.get("event") == "maintenance"
     if asking:
         approval = payload.get("approval")
         step = approval["step"] if approval else "a step"
         header = f":raising_hand: {priority} Approval needed: {step} on {target} ({alertname})"
+    elif holding:
+        header = f":construction: {priority} In maintenance, nothing acts: {alertname} on {target}"
     else:
         header = f"{_ICONS.get(priority, ':warning:')} {priority} Remediation failed: {alertname} on {target}"
     blocks: list[dict[str, Any]] = [
@@ -81,7 +84,7 @@ def slack_message(payload: EscalationPayload, dedup_key: str, channel: str | Non
             "*What remediator did*\n" + "\n".join(f"• {escape(line)}" for line in fmt.step_lines(payload))
         )
     )
-    why = "Why it asks" if asking else "Why it escalated"
+    why = "Why it asks" if asking else "Why nothing acts" if holding else "Why it escalated"
     blocks.append(_section(f"*{why}*\n{escape(payload.get('reason', ''))}"))
     evidence = fmt.evidence_text(payload, _EVIDENCE_CHARS)
     if evidence:
