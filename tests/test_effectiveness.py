@@ -149,8 +149,8 @@ async def test_per_policy_numbers_come_from_the_store(
         "recovered": 2,
         "recovered_by_step": {"container.restart": 2},
         "escalated": 2,
-        "refused": 1,
-        "refusals": {"cooldown": 1},
+        "refused": 2,
+        "refusals": {"cooldown": 1, "target_refused": 1},
         "shadow": 0,
         "resolved_without_action": 0,
         "success_rate": 1.0,
@@ -190,7 +190,7 @@ async def test_per_policy_numbers_come_from_the_store(
     everything = answer["all"]
     assert (everything["incidents"], everything["acted"], everything["recovered"]) == (6, 3, 2)
     assert everything["success_rate"] == pytest.approx(2 / 3, abs=1e-4)
-    assert everything["refusals"] == {"cooldown": 1, "shadow": 1}
+    assert everything["refusals"] == {"cooldown": 1, "shadow": 1, "target_refused": 1}
 
     # The same recoveries as metrics of this process.
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{app.port}/metrics") as r:

@@ -36,7 +36,8 @@ class IncidentOutcome:
     escalated: bool = False
     """An escalation to people was stored for it (a refused target's too)."""
     refusals: tuple[str, ...] = ()
-    """The reason of each guard refusal (``cooldown``, ``shadow``, ...; a dry run is ``dry_run``)."""
+    """The reason of each guard refusal (``cooldown``, ``shadow``, ...; a dry run is ``dry_run``; a target the
+    allow list refused at intake is ``target_refused``)."""
 
 
 class PolicyEffect(TypedDict):

@@ -1,5 +1,6 @@
 """The one query both stores answer ``Store.incident_outcomes`` with: a page of incidents, newest first, each with
-what became of it (an action ran, the first verified recovery, an escalation stored, the guard refusals), read
+what became of it (an action ran, the first verified recovery, an escalation stored, the guard refusals, a
+target the allow list refused: its escalation's dedup key names step -1, docs/escalation.md), read
 with correlated subqueries on the per-incident indexes of steps and audit; and its rows as domain objects.
 Only the JSON of a refusal's reason and the aggregate differ between the two dialects."""
 
@@ -25,6 +26,8 @@ SELECT i.id, i.policy, i.status, i.opened_at, i.labels,
   (SELECT a.detail FROM audit a WHERE a.incident_id = i.id AND a.kind = 'verified' ORDER BY a.id LIMIT 1)
     AS verified,
   EXISTS (SELECT 1 FROM audit a WHERE a.incident_id = i.id AND a.kind = 'escalation_queued') AS escalated,
+  EXISTS (SELECT 1 FROM audit a WHERE a.incident_id = i.id AND a.kind = 'escalation_queued'
+          AND a.detail LIKE '%"dedup_key": "remediator-%--1-%') AS target_refused,
   (SELECT {aggregate.format(f"CASE a.kind WHEN 'dry_run' THEN 'dry_run' ELSE {reason} END")}
      FROM audit a WHERE a.incident_id = i.id AND a.kind IN ('refused', 'dry_run')) AS refusals
 FROM incidents i WHERE i.id < {before} ORDER BY i.id DESC LIMIT {limit}"""  # noqa: S608 (fragments from this code; values are parameters)
@@ -42,5 +45,6 @@ def outcome_of(row: Row) -> IncidentOutcome:
         recovered_step=str(verified.get("step", "")) if isinstance(verified, dict) else None,
         recovered_at=row["verified_at"],
         escalated=bool(row["escalated"]),
-        refusals=tuple(r for r in (row["refusals"] or "").split(",") if r),
+        refusals=tuple(r for r in (row["refusals"] or "").split(",") if r)
+        + (("target_refused",) if row["target_refused"] else ()),
     )
