@@ -79,8 +79,10 @@ async def test_a_window_holds_on_every_replica_survives_a_restart_and_its_cancel
     await post_everywhere([b, c], [notification(gone)])
 
     def shown() -> Any:
+        # Resolved, and the restart's result recorded (it may land just after the resolution).
         found = get(c, f"/api/incidents/{incident['id']}")
-        return found if found["status"] == "resolved" else None
+        settled = all(s["status"] != "started" for s in found["steps"])
+        return found if found["status"] == "resolved" and settled else None
 
     final = await eventually(lambda: asyncio.to_thread(shown), timeout=20)
     restarts = [s for s in final["steps"] if s["name"] == "container.restart"]
