@@ -18,6 +18,13 @@ from functools import partial
 
 from prometheus_client import Counter
 from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    wait_exponential,
+)
 
 from remediator.domain.alerts import Alert, Notification
 from remediator.domain.clock import Clock
@@ -50,6 +57,21 @@ _MAX_REFUSED_TARGET_CHARS = (
 _RETRY_INITIAL_S = 0.5
 _RETRY_MAX_S = 10.0
 _PROBE_AFTER = 3  # unexplained failures of one batch before asking whether the store takes other writes
+
+
+def _store_retries(
+    retried: type[BaseException], before_sleep: Callable[[RetryCallState], None]
+) -> AsyncRetrying:
+    """For as long as it takes, 0.5 s doubling to 10 s between tries: what the store failed to record must still
+    be recorded (an acknowledged alert, a page), and intake must not hammer a store that is down."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(retried) & retry_if_not_exception_type(StoreDataError),
+        wait=wait_exponential(multiplier=_RETRY_INITIAL_S, max=_RETRY_MAX_S),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
 _OTHER = "other"  # the alertname label of every alert no policy names: the metric's series stay bounded
 
 
@@ -214,25 +236,35 @@ class Intake:
         full): all or nothing, so a retry never records half of it twice. A value the store refuses
         (StoreDataError) is not retried: the caller sets it aside. An unexplained error that keeps coming
         while the store takes other writes is treated as such a refusal, so it cannot stall intake."""
-        delay = _RETRY_INITIAL_S
         failures = 0
-        while True:
-            try:
-                now = self.clock()
-                return await self.store.record_intake(events, inbox_ids, now, self.owner, now + self.lease_s)
-            except StoreDataError:
-                raise
-            except StoreError as exc:
-                failures += 1
-                unexplained = not isinstance(exc, StoreUnavailable)
-                if unexplained and failures >= _PROBE_AFTER and await self._store_takes_writes():
-                    raise StoreDataError(f"the store takes other writes, but not this one: {exc}") from exc
-                logger.warning(
-                    "store failed on %d inbox rows (%s); retrying in %.1fs", len(inbox_ids), exc, delay
-                )
-                self._decide("store_retry")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+
+        def retrying(state: RetryCallState) -> None:
+            logger.warning(
+                "store failed on %d inbox rows (%s); retrying in %.1fs",
+                len(inbox_ids),
+                state.outcome.exception() if state.outcome is not None else "?",
+                state.next_action.sleep if state.next_action is not None else 0.0,
+            )
+            self._decide("store_retry")
+
+        async for attempt in _store_retries(StoreError, retrying):
+            with attempt:
+                try:
+                    now = self.clock()
+                    return await self.store.record_intake(
+                        events, inbox_ids, now, self.owner, now + self.lease_s
+                    )
+                except StoreDataError:
+                    raise
+                except StoreError as exc:
+                    failures += 1
+                    unexplained = not isinstance(exc, StoreUnavailable)
+                    if unexplained and failures >= _PROBE_AFTER and await self._store_takes_writes():
+                        raise StoreDataError(
+                            f"the store takes other writes, but not this one: {exc}"
+                        ) from exc
+                    raise
+        raise AssertionError("retried forever")  # pragma: no cover
 
     async def _store_takes_writes(self) -> bool:
         try:
@@ -345,24 +377,22 @@ class Intake:
         """What follows a decision already committed (an escalation, a resolve notice): retried while the store is
         unavailable, because the commit will not be replayed and the page must not be lost; anything else is
         logged, and the next decision goes on."""
-        delay = _RETRY_INITIAL_S
-        while True:
-            try:
-                await effect()
-                return
-            except StoreUnavailable as exc:
-                logger.warning(
-                    "incident %d: the store is unavailable after its decision (%s); retrying in %.1fs",
-                    incident.id,
-                    exc,
-                    delay,
-                    extra=incident.log_fields,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-            except Exception:
-                logger.exception("incident %d: after its decision", incident.id, extra=incident.log_fields)
-                return
+
+        def retrying(state: RetryCallState) -> None:
+            logger.warning(
+                "incident %d: the store is unavailable after its decision (%s); retrying in %.1fs",
+                incident.id,
+                state.outcome.exception() if state.outcome is not None else "?",
+                state.next_action.sleep if state.next_action is not None else 0.0,
+                extra=incident.log_fields,
+            )
+
+        try:
+            async for attempt in _store_retries(StoreUnavailable, retrying):
+                with attempt:
+                    await effect()
+        except Exception:
+            logger.exception("incident %d: after its decision", incident.id, extra=incident.log_fields)
 
     async def _resolved(self, closed: list[Incident]) -> None:
         if not closed:
