@@ -1,0 +1,458 @@
+"""Drills of shipped policies on real parts: the policy file from policies/ in a daemon, its rule from
+deploy/prometheus/ in a real Prometheus (`for:` cut to 0s, and what else is cut says so), a real
+Alertmanager, a private Docker daemon.
+
+What is not real is named STAND-IN where it is served: busybox has no web application, no postgres_exporter,
+no queue broker, no certbot, nginx or blackbox exporter, so the test serves their metrics (or a shell script
+in the container plays the program) and drills remediator's behaviour around them.
+
+- high-error-rate: its healthy floor evaluated in a real Prometheus in every state a database can be in
+  (none monitored, up, down, its exporter down); a web container whose stand-in application reports 5xx until
+  it is restarted: restarted and resolved while the database is up, held and paged while it is down.
+- database-down: `remediator drill` stops the database container; the SHIPPED policy restarts it and its
+  `pg_up` verification sees it back.
+- high-queue-depth: a queue metric that stays high until the Compose service has 3 replicas; the shipped
+  policy scales sms/sms-workers from 1 to 3 and the alert resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from helpers import REPO, TOKEN, eventually, settings_env
+from realparts import Alertmanager, DockerDaemon, Prometheus, free_port, require
+
+from remediator.actions.probes import PrometheusProbe
+from remediator.api_client import ApiClient
+from remediator.app import App, load_policies
+from remediator.drill import run_drill
+from remediator.settings import Settings
+
+pytestmark = pytest.mark.realparts
+
+FAST = {"scrape_interval": "1s", "scrape_timeout": "800ms", "evaluation_interval": "1s"}
+
+
+def shipped_rule(alertname: str) -> dict[str, Any]:
+    """The shipped rule named ``alertname`` (rules.yml or rules/runbooks.yml), its ``for`` cut to 0s."""
+    for path in (REPO / "deploy/prometheus/rules.yml", REPO / "deploy/prometheus/rules/runbooks.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == alertname:
+                    rule["for"] = "0s"
+                    return dict(rule)
+    raise AssertionError(f"no shipped rule {alertname}")
+
+
+async def serve(handler: Callable[[web.Request], Any]) -> tuple[web.AppRunner, int]:
+    """A stand-in exporter: ``handler`` answers GET /metrics on a free loopback port."""
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+def policy_dir(tmp_path: Path, name: str, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """A directory holding policies/NAME.yaml: as shipped (byte for byte) unless ``edit`` changes it."""
+    directory = tmp_path / "policies"
+    directory.mkdir(exist_ok=True)
+    text = (REPO / "policies" / f"{name}.yaml").read_text()
+    if edit is not None:
+        policy = yaml.safe_load(text)
+        edit(policy)
+        text = yaml.safe_dump(policy)
+    (directory / f"{name}.yaml").write_text(text)
+    return directory
+
+
+async def chain(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+    *,
+    policies: Path,
+    rules: list[dict[str, Any]],
+    scrape: list[dict[str, Any]],
+    **env: str,
+) -> tuple[App, Settings, ApiClient, Prometheus]:
+    """Prometheus (scraping ``scrape``, evaluating ``rules``) -> Alertmanager -> a daemon on ``policies``."""
+    port = free_port()
+    am = alertmanager_factory(f"http://127.0.0.1:{port}/alerts", TOKEN)
+    config: dict[str, Any] = {
+        "global": FAST,
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.url.removeprefix("http://")]}]}]},
+        "scrape_configs": scrape,
+    }
+    prometheus = prometheus_factory(
+        yaml.safe_dump(config),
+        rule_files=[("rules.yml", yaml.safe_dump({"groups": [{"name": "g", "rules": rules}]}))],
+    )
+    values = settings_env(
+        tmp_path,
+        REMEDIATOR_POLICIES_DIR=str(policies),
+        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
+        REMEDIATOR_PROMETHEUS__URL=prometheus.url,
+        REMEDIATOR_SERVER__PORT=str(port),
+        **env,
+    )
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    app = App(settings)
+    await app.start()
+    return app, settings, ApiClient(f"http://127.0.0.1:{port}", TOKEN), prometheus
+
+
+async def settled(api: ApiClient, timeout_s: float = 60) -> tuple[dict[str, Any], float]:
+    """The first incident once it is resolved or escalated (or as it is at the timeout), and when."""
+    started = time.monotonic()
+    incident: dict[str, Any] = {}
+    while time.monotonic() - started < timeout_s:
+        listed = (await asyncio.to_thread(api.get, "/api/incidents?limit=10"))["incidents"]
+        if listed:
+            incident = await asyncio.to_thread(api.get, f"/api/incidents/{listed[-1]['id']}")
+            if incident["status"] in ("resolved", "escalated"):
+                break
+        await asyncio.sleep(0.25)
+    return incident, time.monotonic() - started
+
+
+def steps(incident: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(s["kind"], s["name"], s["status"]) for s in incident["steps"]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# high-error-rate's healthy floor, in a real Prometheus: the `databases` job comes and goes through file_sd,
+# and a STAND-IN postgres_exporter answers pg_up 1, pg_up 0, or fails its scrape (the exporter is down).
+
+
+async def test_the_high_error_rate_floor_holds_only_while_a_monitored_database_is_down(
+    tmp_path: Path, prometheus_factory: Callable[..., Prometheus]
+) -> None:
+    [policy] = load_policies(Settings(policies_dir=policy_dir(tmp_path, "high-error-rate")))
+    assert policy.healthy_floor is not None
+    floor = policy.healthy_floor.prometheus
+    state = {"answer": "pg_up 1\n", "status": 200}
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=str(state["answer"]), status=int(state["status"]))
+
+    exporter, port = await serve(metrics)
+    targets = tmp_path / "databases.json"
+    targets.write_text("[]")  # a site that monitors no database
+    config = {
+        "global": FAST,
+        "scrape_configs": [
+            {
+                "job_name": "databases",
+                "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}],
+            }
+        ],
+    }
+    prometheus = prometheus_factory(yaml.safe_dump(config))
+    probe = PrometheusProbe(prometheus.url)
+    seen: list[tuple[str, bool | None, str]] = []
+
+    async def floor_is(expected: bool) -> None:
+        async def check() -> bool:
+            result = await probe.check(floor)
+            seen.append((str(state["answer"]).strip(), result.healthy, result.detail))
+            return result.healthy is expected
+
+        await eventually(check, timeout=15, interval=0.5)
+
+    try:
+        await floor_is(True)  # no `databases` target at all: never held
+        targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
+        await eventually(lambda: len(prometheus_query(prometheus, 'up{job="databases"} == 1')) == 1, 15, 0.5)
+        await floor_is(True)  # pg_up 1
+        state["answer"] = "pg_up 0\n"
+        await floor_is(False)  # pg_up 0: the `or` must not turn the 0 into a 1
+        state["answer"] = "pg_up 1\n"
+        await floor_is(True)
+        state["status"] = 500  # the exporter fails: pg_up goes stale, up is 0
+        await floor_is(False)
+        await asyncio.sleep(3)  # and it stays held (vector(1) never fills the gap)
+        result = await probe.check(floor)
+        assert result.healthy is False and "0 or NaN" in result.detail, result
+    finally:
+        print("\n".join(map(str, seen[-6:])))
+        await exporter.cleanup()
+
+
+def prometheus_query(prometheus: Prometheus, query: str) -> list[dict[str, Any]]:
+    import urllib.parse
+    import urllib.request
+
+    url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5) as response:
+        result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
+        return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# high-error-rate: the container `web` runs a STAND-IN web application (a busybox shell loop): it counts 100
+# requests a second in http_requests_total, 20 of them code 500 on its first start, none once it has been
+# restarted (a marker file survives the restart), served by busybox httpd. The shipped HighErrorRate rule's
+# 2m rate window is cut to 5s, so that it resolves seconds after the restart rather than minutes.
+
+STAND_IN_WEB_APP = """
+mkdir -p /www
+if [ -e /started-once ]; then bad=0; else bad=1; touch /started-once; fi
+(n=0; e=0
+ while :; do
+   n=$((n + 100)); [ $bad = 1 ] && e=$((e + 20))
+   printf 'http_requests_total{code="200"} %d\\nhttp_requests_total{code="500"} %d\\n' $((n - e)) $e > /www/m
+   mv /www/m /www/metrics; sleep 1
+ done) &
+exec /bin/busybox httpd -f -p 127.0.0.1:PORT -h /www
+"""
+
+
+async def _high_error_rate(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+    *,
+    pg_up: int,
+) -> tuple[dict[str, Any], float, str]:
+    web_port = free_port()
+    script = STAND_IN_WEB_APP.replace("PORT", str(web_port))
+    await asyncio.to_thread(
+        docker_daemon.run_container, "web", command=["/bin/sh", "-c", script], network_mode="host"
+    )
+    first_start = docker_daemon.started_at("web")
+
+    async def pg_exporter(_: web.Request) -> web.Response:  # a STAND-IN postgres_exporter
+        return web.Response(text=f"pg_up {pg_up}\n")
+
+    exporter, pg_port = await serve(pg_exporter)
+
+    def shorter_hold(policy: dict[str, Any]) -> None:
+        assert policy["healthy_floor"]["hold_s"] == 120
+        policy["healthy_floor"]["hold_s"] = 3
+
+    rule = shipped_rule("HighErrorRate")
+    assert rule["expr"].count("[2m]") == 2
+    rule["expr"] = rule["expr"].replace("[2m]", "[5s]")
+    app, _, api, _ = await chain(
+        tmp_path,
+        monkeypatch,
+        docker_daemon,
+        alertmanager_factory,
+        prometheus_factory,
+        policies=policy_dir(tmp_path, "high-error-rate", shorter_hold),
+        rules=[rule],
+        scrape=[
+            {
+                "job_name": "web",
+                "static_configs": [{"targets": [f"127.0.0.1:{web_port}"], "labels": {"container": "web"}}],
+            },
+            {"job_name": "databases", "static_configs": [{"targets": [f"127.0.0.1:{pg_port}"]}]},
+        ],
+    )
+    try:
+        incident, took = await settled(api)
+        print(f"pg_up {pg_up}: {incident.get('status')} after {took:.1f}s; {incident.get('reason')}")
+        return incident, took, first_start
+    finally:
+        await app.stop()
+        await exporter.cleanup()
+
+
+async def test_high_error_rate_drill_restarts_the_web_container_and_the_alert_resolves(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    incident, _, first_start = await _high_error_rate(
+        tmp_path, monkeypatch, docker_daemon, alertmanager_factory, prometheus_factory, pg_up=1
+    )
+    assert incident["status"] == "resolved", incident
+    assert steps(incident) == [("diagnose", "container.logs", "ok"), ("act", "container.restart", "ok")]
+    assert docker_daemon.started_at("web") != first_start
+
+
+async def test_high_error_rate_drill_never_restarts_the_web_tier_while_its_database_is_down(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    incident, _, first_start = await _high_error_rate(
+        tmp_path, monkeypatch, docker_daemon, alertmanager_factory, prometheus_factory, pg_up=0
+    )
+    assert incident["status"] == "escalated", incident
+    assert "healthy floor does not hold" in incident["reason"], incident["reason"]
+    assert all(kind != "act" for kind, _, _ in steps(incident)), steps(incident)
+    assert docker_daemon.started_at("web") == first_start  # never restarted: left for a person
+
+
+# ---------------------------------------------------------------------------------------------------------
+# database-down, the SHIPPED policy (tests/test_drill.py drills a policy of its own): `sms-db` is a busybox
+# container whose httpd answers the STAND-IN postgres_exporter's `pg_up 1` while it runs (a database with its
+# exporter beside it); `remediator drill` stops it, the shipped DatabaseDown rule fires on `up == 0`, the
+# policy restarts it, and its `pg_up{job="databases"}` verification sees the database back.
+
+
+async def test_database_down_drill_with_the_shipped_policy_restarts_and_verifies_with_pg_up(
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    port = free_port()
+    script = (
+        "/bin/busybox mkdir -p /www && echo 'pg_up 1' > /www/metrics && "
+        f"exec /bin/busybox httpd -f -p 127.0.0.1:{port} -h /www"
+    )
+    await asyncio.to_thread(
+        docker_daemon.run_container, "sms-db", command=["/bin/sh", "-c", script], network_mode="host"
+    )
+    policies = policy_dir(tmp_path, "database-down")
+    assert (policies / "database-down.yaml").read_bytes() == (
+        REPO / "policies/database-down.yaml"
+    ).read_bytes()
+    app, settings, api, _ = await chain(
+        tmp_path,
+        monkeypatch,
+        docker_daemon,
+        alertmanager_factory,
+        prometheus_factory,
+        policies=policies,
+        rules=[shipped_rule("DatabaseDown")],
+        scrape=[
+            {
+                "job_name": "databases",
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"container": "sms-db"}}],
+            }
+        ],
+    )
+    try:
+        await asyncio.sleep(2.5)  # a first scrape of the healthy database
+        report = await run_drill(settings, app.policies[0], "sms-db", api, timeout_s=60)
+        print(report.render())
+        incident = await asyncio.to_thread(api.get, f"/api/incidents/{report.incident_id}")
+    finally:
+        await app.stop()
+    assert report.injected == "stop_container"
+    assert report.outcome == "resolved" and report.passed, report.render()
+    assert report.detected_s is not None and report.acted_s is not None and report.recovered_s is not None
+    assert steps(incident) == [("diagnose", "container.logs", "ok"), ("act", "container.restart", "ok")]
+    # The shipped verification asked the real Prometheus for pg_up (no sample while the database was down);
+    # recovery counts on whichever comes first, every sample 1 or Alertmanager's "resolved".
+    assert "check does not hold yet: prometheus: the query returned no samples" in caplog.text
+    [verified] = [e for e in incident["timeline"] if e["kind"] == "verified"]
+    evidence = verified["detail"]["evidence"]
+    assert evidence == "alert resolved" or "all non-zero" in evidence, evidence
+    assert docker_daemon.client.containers.get("sms-db").status == "running"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# high-queue-depth: the Compose project `sms` (the shipped policy's project) made by docker-compose on the
+# private dockerd, its service sms-workers at 1 replica. A STAND-IN queue exporter served by the test reports
+# queue_depth{service="sms-workers",queue="sms"} as 3000 minus 1000 per running replica: the backlog the
+# workers cannot keep up with until there are 3 of them. The shipped rule (`for` 0s) fires, the shipped policy
+# adds two replicas, the depth falls to 0 and the alert resolves.
+
+QUEUE_COMPOSE = """
+version: "2.4"
+services:
+  sms-workers:
+    image: {image}
+    command: ["/bin/busybox", "sleep", "100000"]
+    init: true
+    network_mode: none
+"""
+
+
+def _workers(docker_daemon: DockerDaemon, *, running: bool = True) -> list[Any]:
+    labels = ["com.docker.compose.project=sms", "com.docker.compose.service=sms-workers"]
+    return list(docker_daemon.client.containers.list(all=not running, filters={"label": labels}))
+
+
+@pytest.fixture
+def sms_project(docker_daemon: DockerDaemon, tmp_path: Path) -> Iterator[None]:
+    directory = tmp_path / "compose"
+    directory.mkdir()
+    (directory / "docker-compose.yml").write_text(QUEUE_COMPOSE.format(image=docker_daemon.image))
+    for leftover in _workers(docker_daemon, running=False):
+        leftover.remove(force=True)
+    env = {**os.environ, "DOCKER_HOST": docker_daemon.host, "COMPOSE_INTERACTIVE_NO_CLI": "1"}
+    done = subprocess.run(
+        [require("docker-compose"), "-p", "sms", "up", "-d", "sms-workers"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    try:
+        yield
+    finally:
+        for container in _workers(docker_daemon, running=False):
+            container.remove(force=True)
+
+
+async def test_high_queue_depth_drill_scales_the_workers_and_the_queue_drains(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+    sms_project: None,
+) -> None:
+    assert len(_workers(docker_daemon)) == 1
+
+    async def queue_exporter(_: web.Request) -> web.Response:  # a STAND-IN for the broker's exporter
+        replicas = len(await asyncio.to_thread(_workers, docker_daemon))
+        depth = max(0, 3000 - 1000 * replicas)
+        return web.Response(text=f'queue_depth{{service="sms-workers",queue="sms"}} {depth}\n')
+
+    exporter, port = await serve(queue_exporter)
+    policies = policy_dir(tmp_path, "high-queue-depth")
+    app, _, api, _ = await chain(
+        tmp_path,
+        monkeypatch,
+        docker_daemon,
+        alertmanager_factory,
+        prometheus_factory,
+        policies=policies,
+        rules=[shipped_rule("HighQueueDepth")],
+        scrape=[{"job_name": "workers", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}],
+    )
+    try:
+        incident, took = await settled(api)
+        print(f"{incident.get('status')} after {took:.1f}s")
+    finally:
+        await app.stop()
+        await exporter.cleanup()
+    assert incident["status"] == "resolved", incident
+    assert steps(incident) == [("diagnose", "compose.status", "ok"), ("act", "compose.scale", "ok")]
+    assert incident["steps"][1]["detail"].startswith("scaled sms/sms-workers from 1 to 3 replicas")
+    assert len(_workers(docker_daemon)) == 3
