@@ -203,7 +203,7 @@ class DockerBackend:
         self.timeout_s = timeout_s
         self.tls = tls
         self.health = HostHealth()
-        self._probing = False
+        self._probing: asyncio.Future[HostHealth] | None = None
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"docker-{host_name}")
         self._slots = asyncio.Semaphore(threads)
         self._client: Any = None
@@ -271,18 +271,19 @@ class DockerBackend:
             client.close()
 
     async def probe(self) -> HostHealth:
-        """Ask the engine its version once (at start, and for ``remediator hosts``); never raises. One probe per
-        host at a time: a hung host must not have its threads, which its remediations need, filled with probes."""
-        if self._probing:
-            return self.health
-        self._probing = True
+        """Ask the engine its version (at start, and for ``remediator hosts``); never raises. One probe per host
+        at a time, which every caller shares: a hung host must not have its threads, which its remediations
+        need, filled with probes. A caller that stops waiting (its own timeout) leaves the probe running."""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._ask_version())
+        return await asyncio.shield(self._probing)
+
+    async def _ask_version(self) -> HostHealth:
         try:
             version = await self.call("", lambda client: client.version())
             self.health.engine_version = str(version.get("Version", ""))
         except ActionError:
             pass  # recorded in self.health by call()
-        finally:
-            self._probing = False
         return self.health
 
     async def call(self, target: str, fn: Callable[[Any], T], extra_timeout_s: float = 0) -> T:
@@ -348,6 +349,8 @@ class DockerBackend:
             self.health.last_error = str(error) or f"no answer within {self.timeout_s:g}s"
 
     def close(self) -> None:
+        if self._probing is not None and not self._probing.done():
+            self._probing.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._drop_client()
 
