@@ -105,14 +105,20 @@ class PrometheusProbe:
             return ProbeResult(None, f"prometheus did not answer within {self.timeout_s:g}s")
         except (aiohttp.ClientError, OSError) as exc:
             return ProbeResult(None, f"prometheus unreachable: {type(exc).__name__}: {exc}")
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return ProbeResult(None, f"prometheus answered {status} with a body that is not JSON")
-        if not isinstance(body, dict) or body.get("status") != "success":
-            error = body.get("error", "") if isinstance(body, dict) else ""
-            return ProbeResult(None, f"prometheus answered {status}: {error or 'no result'}")
-        try:
-            return _truthy(body.get("data") or {})
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            return ProbeResult(None, f"prometheus answered an unexpected result: {exc}")
+        return instant_answer(status, raw)
+
+
+def instant_answer(status: int, raw: bytes) -> ProbeResult:
+    """What an answer of ``/api/v1/query`` (HTTP ``status``, body ``raw``) says: healthy, not, or cannot tell.
+    Shared with the backtest, which asks the same query at a past time."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return ProbeResult(None, f"prometheus answered {status} with a body that is not JSON")
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error", "") if isinstance(body, dict) else ""
+        return ProbeResult(None, f"prometheus answered {status}: {error or 'no result'}")
+    try:
+        return _truthy(body.get("data") or {})
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return ProbeResult(None, f"prometheus answered an unexpected result: {exc}")

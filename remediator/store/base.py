@@ -248,6 +248,13 @@ class Store(Protocol):
         """Unprocessed notifications (id, body) in id order; only those stored before ``received_before``."""
         ...
 
+    async def inbox_received(
+        self, since: float, until: float, limit: int = 100_000
+    ) -> list[tuple[float, str]]:
+        """Notifications stored from ``since`` to ``until`` (received_at, body), processed or not, in the order
+        they were received; at most ``limit`` (read only: for ``remediator backtest``)."""
+        ...
+
     async def record_intake(
         self,
         events: Sequence[IntakeEvent],

@@ -146,6 +146,21 @@ class PostgresStore(PostgresOutbox, PostgresRetention):
 
         return await self._tx(pending)
 
+    async def inbox_received(
+        self, since: float, until: float, limit: int = 100_000
+    ) -> list[tuple[float, str]]:
+        async def received(db: asyncpg.Connection) -> list[tuple[float, str]]:
+            rows = await db.fetch(
+                "SELECT received_at, body FROM inbox WHERE received_at >= $1 AND received_at <= $2"
+                " ORDER BY id LIMIT $3",
+                since,
+                until,
+                limit,
+            )
+            return [(r["received_at"], r["body"]) for r in rows]
+
+        return await self._tx(received)
+
     # -- incidents ----------------------------------------------------------------------------------------
 
     async def record_intake(

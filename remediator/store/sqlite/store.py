@@ -215,6 +215,19 @@ class SqliteStore(SqliteRetention):
 
         return await self._run(pending, synced=False)
 
+    async def inbox_received(
+        self, since: float, until: float, limit: int = 100_000
+    ) -> list[tuple[float, str]]:
+        def received(db: sqlite3.Connection) -> list[tuple[float, str]]:
+            rows = db.execute(
+                "SELECT received_at, body FROM inbox WHERE received_at >= ? AND received_at <= ?"
+                " ORDER BY id LIMIT ?",
+                (since, until, limit),
+            ).fetchall()
+            return [(row["received_at"], row["body"]) for row in rows]
+
+        return await self._run(received, synced=False)
+
     # -- incidents ----------------------------------------------------------------------------------------
 
     async def record_intake(
