@@ -13,6 +13,8 @@ in the container plays the program) and drills remediator's behaviour around the
   `pg_up` verification sees it back.
 - high-queue-depth: a queue metric that stays high until the Compose service has 3 replicas; the shipped
   policy scales sms/sms-workers from 1 to 3 and the alert resolves.
+- ssl-cert-renew and ssl-cert-reload: a served certificate 5 days from expiry; the certbot stand-in renews,
+  then the nginx stand-in passes `nginx -t` and reloads, and the stand-in TLS probe sees the 90-day one.
 """
 
 from __future__ import annotations
@@ -456,3 +458,218 @@ async def test_high_queue_depth_drill_scales_the_workers_and_the_queue_drains(
     assert steps(incident) == [("diagnose", "compose.status", "ok"), ("act", "compose.scale", "ok")]
     assert incident["steps"][1]["detail"].startswith("scaled sms/sms-workers from 1 to 3 replicas")
     assert len(_workers(docker_daemon)) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ssl-cert-renew, then ssl-cert-reload: the two shipped policies on their two shipped rules (SSLCertExpiringSoon
+# `for` 0s, SSLCertServedStale's 30 minutes more cut to 5 s: the order of the two is kept). The certificates are
+# real (openssl: one that expires in 5 days, the "renewed" one in 90); the programs are STAND-INS (busybox has
+# neither certbot nor nginx, and no TLS server):
+#   certbot     a container sharing the volume /etc/letsencrypt; /bin/certbot is a script: `certbot renew`
+#               copies the renewed certificate it holds (the ACME answer it stands in for) into
+#               live/site/fullchain.pem; `certbot certificates` lists the file.
+#   sms-proxy   a container sharing that volume; /bin/nginx is a script: `nginx -t` passes when the certificate
+#               is readable, `nginx -s reload` copies it to /srv/served.pem, which is what it "serves" (busybox
+#               httpd publishes /srv over HTTP so that the stand-in prober can read it).
+#   blackbox    a stand-in exporter served by this test: it fetches the served certificate and reports its
+#               notAfter (read by openssl) as probe_ssl_earliest_cert_expiry, under job blackbox-tls.
+
+STAND_IN_CERTBOT = """#!/bin/sh
+# A stand-in for certbot in a busybox test container. It is not certbot and talks to no ACME server.
+live=/etc/letsencrypt/live/site/fullchain.pem
+case "$1" in
+  certificates)
+    echo "Certificate Name: site (stand-in)"
+    echo "    Certificate Path: $live"
+    ls -l "$live" ;;
+  renew)
+    cp /acme/renewed.pem "$live" && date > /renewed
+    echo "Congratulations, all renewals succeeded: $live (success) (stand-in)" ;;
+  *) echo "(stand-in) unexpected: $*" >&2; exit 2 ;;
+esac
+"""
+
+STAND_IN_TLS_NGINX = """#!/bin/sh
+# A stand-in for nginx in a busybox test container. It is not nginx and serves no TLS.
+case "$1" in
+  -t) test -r /etc/letsencrypt/live/site/fullchain.pem || exit 1
+      echo 'nginx: configuration file /etc/nginx/nginx.conf test is successful (stand-in)' ;;
+  -s) cp /etc/letsencrypt/live/site/fullchain.pem /srv/served.pem && date > /reloaded ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def _certificate(directory: Path, name: str, days: int) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            *(
+                require("openssl"),
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ),
+            *("-nodes", "-days", str(days), "-subj", "/CN=sms.example.com"),
+            *("-keyout", f"{name}.key", "-out", f"{name}.pem"),
+        ],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return (directory / f"{name}.pem").read_text()
+
+
+def _not_after(pem: bytes, directory: Path) -> float:
+    import ssl
+
+    path = directory / "served.pem"
+    path.write_bytes(pem)
+    done = subprocess.run(
+        [require("openssl"), "x509", "-noout", "-enddate", "-in", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return float(ssl.cert_time_to_seconds(done.stdout.strip().removeprefix("notAfter=")))
+
+
+def _started(docker_daemon: DockerDaemon, name: str, script: str, **kwargs: Any) -> None:
+    docker_daemon.run_container(name, command=["/bin/sh", "-c", script], **kwargs)
+    for _ in range(100):  # the files are in place once the shell reached its last command
+        top = docker_daemon.client.containers.get(name).top()
+        if any("sleep" in " ".join(p) or "httpd" in " ".join(p) for p in top["Processes"]):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not start")
+
+
+def _file(docker_daemon: DockerDaemon, container: str, path: str) -> bytes:
+    result = docker_daemon.client.containers.get(container).exec_run(["/bin/busybox", "cat", path])
+    assert result.exit_code == 0, result.output
+    return bytes(result.output)
+
+
+async def test_ssl_drill_certbot_renews_then_nginx_reloads_and_the_probe_sees_the_new_certificate(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    old = await asyncio.to_thread(_certificate, tmp_path / "certs", "old", 5)
+    renewed = await asyncio.to_thread(_certificate, tmp_path / "certs", "renewed", 90)
+    volume = docker_daemon.client.volumes.create("remediator-test-letsencrypt")
+    shared = {volume.name: {"bind": "/etc/letsencrypt", "mode": "rw"}}
+    served_port = free_port()
+    certbot = (
+        "mkdir -p /etc/letsencrypt/live/site /acme\n"
+        f"cat > /etc/letsencrypt/live/site/fullchain.pem <<'EOF'\n{old}EOF\n"
+        f"cat > /acme/renewed.pem <<'EOF'\n{renewed}EOF\n"
+        f"cat > /bin/certbot <<'EOF'\n{STAND_IN_CERTBOT}EOF\n"
+        "chmod +x /bin/certbot\nexec /bin/busybox sleep 100000\n"
+    )
+    proxy = (
+        "mkdir -p /srv && cp /etc/letsencrypt/live/site/fullchain.pem /srv/served.pem\n"
+        f"cat > /bin/nginx <<'EOF'\n{STAND_IN_TLS_NGINX}EOF\n"
+        f"chmod +x /bin/nginx\nexec /bin/busybox httpd -f -p 127.0.0.1:{served_port} -h /srv\n"
+    )
+    try:
+        await asyncio.to_thread(_started, docker_daemon, "certbot", certbot, volumes=shared)
+        await asyncio.to_thread(
+            _started, docker_daemon, "sms-proxy", proxy, volumes=shared, network_mode="host"
+        )
+        await _ssl_chain(
+            tmp_path, monkeypatch, docker_daemon, alertmanager_factory, prometheus_factory, served_port
+        )
+        assert _file(docker_daemon, "sms-proxy", "/srv/served.pem").decode() == renewed
+    finally:
+        for name in ("certbot", "sms-proxy"):
+            docker_daemon.client.containers.get(name).remove(force=True)
+        volume.remove(force=True)
+
+
+async def _ssl_chain(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_daemon: DockerDaemon,
+    alertmanager_factory: Callable[..., Alertmanager],
+    prometheus_factory: Callable[..., Prometheus],
+    served_port: int,
+) -> None:
+    import aiohttp
+
+    scratch = tmp_path / "probe"
+    scratch.mkdir()
+
+    async def blackbox(_: web.Request) -> web.Response:  # a STAND-IN for blackbox_exporter's TLS probe
+        async with (
+            aiohttp.ClientSession(trust_env=False) as http,
+            http.get(f"http://127.0.0.1:{served_port}/served.pem") as response,
+        ):
+            pem = await response.read()
+        expiry = await asyncio.to_thread(_not_after, pem, scratch)
+        return web.Response(text=f"probe_success 1\nprobe_ssl_earliest_cert_expiry {expiry:.0f}\n")
+
+    exporter, port = await serve(blackbox)
+    expiring, stale = shipped_rule("SSLCertExpiringSoon"), shipped_rule("SSLCertServedStale")
+    stale["for"] = "5s"  # 45m as shipped: 30 minutes after SSLCertExpiringSoon's 15
+    policies = policy_dir(tmp_path, "ssl-cert-renew")
+    policy_dir(tmp_path, "ssl-cert-reload")
+    app, _, api, _ = await chain(
+        tmp_path,
+        monkeypatch,
+        docker_daemon,
+        alertmanager_factory,
+        prometheus_factory,
+        policies=policies,
+        rules=[expiring, stale],
+        scrape=[
+            {
+                "job_name": "blackbox-tls",
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{port}"],
+                        "labels": {"container": "sms-proxy", "certbot": "certbot"},
+                    }
+                ],
+            }
+        ],
+    )
+    try:
+        started = time.monotonic()
+        incidents: dict[str, dict[str, Any]] = {}
+        while time.monotonic() - started < 60:
+            listed = (await asyncio.to_thread(api.get, "/api/incidents?limit=10"))["incidents"]
+            incidents = {}
+            for row in listed:
+                incident = await asyncio.to_thread(api.get, f"/api/incidents/{row['id']}")
+                incidents[incident["policy"]] = incident
+            if len(incidents) == 2 and all(
+                i["status"] in ("resolved", "escalated") for i in incidents.values()
+            ):
+                break
+            await asyncio.sleep(0.5)
+        print({name: (i["status"], steps(i)) for name, i in incidents.items()}, time.monotonic() - started)
+    finally:
+        await app.stop()
+        await exporter.cleanup()
+    renew, reload = incidents["ssl-cert-renew"], incidents["ssl-cert-reload"]
+    assert (renew["target"], renew["status"]) == ("certbot", "resolved"), renew
+    assert steps(renew) == [("diagnose", "container.check", "ok"), ("act", "container.exec", "ok")]
+    assert "Certificate Path: /etc/letsencrypt/live/site/fullchain.pem" in renew["steps"][0]["detail"]
+    assert "all renewals succeeded" in renew["steps"][1]["detail"]
+    assert (reload["target"], reload["status"]) == ("sms-proxy", "resolved"), reload
+    assert steps(reload) == [
+        ("diagnose", "container.logs", "ok"),
+        ("diagnose", "container.check", "ok"),
+        ("act", "container.exec", "ok"),
+    ]
+    assert "test is successful (stand-in)" in reload["steps"][1]["detail"]
+    # Renew first, reload after: the order the two rules' `for` gives.
+    assert renew["steps"][1]["finished_at"] < reload["steps"][2]["started_at"]

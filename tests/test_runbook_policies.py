@@ -34,6 +34,8 @@ RUNBOOK_ALERTS = {
     "PostgresChecksumFailure": "database-corruption",
     "RedisMemoryHigh": "redis-memory-high",
     "BackupTooOld": "backup-stale",
+    "SSLCertExpiringSoon": "ssl-cert-renew",
+    "SSLCertServedStale": "ssl-cert-reload",
 }
 
 
@@ -91,6 +93,15 @@ def test_the_decisions_hold_in_the_shipped_policies() -> None:
     check = next(i for i, s in enumerate(proxy) if s.name == "container.check")
     assert proxy[check].must_pass and proxy[check].params["argv"] == ["nginx", "-t"]
     assert all(s.kind != "act" for s in proxy[:check]), "nothing acts before the config check"
+
+    reload = policies["ssl-cert-reload"].steps
+    check = next(i for i, s in enumerate(reload) if s.name == "container.check")
+    assert reload[check].must_pass and reload[check].params["argv"] == ["nginx", "-t"]
+    assert all(s.kind != "act" for s in reload[:check]), "nothing acts before the config check"
+    assert all(s.name != "container.restart" for s in reload), "a reload loads certificates; never a restart"
+    renew = [s for s in policies["ssl-cert-renew"].steps if s.kind == "act"]
+    assert [s.params["argv"][:2] for s in renew] == [["certbot", "renew"]]
+    assert not {"--force-renewal", "--force", "certonly"} & set(renew[0].params["argv"])
 
     assert [s.kind for s in policies["database-corruption"].steps] == ["diagnose", "escalate"]
     assert [s.kind for s in policies["redis-memory-high"].steps] == ["diagnose", "escalate"]
