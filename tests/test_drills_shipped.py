@@ -671,5 +671,7 @@ async def _ssl_chain(
         ("act", "container.exec", "ok"),
     ]
     assert "test is successful (stand-in)" in reload["steps"][1]["detail"]
+    [verified] = [e for e in reload["timeline"] if e["kind"] == "verified"]
+    assert verified["detail"]["evidence"] == "alert resolved", verified  # the probe of this site rose
     # Renew first, reload after: the order the two rules' `for` gives.
     assert renew["steps"][1]["finished_at"] < reload["steps"][2]["started_at"]
