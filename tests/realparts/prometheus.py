@@ -208,10 +208,29 @@ class Prometheus(_HttpProcess):
         rule_files: Sequence[tuple[str, str]] = (),
         extra_args: Sequence[str] = (),
         start_timeout: float = 60.0,
+        backfill: str = "",
     ) -> None:
+        """``backfill``: OpenMetrics text (ending with ``# EOF``) written into the TSDB as history with
+        ``promtool tsdb create-blocks-from openmetrics`` before the server starts."""
         super().__init__("remediator-prom-")
         self._extra_args = list(extra_args)
         try:
+            if backfill:
+                source = self._dir / "backfill.om"
+                source.write_text(backfill)
+                subprocess.run(
+                    [
+                        require("promtool"),
+                        "tsdb",
+                        "create-blocks-from",
+                        "openmetrics",
+                        str(source),
+                        str(self._dir / "tsdb"),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
             for name, text in rule_files:
                 (self._dir / name).write_text(text)
             if rule_files and "rule_files" not in config:
