@@ -13,7 +13,7 @@ verification windows takes seconds, and the runner's own ``asyncio`` waits (veri
 timeouts, the healthy floor's hold) elapse in history's time, exactly as ``serve`` would spend them. Work
 handed to a thread (the store's fsync) runs inline, so no real wait can ever let virtual time run ahead.
 
-How the parts of a ladder that need a live system are read (docs/design.md, D37; docs/operations.md):
+How the parts of a ladder that need a live system are read (docs/design.md, D44; docs/operations.md, Backtest):
 
 - verification: recovered when the alert's own resolved arrives within the step's window (the history says
   whether it resolved, and when); HTTP and Prometheus checks of a ``verify`` are not evaluated;

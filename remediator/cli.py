@@ -3,8 +3,8 @@
 Each command has a function that builds its parser (registered with ``@subcommand``, in ``--help`` order: a new
 command is one more such function) and a ``cmd_*`` that runs it. Everything that reads or changes live state
 (incidents, status, pause, policies, hosts, approvals, reload, drills) calls the running daemon's API through
-``api_client``, with the token the daemon uses; ``serve`` and ``store stats`` are the only commands that open
-the store, and neither creates one as a side effect of a read.
+``api_client``, with the token the daemon uses; ``serve``, ``store stats`` and ``backtest --inbox`` (which
+only reads the inbox) are the only commands that open the store, and none creates one as a side effect of a read.
 """
 
 from __future__ import annotations
