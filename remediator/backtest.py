@@ -77,6 +77,7 @@ SETTLE_S = 86_400.0
 """After the last notification, the longest the replay lets ladders run on (verification windows, approvals)."""
 _SETTLE_STEP_S = 30.0
 _IDLE_REAL_S = 0.05
+_STUCK_REAL_S = 30.0
 
 # The backend each action reports (its breaker's name), as the real actions of the catalogue name it.
 _BACKENDS = {"postgres": "postgres", "http": "http"}
@@ -93,14 +94,21 @@ class _JumpingSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
         self.jump: Callable[[float], None] = lambda seconds: None
+        self._idle = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
         if ready or timeout == 0:
+            self._idle = 0
             return ready
         if timeout is None:
-            # Nothing is scheduled: only a file could wake the loop (nothing in a replay waits on one).
+            # Nothing is scheduled: only a file could wake the loop, and nothing in a replay waits on one. A
+            # replay that stays so is stuck (a bug): said, rather than waited on forever.
+            self._idle += 1
+            if self._idle * _IDLE_REAL_S > _STUCK_REAL_S:
+                raise RuntimeError(f"the replay waited {_STUCK_REAL_S:g}s with nothing scheduled: stuck")
             return super().select(_IDLE_REAL_S)
+        self._idle = 0
         self.jump(timeout)
         return []
 

@@ -73,6 +73,17 @@ steps:
   - escalate: oncall
 """
 
+LIMITED = """
+name: limited
+match: [alertname = CacheDown]
+target: {kind: container, from_label: container, allow: ["cache"]}
+limits: {cooldown_s: 0, max_actions: {count: 1, window_s: 3600}, flapping: {count: 10, window_s: 3600}}
+steps:
+  - act: container.restart
+    verify: {resolved_within_s: 60}
+  - escalate: oncall
+"""
+
 
 def _body(name: str, container: str, status: str, starts: float, ends: float | None = None) -> dict[str, Any]:
     one = alert(name, status=status, fingerprint=f"fp-{name}", starts_at=_iso(starts), container=container)
@@ -91,6 +102,11 @@ def _history_file(tmp_path: Path) -> Path:
         json.dumps({"at": _iso(T + 3600), "body": _body("QueueStuck", "worker", "firing", T + 3600)}),
         json.dumps({"at": T + 4230, "body": _body("QueueStuck", "worker", "resolved", T + 3600, T + 4230)}),
         json.dumps(_body("Unknown", "x", "firing", T + 5000)),
+        # The cache, twice 10 minutes apart: one action an hour on it.
+        json.dumps(_body("CacheDown", "cache", "firing", T + 7200)),
+        json.dumps(_body("CacheDown", "cache", "resolved", T + 7200, T + 7210)),
+        json.dumps(_body("CacheDown", "cache", "firing", T + 7800)),
+        json.dumps(_body("CacheDown", "cache", "resolved", T + 7800, T + 7810)),
     ]
     path = tmp_path / "history.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -108,14 +124,16 @@ def _policies(tmp_path: Path, **files: str) -> Path:
 def test_a_file_of_webhook_bodies(tmp_path: Path) -> None:
     env = {
         "REMEDIATOR_STATE_DIR": str(tmp_path / "state"),
-        "REMEDIATOR_POLICIES_DIR": str(_policies(tmp_path, shadowed=SHADOWED, guarded=GUARDED)),
+        "REMEDIATOR_POLICIES_DIR": str(
+            _policies(tmp_path, shadowed=SHADOWED, guarded=GUARDED, limited=LIMITED)
+        ),
     }
     history = _history_file(tmp_path)
     done = _cli("--file", str(history), "-o", "json", env=env)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["notifications"] == 5
-    assert report["alerts"] == {"firing": 3, "resolved": 2}
+    assert report["notifications"] == 9
+    assert report["alerts"] == {"firing": 5, "resolved": 4}
     assert report["unmatched_alerts"] == 1
     assert report["problems"] == []
 
@@ -134,6 +152,12 @@ def test_a_file_of_webhook_bodies(tmp_path: Path) -> None:
     assert guarded["healthy_floor"].startswith("not evaluable (no Prometheus at replay time)")
     assert "1 check(s)" in guarded["healthy_floor"]
     assert guarded["busiest_hour"] == {"hour": "2026-11-23T11:00Z", "incidents": 1, "actions": 1}
+
+    # The cache: restarted at 2 h (verified 10 s later); 10 minutes later the rate limit (1 an hour) refuses.
+    limited = report["policies"]["limited"]
+    assert [(a["ts"], a["target"]) for a in limited["actions"]] == [(T + 7200, "cache")]
+    assert limited["refusals"] == {"rate_limit": 1}
+    assert (limited["incidents"], limited["verified"], limited["escalations"]) == (2, 1, {"P1": 1})
 
     # --enforce: the shadowed policy as it would act once promoted.
     enforced = json.loads(_cli("--file", str(history), "--enforce", "-o", "json", env=env).stdout)
