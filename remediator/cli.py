@@ -485,10 +485,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise RemediatorError("no history: give --file JSONL, --inbox or --prometheus URL")
     report = backtest.run(history, policies, settings, prometheus=args.prometheus, enforce=args.enforce)
     report["source"] = source
+    ranged = not args.file or bool(args.start or args.since or args.end)
+    report["range"] = {"start": _when(start), "end": _when(end)} if ranged else None
     if args.output == "json":
         print_json(report)
     else:
-        print(f"source: {source}")
+        print(f"source: {source}" + (f", from {_when(start)} to {_when(end)} UTC" if ranged else ""))
         print(backtest.render(report, table))
     return 0
 

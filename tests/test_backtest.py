@@ -133,6 +133,7 @@ def test_a_file_of_webhook_bodies(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["notifications"] == 9
+    assert (report["source"], report["range"]) == (f"file {history}", None)  # the whole file
     assert report["alerts"] == {"firing": 5, "resolved": 4}
     assert report["unmatched_alerts"] == 1
     assert report["problems"] == []
