@@ -17,13 +17,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from engine_rig import RecordingAction
 from helpers import REPO, TOKEN, alert, notification, post_alerts
 from realparts import AlertmanagerFactory
 from test_store import make
 
 from remediator import backtest
+from remediator.actions.catalogue import SPECS
 from remediator.actions.docker import LogsParams, RestartParams
+from remediator.domain.alerts import Notification
+from remediator.policy.loader import load_dir
+from remediator.settings import Settings
 from remediator.store.base import Note
 
 T = 1_795_428_000.0  # 2026-11-23T10:00:00Z
@@ -335,3 +340,58 @@ def test_the_fingerprint_is_alertmanagers(alertmanager_factory: AlertmanagerFact
     assert len(found) == 3
     for labels in sets:
         assert found[json.dumps(labels, sort_keys=True)] == backtest.fingerprint(labels)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A fleet: the host each action would have gone to
+
+FLEET = """
+name: database-down
+match: [alertname = DatabaseDown]
+target:
+  kind: container
+  from_label: container
+  allow: ["sms-db"]
+  host: {from_label: instance, pattern: '^(?P<host>[^:]+):[0-9]+$', allow: ["web-[0-9]+"]}
+limits: {cooldown_s: 600}
+steps:
+  - act: container.restart
+    verify: {resolved_within_s: 60}
+  - escalate: oncall
+"""
+
+
+def test_each_action_names_its_host_and_the_guards_count_per_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = {name: {"url": f"unix:///nonexistent/{name}.sock"} for name in ("web-1", "web-2")}
+    monkeypatch.setenv("REMEDIATOR_DOCKER__HOSTS", json.dumps(hosts))
+    monkeypatch.setenv("REMEDIATOR_STATE_DIR", str(tmp_path / "state"))
+    settings = Settings()
+    (policy,) = load_dir(_policies(tmp_path, fleet=FLEET), SPECS)
+
+    def on(instance: str, status: str, starts: float, at: float) -> backtest.Delivery:
+        one = alert(status=status, fingerprint=f"fp-{instance}", starts_at=_iso(starts), instance=instance)
+        one["labels"]["container"] = "sms-db"
+        if status == "resolved":
+            one["endsAt"] = _iso(at)
+        return backtest.Delivery(at, Notification.model_validate(notification(one)))
+
+    history = [
+        on("web-1:9100", "firing", T, T),  # restarted on web-1
+        on("web-2:9100", "firing", T, T),  # the same name on web-2: another incident, restarted there
+        on("web-3:9100", "firing", T, T),  # web-3 is not configured: refused, never connected to
+        on("web-1:9100", "resolved", T, T + 20),
+        on("web-2:9100", "resolved", T, T + 20),
+        on("web-1:9100", "firing", T + 120, T + 120),  # web-1 again within its cooldown: refused
+        on("web-1:9100", "resolved", T + 120, T + 150),
+    ]
+    report = backtest.run(history, [policy], settings)
+    row = report["policies"]["database-down"]
+    assert [(a["ts"], a["target"], a["host"]) for a in row["actions"]] == [
+        (T, "sms-db", "web-1"),
+        (T, "sms-db", "web-2"),
+    ]
+    assert row["incidents"] == 4
+    assert row["refusals"] == {"allow_list": 1, "cooldown": 1}
+    assert (row["verified"], row["escalations"]) == (2, {"P1": 2})
