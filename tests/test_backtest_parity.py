@@ -24,11 +24,11 @@ POLICY = """
 name: database-down
 match: [alertname = DatabaseDown]
 target: {kind: container, from_label: container, allow: ["db-[1-3]"]}
-limits: {cooldown_s: 2, flapping: {count: 3, window_s: 30}, max_actions: {count: 10, window_s: 60}}
+limits: {cooldown_s: 4, flapping: {count: 3, window_s: 30}, max_actions: {count: 10, window_s: 60}}
 steps:
   - diagnose: container.logs
   - act: container.restart
-    verify: {resolved_within_s: 1}
+    verify: {resolved_within_s: 2}
     attempts: 2
   - escalate: oncall
 """
@@ -42,20 +42,20 @@ EP1, EP2, EP3 = "2026-11-23T10:00:00Z", "2026-11-23T10:00:01Z", "2026-11-23T10:0
 
 # (seconds from the start, body): what happens, worked out by hand below.
 TIMELINE: list[tuple[float, dict[str, Any]]] = [
-    (0.0, notification(_episode("db-1", EP1, "firing"))),  # restart; verified by the resolved at 0.4
+    (0.0, notification(_episode("db-1", EP1, "firing"))),  # restart; verified by the resolved at 0.8
     (0.0, notification(_episode("db-9", EP1, "firing"))),  # outside the allow list: escalated at intake
-    (0.0, notification(_episode("db-2", EP1, "firing"))),  # restart twice, never resolved in 1 s: escalated
-    (0.4, notification(_episode("db-1", EP1, "resolved"))),
-    (0.7, notification(_episode("db-1", EP1, "firing"))),  # a late copy of a resolved episode: stale
-    (1.2, notification(_episode("db-1", EP2, "firing"))),  # 1.2 s after db-1's restart: cooldown (2 s)
-    (1.7, notification(_episode("db-1", EP2, "resolved"))),
-    (3.2, notification(_episode("db-2", EP1, "resolved"))),
-    (3.6, notification(_episode("db-1", EP3, "firing"))),  # the third incident on db-1 in 30 s: flapping
-    (4.1, notification(_episode("db-1", EP3, "resolved"))),
-    (4.1, notification(_episode("db-3", EP1, "firing"))),  # restart; verified by the resolved at 4.6
-    (4.6, notification(_episode("db-3", EP1, "resolved"))),
+    (0.0, notification(_episode("db-2", EP1, "firing"))),  # restart twice, never resolved in 2 s: escalated
+    (0.8, notification(_episode("db-1", EP1, "resolved"))),
+    (1.4, notification(_episode("db-1", EP1, "firing"))),  # a late copy of a resolved episode: stale
+    (2.4, notification(_episode("db-1", EP2, "firing"))),  # 2.4 s after db-1's restart: cooldown (4 s)
+    (3.4, notification(_episode("db-1", EP2, "resolved"))),
+    (6.4, notification(_episode("db-2", EP1, "resolved"))),
+    (7.2, notification(_episode("db-1", EP3, "firing"))),  # the third incident on db-1 in 30 s: flapping
+    (8.2, notification(_episode("db-1", EP3, "resolved"))),
+    (8.2, notification(_episode("db-3", EP1, "firing"))),  # restart; verified by the resolved at 9.2
+    (9.2, notification(_episode("db-3", EP1, "resolved"))),
 ]
-END_S = 4.6
+END_S = 9.2
 
 ENV = {
     "REMEDIATOR_ESCALATION__TARGETS": '{"oncall": {"url": "http://127.0.0.1:9/never-called"}}',
@@ -113,15 +113,15 @@ async def test_the_backtest_decides_as_the_daemon_does(start_app: Callable[..., 
     replayed = _relative({"policies": report["policies"]}, start)
     replayed.pop("healthy_floor")
 
-    # By hand: db-1 restarted at 0 (verified), db-2 twice (0 and 1 s, not recovered either time, escalated),
-    # db-3 at 4.1 (verified); db-1's second incident refused by the cooldown, its third as flapping; db-9
-    # refused at intake; the late copy at 0.7 s opened nothing. Every escalation is P1 (severity critical), and
+    # By hand: db-1 restarted at 0 (verified), db-2 twice (0 and 2 s, not recovered either time, escalated),
+    # db-3 at 8.2 (verified); db-1's second incident refused by the cooldown, its third as flapping; db-9
+    # refused at intake; the late copy at 1.4 s opened nothing. Every escalation is P1 (severity critical), and
     # each goes to the pager too.
     expected_actions = [
         (0.0, "container.restart", "db-1", "default"),
         (0.0, "container.restart", "db-2", "default"),
-        (1.0, "container.restart", "db-2", "default"),
-        (4.1, "container.restart", "db-3", "default"),
+        (2.0, "container.restart", "db-2", "default"),
+        (8.2, "container.restart", "db-3", "default"),
     ]
     assert _near(replayed["actions"], expected_actions)
     assert replayed["incidents"] == 6
@@ -140,7 +140,7 @@ async def test_the_backtest_decides_as_the_daemon_does(start_app: Callable[..., 
 
 
 def _near(actions: list[tuple[float, str, str, str]], expected: list[tuple[float, str, str, str]]) -> bool:
-    """The same actions in the same order, each within 0.25 s of its expected offset."""
+    """The same actions in the same order, each within 0.5 s of its expected offset."""
     assert [a[1:] for a in actions] == [e[1:] for e in expected], actions
-    assert all(abs(a[0] - e[0]) < 0.25 for a, e in zip(actions, expected, strict=True)), actions
+    assert all(abs(a[0] - e[0]) < 0.5 for a, e in zip(actions, expected, strict=True)), actions
     return True
