@@ -232,12 +232,16 @@ class HistoryProbe:
         return instant_answer(status, raw)
 
 
+# No proxy from the environment, as the daemon's probes (trust_env=False): Prometheus is asked directly.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _get(url: str, timeout_s: float) -> tuple[int, bytes]:
     if not url.startswith(("http://", "https://")):
         raise OSError(f"not an http(s) URL: {url}")
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (checked above)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        with _OPENER.open(request, timeout=timeout_s) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
