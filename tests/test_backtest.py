@@ -206,6 +206,12 @@ def test_mistakes_on_the_command_line(tmp_path: Path) -> None:
     done = _cli("--inbox", "--since", "7x", env=env)
     assert done.returncode == 1
     assert "not a duration" in done.stderr
+    done = _cli("--prometheus", "http://127.0.0.1:9", "--since", "1d", env=env)  # nothing listens there
+    assert done.returncode == 1
+    assert "error: prometheus at http://127.0.0.1:9: " in done.stderr
+    done = _cli("--file", str(bad), "--start", "2026-11-02", "--end", "2026-11-01", env=env)
+    assert done.returncode == 1
+    assert "is not before its end" in done.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------
