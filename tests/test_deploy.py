@@ -630,6 +630,8 @@ def test_every_metric_the_dashboard_queries_is_exposed(daemon_run: Run) -> None:
         "remediator_approvals_pending",
         "remediator_webhook_duration_seconds_bucket",
         "remediator_build_info",
+        "remediator_recoveries_total",
+        "remediator_pages_avoided_total",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ):
