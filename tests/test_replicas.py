@@ -206,7 +206,9 @@ async def test_a_replica_killed_mid_restart_loses_its_incidents_to_the_others(
         # no init: PID 1 ignores SIGTERM, so each restart takes the full 3 s stop timeout
         await asyncio.to_thread(docker_daemon.run_container, name, init=False)
     since = datetime.now(UTC)
-    group = await asyncio.to_thread(replicas, 3, 4, 3)
+    # A Docker call holds its lease for the call's own timeout plus a lease (F2): with the default 60 s timeout
+    # the others would take the killed replica's incidents over only after a minute.
+    group = await asyncio.to_thread(replicas, 3, 4, 3, REMEDIATOR_DOCKER__TIMEOUT_S="10")
     await post_everywhere(
         group, [notification(alert("ReplicaAlert", fingerprint=n, container=n)) for n in names]
     )
