@@ -17,10 +17,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from helpers import TOKEN, alert, eventually, notification, post_alerts
+from helpers import REPO, TOKEN, alert, eventually, notification, post_alerts
 from realparts import CaptureServer, DockerDaemon
 
 from remediator.app import App
+from remediator.escalation.grafana import tags
 from remediator.settings import EscalationSettings
 
 GRAFANA_TOKEN = "glsa_0123456789abcdefABCDEF_0a1b2c3d"  # the shape of a service account token
@@ -194,3 +195,13 @@ def test_a_grafana_notifier_is_named_like_any_other() -> None:
         )
     with pytest.raises(ValueError, match="reserved"):
         EscalationSettings.model_validate({"grafana": {"log": grafana}})
+
+
+def test_the_shipped_dashboard_shows_remediators_annotations() -> None:
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "dashboards" / "remediator.json").read_text())
+    (query,) = [a for a in dashboard["annotations"]["list"] if a.get("name") == "remediator"]
+    assert query["datasource"] == {"type": "grafana", "uid": "-- Grafana --"} and query["enable"] is True
+    assert query["target"]["type"] == "tags" and query["target"]["tags"] == ["remediator"]
+    assert query["target"]["matchAny"] is False
+    # The tag it filters on is the one every annotation carries.
+    assert "remediator" in tags({"policy": "p", "target": "t"}, "action")  # type: ignore[typeddict-item]
