@@ -57,6 +57,20 @@ class MaintenanceWindow:
             "until_utc": utc(self.ends_at),
         }
 
+    def record_detail(self) -> dict[str, object]:
+        """The detail of the window's own audit records (``maintenance_added``, ``maintenance_cancelled``): the
+        whole window, as both stores write it."""
+        return {
+            "window": self.id,
+            "target": self.target,
+            "host": self.host,
+            "policy": self.policy,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "reason": self.reason,
+            "by": self.created_by,
+        }
+
     def matches(self, policy: str, host: str, target: str) -> bool:
         """Whether it names the incident key (policy, host, target), whatever the time."""
         return self.target == target and self.host in (ANY, host) and self.policy in (ANY, policy)

@@ -65,19 +65,6 @@ async def hold(
     return row
 
 
-def window_detail(window: MaintenanceWindow) -> dict[str, object]:
-    return {
-        "window": window.id,
-        "target": window.target,
-        "host": window.host,
-        "policy": window.policy,
-        "starts_at": window.starts_at,
-        "ends_at": window.ends_at,
-        "reason": window.reason,
-        "by": window.created_by,
-    }
-
-
 async def add(
     db: asyncpg.Connection,
     target: str,
@@ -103,7 +90,7 @@ async def add(
     )
     assert row is not None
     window = window_of(row)
-    await write_audit(db, None, "maintenance_added", window_detail(window), now)
+    await write_audit(db, None, "maintenance_added", window.record_detail(), now)
     return window
 
 
@@ -127,7 +114,7 @@ async def cancel(db: asyncpg.Connection, window_id: int, by: str, now: float) ->
         row = await db.fetchrow("SELECT * FROM maintenance WHERE id = $1", window_id)
         return None if row is None else window_of(row)
     window = window_of(row)
-    await write_audit(db, None, "maintenance_cancelled", {**window_detail(window), "cancelled_by": by}, now)
+    await write_audit(db, None, "maintenance_cancelled", {**window.record_detail(), "cancelled_by": by}, now)
     return window
 
 

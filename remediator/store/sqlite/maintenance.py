@@ -63,7 +63,7 @@ def add(
         (target, host, policy, starts_at, ends_at, reason, by, now),
     ).fetchone()
     window = window_of(row)
-    write_audit(db, None, "maintenance_added", window_detail(window), now)
+    write_audit(db, None, "maintenance_added", window.record_detail(), now)
     return window
 
 
@@ -85,21 +85,8 @@ def cancel(db: sqlite3.Connection, window_id: int, by: str, now: float) -> Maint
         row = db.execute("SELECT * FROM maintenance WHERE id = ?", (window_id,)).fetchone()
         return None if row is None else window_of(row)
     window = window_of(row)
-    write_audit(db, None, "maintenance_cancelled", {**window_detail(window), "cancelled_by": by}, now)
+    write_audit(db, None, "maintenance_cancelled", {**window.record_detail(), "cancelled_by": by}, now)
     return window
-
-
-def window_detail(window: MaintenanceWindow) -> dict[str, object]:
-    return {
-        "window": window.id,
-        "target": window.target,
-        "host": window.host,
-        "policy": window.policy,
-        "starts_at": window.starts_at,
-        "ends_at": window.ends_at,
-        "reason": window.reason,
-        "by": window.created_by,
-    }
 
 
 def run_pass(
