@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 import yaml
 from aiohttp import web
+from drill_rig import chain, policy_dir, serve, settled, shipped_rule
 from helpers import REPO, TOKEN, settings_env
 from realparts import Alertmanager, DockerDaemon, Postgres, Prometheus, free_port
 
@@ -195,19 +196,6 @@ async def test_proxy_down_with_a_good_config_reloads_and_the_http_check_sees_it_
 # (the dependency is acted on by database-down, not the symptom).
 
 
-async def _stand_in_pg_exporter(pg_up: int) -> tuple[web.AppRunner, int]:
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=f"pg_up {pg_up}\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
-
-
 async def _service_down_drill(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -225,22 +213,25 @@ async def _service_down_drill(
     await asyncio.to_thread(
         docker_daemon.run_container, "backend", command=["/bin/sh", "-c", script], network_mode="host"
     )
-    exporter, pg_port = await _stand_in_pg_exporter(pg_up)
-    policy = yaml.safe_load((REPO / "policies" / "service-down.yaml").read_text())
-    policy["healthy_floor"]["hold_s"] = 3  # 120 as shipped
-    policy["drill"] = {"detect_within_s": 30, "recover_within_s": 60}
-    directory = tmp_path / "policies"
-    directory.mkdir()
-    (directory / "service-down.yaml").write_text(yaml.safe_dump(policy))
-    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules" / "runbooks.yml").read_text())
-    [rule] = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "ServiceDown"]
-    rule["for"] = "0s"  # 2m as shipped
-    port = free_port()
-    am = alertmanager_factory(f"http://127.0.0.1:{port}/alerts", TOKEN)
-    config: dict[str, Any] = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "800ms", "evaluation_interval": "1s"},
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.url.removeprefix("http://")]}]}]},
-        "scrape_configs": [
+
+    async def pg_exporter(_: web.Request) -> web.Response:
+        return web.Response(text=f"pg_up {pg_up}\n")  # a STAND-IN for postgres_exporter
+
+    exporter, pg_port = await serve(pg_exporter)
+
+    def shorter(policy: dict[str, Any]) -> None:
+        policy["healthy_floor"]["hold_s"] = 3  # 120 as shipped
+        policy["drill"] = {"detect_within_s": 30, "recover_within_s": 60}
+
+    app, settings, api, _ = await chain(
+        tmp_path,
+        monkeypatch,
+        docker_daemon,
+        alertmanager_factory,
+        prometheus_factory,
+        policies=policy_dir(tmp_path, "service-down", shorter),
+        rules=[shipped_rule("ServiceDown")],  # for: 2m as shipped
+        scrape=[
             {
                 "job_name": "services",
                 "static_configs": [
@@ -249,28 +240,10 @@ async def _service_down_drill(
             },
             {"job_name": "databases", "static_configs": [{"targets": [f"127.0.0.1:{pg_port}"]}]},
         ],
-    }
-    prometheus = prometheus_factory(
-        yaml.safe_dump(config),
-        rule_files=[("rules.yml", yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))],
     )
-    env = settings_env(
-        tmp_path,
-        REMEDIATOR_POLICIES_DIR=str(directory),
-        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
-        REMEDIATOR_PROMETHEUS__URL=prometheus.url,
-        REMEDIATOR_SERVER__PORT=str(port),
-    )
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
-    app = App(settings)
-    await app.start()
     try:
         await asyncio.sleep(2.5)  # a first scrape of the healthy targets
-        report = await run_drill(
-            settings, app.policies[0], "backend", ApiClient(f"http://127.0.0.1:{port}", TOKEN), timeout_s=60
-        )
+        report = await run_drill(settings, app.policies[0], "backend", api, timeout_s=60)
         print(report.render())
         return report
     finally:
@@ -348,12 +321,7 @@ async def test_slow_queries_drill_cancels_the_applications_long_query_and_the_in
             text=f'pg_stat_activity_max_tx_duration{{datname="postgres",state="active"}} {float(longest)}\n'
         )
 
-    exporter_app = web.Application()
-    exporter_app.router.add_get("/metrics", metrics)
-    exporter = web.AppRunner(exporter_app)
-    await exporter.setup()
-    exporter_port = free_port()
-    await web.TCPSite(exporter, "127.0.0.1", exporter_port).start()
+    exporter, exporter_port = await serve(metrics)
 
     policy = yaml.safe_load((REPO / "policies" / "slow-queries.yaml").read_text())
     [act] = [s for s in policy["steps"] if s.get("act") == "postgres.cancel_long_queries"]
@@ -433,61 +401,6 @@ async def test_slow_queries_drill_cancels_the_applications_long_query_and_the_in
 # The whole chain for one shipped policy and its shipped rule (`for:` cut to 0s), on the session's dockerd.
 
 
-async def _chain(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    docker_daemon: DockerDaemon,
-    alertmanager_factory: Callable[..., Alertmanager],
-    prometheus_factory: Callable[..., Prometheus],
-    *,
-    policy: str,
-    alertname: str,
-    targets: list[dict[str, Any]],
-) -> tuple[App, ApiClient]:
-    directory = tmp_path / "policies"
-    directory.mkdir()
-    (directory / f"{policy}.yaml").write_text((REPO / "policies" / f"{policy}.yaml").read_text())
-    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules" / "runbooks.yml").read_text())
-    [rule] = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == alertname]
-    rule["for"] = "0s"
-    port = free_port()
-    am = alertmanager_factory(f"http://127.0.0.1:{port}/alerts", TOKEN)
-    config: dict[str, Any] = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "800ms", "evaluation_interval": "1s"},
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am.url.removeprefix("http://")]}]}]},
-        "scrape_configs": targets,
-    }
-    prometheus = prometheus_factory(
-        yaml.safe_dump(config),
-        rule_files=[("rules.yml", yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))],
-    )
-    env = settings_env(
-        tmp_path,
-        REMEDIATOR_POLICIES_DIR=str(directory),
-        REMEDIATOR_DOCKER__HOST=docker_daemon.host,
-        REMEDIATOR_PROMETHEUS__URL=prometheus.url,
-        REMEDIATOR_SERVER__PORT=str(port),
-    )
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    app = App(Settings())
-    await app.start()
-    return app, ApiClient(f"http://127.0.0.1:{port}", TOKEN)
-
-
-async def _settled(api: ApiClient, timeout_s: float = 60) -> tuple[dict[str, Any], float]:
-    started = time.monotonic()
-    incident: dict[str, Any] = {}
-    while time.monotonic() - started < timeout_s:
-        listed = (await asyncio.to_thread(api.get, "/api/incidents?limit=10"))["incidents"]
-        if listed:
-            incident = await asyncio.to_thread(api.get, f"/api/incidents/{listed[0]['id']}")
-            if incident["status"] in ("resolved", "escalated"):
-                break
-        await asyncio.sleep(0.25)
-    return incident, time.monotonic() - started
-
-
 # backup-stale: sira-backend holds a STAND-IN for /app/scripts/backup_db.sh (busybox: it "backs up" nothing)
 # which, as the policy requires of the real script, publishes backup_last_success_timestamp_seconds on
 # success; here through busybox httpd in the container, scraped by a real Prometheus. The last success starts
@@ -525,18 +438,18 @@ async def test_backup_stale_drill_reruns_the_backup_script_once_and_the_alert_re
             "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"container": "sira-backend"}}],
         }
     ]
-    app, api = await _chain(
+    app, _, api, _ = await chain(
         tmp_path,
         monkeypatch,
         docker_daemon,
         alertmanager_factory,
         prometheus_factory,
-        policy="backup-stale",
-        alertname="BackupTooOld",
-        targets=targets,
+        policies=policy_dir(tmp_path, "backup-stale"),
+        rules=[shipped_rule("BackupTooOld")],
+        scrape=targets,
     )
     try:
-        incident, took = await _settled(api)
+        incident, took = await settled(api)
         print(f"{incident.get('status')} after {took:.1f}s")
         assert incident["status"] == "resolved", incident
         [step] = incident["steps"]
@@ -571,25 +484,20 @@ async def test_container_memory_high_drill_restarts_the_leaking_container_and_th
         )
         return web.Response(text=text)
 
-    stand_in = web.Application()
-    stand_in.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(stand_in)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve(metrics)
     targets = [{"job_name": "cadvisor", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
-    app, api = await _chain(
+    app, _, api, _ = await chain(
         tmp_path,
         monkeypatch,
         docker_daemon,
         alertmanager_factory,
         prometheus_factory,
-        policy="container-memory-high",
-        alertname="ContainerMemoryHigh",
-        targets=targets,
+        policies=policy_dir(tmp_path, "container-memory-high"),
+        rules=[shipped_rule("ContainerMemoryHigh")],
+        scrape=targets,
     )
     try:
-        incident, took = await _settled(api)
+        incident, took = await settled(api)
         print(f"{incident.get('status')} after {took:.1f}s")
         assert incident["status"] == "resolved", incident
         steps = [(s["name"], s["status"]) for s in incident["steps"]]
