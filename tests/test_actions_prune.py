@@ -34,6 +34,7 @@ import docker.errors
 import pytest
 import yaml
 from aiohttp import web
+from drill_rig import serve
 from helpers import REPO, TOKEN, settings_env
 from realparts import Alertmanager, DockerDaemon, Prometheus, free_port
 
@@ -246,13 +247,7 @@ async def _exporter(daemon: SmallDiskDockerd) -> tuple[web.AppRunner, int]:
         )
         return web.Response(text=body)
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
+    return await serve(metrics)
 
 
 def _shipped_policy(tmp_path: Path) -> Path:
