@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import re2
@@ -79,24 +80,22 @@ class Pattern:
         """True when the pattern matches somewhere in ``text``."""
         return self._regexp.search(_utf8(text)) is not None
 
-    @property
-    def group_names(self) -> frozenset[str]:
-        """The named groups, ``(?P<name>...)``."""
-        return frozenset(
-            name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in self._regexp.groupindex
-        )
+    @cached_property
+    def groups(self) -> dict[str, int]:
+        """The named groups, ``(?P<name>...)``, and their numbers. (The pattern is compiled from UTF-8 bytes,
+        so RE2 keys them by bytes; decoded once here.)"""
+        return {
+            (name.decode("utf-8") if isinstance(name, bytes) else str(name)): number
+            for name, number in self._regexp.groupindex.items()
+        }
 
     def extract(self, text: str, group: str) -> str | None:
         """What the named ``group`` captured when the pattern matches all of ``text``; None otherwise."""
         found = self._regexp.fullmatch(_utf8(text))
-        if found is None:
+        index = self.groups.get(group)
+        if found is None or index is None:
             return None
-        # The pattern was compiled from text, so its group names are bytes keys: ask by number.
-        index = {
-            (k.decode("utf-8") if isinstance(k, bytes) else str(k)): v
-            for k, v in self._regexp.groupindex.items()
-        }.get(group)
-        value = None if index is None else found.group(index)
+        value = found.group(index)
         return None if value is None else bytes(value).decode("utf-8", "replace")
 
 

@@ -166,7 +166,7 @@ class HostFromLabel(_Frozen):
             compiled = charge(info.context, compile_pattern(source))
         except PatternError as exc:
             raise ValueError(f"host pattern {_shown(source)} {exc}") from exc
-        if "host" not in compiled.group_names:
+        if "host" not in compiled.groups:
             raise ValueError(f"host pattern {_shown(source)} has no (?P<host>...) group")
         return source
 
