@@ -141,11 +141,13 @@ class Process:
             return ""
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: Path, port: int, ready_path: str) -> Process:
+def _spawn(
+    argv: list[str], env: dict[str, str], log: Path, port: int, ready_path: str, cwd: Path | None = None
+) -> Process:
     clean = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            argv, env={**clean, **env}, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            argv, env={**clean, **env}, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
     process = Process(proc, port, log)
     deadline = time.monotonic() + 30
@@ -164,9 +166,12 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path, port: int, ready_pat
         time.sleep(0.05)
 
 
-def start_remediator(workdir: Path, policies_dir: Path, port: int | None = None, **env: str) -> Process:
+def start_remediator(
+    workdir: Path, policies_dir: Path, port: int | None = None, source: Path | None = None, **env: str
+) -> Process:
     """`python -m remediator serve` on ``port`` (default: a free one), SQLite store under ``workdir``, the
-    bench token."""
+    bench token; ``source``: run the remediator package found there (an older commit's, see `checkout`)
+    instead of this tree's."""
     port = port or realparts().free_port()
     settings = {
         "REMEDIATOR_STATE_DIR": str(workdir / "state"),
@@ -176,7 +181,20 @@ def start_remediator(workdir: Path, policies_dir: Path, port: int | None = None,
         **env,
     }
     argv = [PYTHON, "-m", "remediator", "serve", "--host", LOOPBACK, "--port", str(port)]
-    return _spawn(argv, settings, workdir / "remediator.log", port, "/readyz")
+    # `python -m` puts the working directory first on sys.path, ahead of the venv's install of this tree.
+    return _spawn(argv, settings, workdir / f"remediator-{port}.log", port, "/readyz", cwd=source)
+
+
+def checkout(ref: str, workdir: Path) -> Path:
+    """The remediator package and policies of commit ``ref``, extracted under ``workdir`` (no worktree is
+    registered in the repository), to measure it beside this tree in the same run."""
+    target = workdir / f"source-{ref}"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref, "remediator", "policies"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
 
 
 def start_bare_handler(workdir: Path) -> Process:

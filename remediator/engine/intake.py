@@ -274,14 +274,13 @@ class Intake:
         return True
 
     def _event(self, alert: Alert, inbox_id: int) -> tuple[IntakeEvent, Policy | None]:
-        fingerprint = storable(alert.fingerprint)
-        starts_at = alert.starts_at.isoformat()
-        starts_ts = alert.starts_at.timestamp()
         if alert.status == "resolved":
-            return Resolved(fingerprint, starts_at, starts_ts), None
+            return Resolved(*_episode(alert)), None
         match = match_alert(self._index.candidates(alert.labels), alert.labels, self.docker_hosts)
         if match is None:
+            # Most alerts are no policy's business: they cost a lookup and an audit row, nothing more.
             return Note("unmatched", {"fingerprint": alert.fingerprint, "labels": alert.labels}), None
+        fingerprint, starts_at, starts_ts = _episode(alert)
         ref = AlertRef(
             fingerprint=fingerprint,
             starts_at=starts_at,
@@ -410,3 +409,9 @@ class Intake:
             self.metrics.time_to_recovery.labels(incident.policy).observe(max(0.0, now - incident.opened_at))
             self.runner.resolved(incident.id)
             await self._after_commit(partial(self.escalator.incident_resolved, incident), incident)
+
+
+def _episode(alert: Alert) -> tuple[str, str, float]:
+    """What names an alert's episode in the store: its fingerprint (storable) and its startsAt, as text and as
+    a timestamp."""
+    return storable(alert.fingerprint), alert.starts_at.isoformat(), alert.starts_at.timestamp()

@@ -8,7 +8,8 @@ One module a concern, handlers at module level reading the parts from the applic
 
     state          the typed application keys; the bounded body read
     params         ids and limits from URLs; the JSON error; bad input -> 4xx, store down -> 503
-    auth           the token (one lookup for daemon and CLI), bearer/basic auth, its middleware; TLS
+    auth           the token (one lookup for daemon and CLI), bearer/basic auth, the 401; TLS
+    edge           the one middleware: connection held busy, credentials, bad input -> 4xx
     webhook        POST /alerts
     api            /api/...: incidents and their reports, status, pause/resume, policy modes, approve/deny
     maintenance    /api/maintenance: declare, list and cancel maintenance windows
@@ -34,9 +35,9 @@ from remediator.engine.maintenance import Maintenance
 from remediator.metrics import Metrics
 from remediator.server import api, approval_page, health, webhook
 from remediator.server import maintenance as windows
-from remediator.server.auth import APPROVAL_LINKS, AUTH, Auth, authenticate, tls_context, webhook_token
+from remediator.server.auth import APPROVAL_LINKS, AUTH, Auth, tls_context, webhook_token
+from remediator.server.edge import edge
 from remediator.server.listener import ClientErrorFilter, HttpServer
-from remediator.server.params import refuse_bad_input
 from remediator.server.state import (
     BODY_TIMEOUT_S,
     CLOCK,
@@ -77,7 +78,7 @@ def build_app(
     maintenance: Maintenance | None = None,
 ) -> web.Application:
     """The aiohttp application; the composition root runs it (behind an HttpServer)."""
-    app = web.Application(middlewares=[refuse_bad_input, authenticate], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[edge], client_max_size=max_body_bytes)
     app[STORE] = store
     app[INTAKE] = intake
     app[GATE] = gate

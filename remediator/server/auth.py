@@ -1,5 +1,5 @@
 """Who may call the daemon, and over what: the token (where it comes from, how a request proves it), the
-middleware that refuses the rest, and the TLS context of the listener.
+check that refuses the rest (applied by ``server.edge``), and the TLS context of the listener.
 
 ``webhook_token`` is the one place the token is looked up: the daemon serves with it and the command line
 calls the daemon with it, so the two can never disagree about REMEDIATOR_SERVER__TOKEN_FILE or the generated
@@ -19,7 +19,6 @@ import ssl
 from aiohttp import web
 
 from remediator.errors import ConfigError
-from remediator.server.params import Handler
 from remediator.server.state import METRICS
 from remediator.settings import Settings
 
@@ -37,6 +36,11 @@ class Auth:
     token: str | None
     basic_username: str | None = None
     disabled: bool = False
+    _token: bytes = dataclasses.field(init=False, repr=False, compare=False)
+    """The token's bytes, encoded once: every request is compared with them."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_token", _raw(self.token or ""))
 
     def allows(self, header: str) -> bool:
         if self.disabled:
@@ -47,7 +51,7 @@ class Auth:
         scheme = scheme.lower()
         # Everything is compared as bytes: aiohttp hands over header bytes that are not UTF-8 as lone
         # surrogates, which neither a plain encode() nor compare_digest on str (ASCII only) accepts.
-        token = _raw(self.token)
+        token = self._token
         if scheme == "bearer":
             return hmac.compare_digest(_raw(credentials.strip()), token)
         if scheme == "basic":
@@ -69,18 +73,21 @@ def _raw(text: str) -> bytes:
 AUTH = web.AppKey("auth", Auth)
 
 
-@web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    public = request.path in PUBLIC or request.path.startswith(APPROVAL_LINKS)
-    if not public and not request.app[AUTH].allows(request.headers.get("Authorization", "")):
-        # A misconfigured Alertmanager shows on the dashboard; a browser's favicon request (the approval page
-        # is opened in one) or another stray path is not the webhook and must not look like one.
-        if request.path == "/alerts":
-            request.app[METRICS].webhook_rejected.labels("401").inc()
-        return web.json_response(
-            {"error": "missing or wrong credentials"}, status=401, headers={"WWW-Authenticate": "Bearer"}
-        )
-    return await handler(request)
+def refusal(request: web.Request) -> web.Response | None:
+    """The 401 for a request without valid credentials to a path that needs them; None lets it through."""
+    path = request.path
+    if path in PUBLIC or path.startswith(APPROVAL_LINKS):
+        return None
+    app = request.app
+    if app[AUTH].allows(request.headers.get("Authorization", "")):
+        return None
+    # A misconfigured Alertmanager shows on the dashboard; a browser's favicon request (the approval page is
+    # opened in one) or another stray path is not the webhook and must not look like one.
+    if path == "/alerts":
+        app[METRICS].webhook_rejected.labels("401").inc()
+    return web.json_response(
+        {"error": "missing or wrong credentials"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def webhook_token(settings: Settings, *, generate: bool = True) -> str | None:

@@ -19,8 +19,6 @@ from typing import cast
 
 from aiohttp import web
 
-from remediator.server.params import Handler
-
 logger = logging.getLogger(__name__)
 
 FD_RESERVE = 256
@@ -179,18 +177,20 @@ class ConnectionGate:
                 connection.transport.abort()
 
 
-@web.middleware
-async def mark_busy(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Marks the connection busy while its request is in a handler, so neither the limit nor the header timeout
-    closes it. (The handler reads the body within body_timeout_s; the response is written right after it
-    returns, in the same step, before anything could evict the connection.)"""
+def hold(request: web.Request) -> _Connection | None:
+    """Marks the request's connection busy while the request is in a handler, so neither the limit nor the
+    header timeout closes it; ``release`` it when the handler returns. (The handler reads the body within
+    body_timeout_s; the response is written right after it returns, in the same step, before anything could
+    evict the connection.) None when the connection is not behind a gate."""
     transport = request.transport
     connection = transport.get_protocol() if transport is not None else None
     if not isinstance(connection, _Connection):
-        return await handler(request)
+        return None
     connection.busy = True
     connection.deadline = None
-    try:
-        return await handler(request)
-    finally:
+    return connection
+
+
+def release(connection: _Connection | None) -> None:
+    if connection is not None:
         connection.busy = False

@@ -11,7 +11,7 @@ import ssl
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from remediator.server.limits import BACKLOG, ConnectionGate, connection_limit, mark_busy
+from remediator.server.limits import BACKLOG, ConnectionGate, connection_limit
 
 logger = logging.getLogger(__name__)
 http_logger = logging.getLogger("remediator.server.http")
@@ -38,7 +38,8 @@ class ClientErrorFilter(logging.Filter):
 
 
 class HttpServer:
-    """The aiohttp application on one TCP (or TLS) listener, behind a ConnectionGate."""
+    """The aiohttp application on one TCP (or TLS) listener, behind a ConnectionGate. The application's
+    middleware (``server.edge``) holds a connection busy while its request is in a handler."""
 
     def __init__(
         self,
@@ -74,7 +75,6 @@ class HttpServer:
             http_logger.addFilter(ClientErrorFilter())
         runner = web.AppRunner(self._app, access_log=None, handle_signals=False, logger=http_logger)
         self._runner = runner
-        self._app.middlewares.insert(0, mark_busy)  # before setup() freezes the application
         await runner.setup()
         assert runner.server is not None
         self.gate = gate = ConnectionGate(runner.server, self.max_connections, self.header_timeout_s)

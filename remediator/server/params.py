@@ -74,13 +74,9 @@ def error(status: int, reason: str, metrics: Metrics | None = None) -> web.Respo
     return web.json_response({"error": reason}, status=status)
 
 
-@web.middleware
-async def refuse_bad_input(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: whatever a route raises for bad input or a store failure is a 4xx or a 503, never a 500."""
-    try:
-        return await handler(request)
-    except BadParameter as exc:
+def bad_input_answer(request: web.Request, exc: BadParameter | StoreError) -> web.Response:
+    """What a route that raised for bad input (4xx) or a store failure (503) answers, never a 500."""
+    if isinstance(exc, BadParameter):
         return error(exc.status, exc.reason)
-    except StoreError as exc:
-        logger.warning("%s %s: store unavailable: %s", request.method, request.path, exc)
-        return error(503, f"store unavailable: {exc}")
+    logger.warning("%s %s: store unavailable: %s", request.method, request.path, exc)
+    return error(503, f"store unavailable: {exc}")
