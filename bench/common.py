@@ -147,7 +147,12 @@ def _spawn(
     clean = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            argv, env={**clean, **env}, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            argv,
+            env={**clean, **env},
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     process = Process(proc, port, log)
     deadline = time.monotonic() + 30

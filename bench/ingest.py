@@ -74,7 +74,9 @@ def main() -> int:
     try:
         for round_no in range(1, args.rounds + 1):
             phases = [("bare", bare), ("remediator", rem)]
-            if before is not None:  # alternate which of the two follows the bare phase, so neither is favoured
+            if (
+                before is not None
+            ):  # alternate which of the two follows the bare phase, so neither is favoured
                 phases.insert(1 + round_no % 2, ("before", before))
             for name, server in phases:
                 load = requests(server.port, int(args.seconds * 12_000))
@@ -83,7 +85,9 @@ def main() -> int:
                 if server is not bare:
                     figures[f"{name} drain after max"].append(common.wait_drained(server))
                 figures[f"{name} max"].append(result.throughput)
-                if server is not bare:  # paired with the bare phase of its round: drift between rounds cancels
+                if (
+                    server is not bare
+                ):  # paired with the bare phase of its round: drift between rounds cancels
                     figures[f"{name} max ratio"].append(result.throughput / figures["bare max"][-1])
                 # Intake's share (the drain) is part of what an alert costs.
                 figures[f"{name} cpu"].append((server.cpu_s() - cpu_before) / max(result.ok, 1) * 1e6)
@@ -170,9 +174,15 @@ def main() -> int:
     ]
     if before is not None:
         rows += [
-            Row(f"commit {args.against}: max throughput", m["before max"], m["bare max"], "alerts/s", digits=0),
-            Row(f"commit {args.against}: ratio (median of rounds)", m["before max ratio"], None, "x", digits=2),
-            Row(f"commit {args.against}: server CPU per alert", m["before cpu"], m["bare cpu"], "us", digits=0),
+            Row(
+                f"commit {args.against}: max throughput", m["before max"], m["bare max"], "alerts/s", digits=0
+            ),
+            Row(
+                f"commit {args.against}: ratio (median of rounds)", m["before max ratio"], None, "x", digits=2
+            ),
+            Row(
+                f"commit {args.against}: server CPU per alert", m["before cpu"], m["bare cpu"], "us", digits=0
+            ),
             Row(
                 f"this tree against {args.against}: ratio of ratios",
                 m["remediator max ratio"] / m["before max ratio"],

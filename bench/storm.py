@@ -91,7 +91,9 @@ def storm_requests(port: int) -> list[bytes]:
     return [common.post_request(port, common.notification_json(a)) for _ in range(RESENDS) for a in alerts]
 
 
-def one_round(docker: Any, events: common.Events, policies: Path, round_no: int) -> dict[str, float]:
+def one_round(
+    docker: Any, events: common.Events, policies: Path, round_no: int, against: Path | None
+) -> dict[str, float]:
     names = [f"storm-{i}" for i in range(TARGETS)]
     for name in names:
         docker.run_container(name)
@@ -109,52 +111,73 @@ def one_round(docker: Any, events: common.Events, policies: Path, round_no: int)
     finally:
         bare.stop()
 
-    daemon = common.start_remediator(work, policies, REMEDIATOR_DOCKER__HOST=docker.host)
+    phases: list[tuple[str, Path | None]] = [("", None)]
+    if against is not None:  # alternate which daemon goes first, so neither is favoured
+        phases.insert(round_no % 2, ("before ", against))
     try:
-        before = {n: events.count(n, "restart") for n in names}
-        load = storm_requests(daemon.port)
-        started = time.perf_counter()
-        result = asyncio.run(common.closed_loop(daemon.port, load, CONNECTIONS, 60))
-        out["acked"] = time.perf_counter() - started
-        out["ok"] = result.ok
-        out["p99 ack"] = result.pct_ms(99)
-
-        def drained() -> bool:
-            if common.backlog(daemon) != 0:
-                return False
-            text = common.http_text(daemon.url + "/metrics")
-            finished = common.metric_sum(text, "remediator_actions_total", action="container.restart")
-            return finished >= allowed
-
-        common.wait_for(drained, timeout=60, what="storm drained", interval=0.01)
-        out["drained"] = time.perf_counter() - started
-        time.sleep(1.0)  # anything more that would run has had time to start
-        text = common.http_text(daemon.url + "/metrics")
-        out["restarts"] = sum(events.count(n, "restart") - before[n] for n in names)
-        out["restart actions"] = common.metric_sum(
-            text, "remediator_actions_total", action="container.restart"
-        )
-        out["ok actions"] = common.metric_sum(
-            text, "remediator_actions_total", action="container.restart", outcome="ok"
-        )
-        out["opened"] = common.metric_sum(text, "remediator_decisions_total", decision="opened")
-        out["refusals"] = common.metric_sum(text, "remediator_refusals_total")
-        out["received"] = common.metric_sum(text, "remediator_alerts_received_total")
-        out["rss"] = daemon.peak_rss_mb()
+        for prefix, source in phases:
+            (work / prefix.strip()).mkdir(exist_ok=True)
+            daemon = common.start_remediator(
+                work / prefix.strip(), policies, source=source, REMEDIATOR_DOCKER__HOST=docker.host
+            )
+            try:
+                for key, value in storm(daemon, events, names, allowed).items():
+                    out[prefix + key] = value
+            finally:
+                daemon.stop()
     finally:
-        daemon.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"round {round_no}: acked in {out['acked']:.2f} s, drained in {out['drained']:.2f} s, "
-        f"{out['restarts']:.0f}/{allowed} restarts, peak RSS {out['rss']:.0f} MiB",
+        f"{out['restarts']:.0f}/{allowed} restarts, peak RSS {out['rss']:.0f} MiB"
+        + (f"; before: drained in {out['before drained']:.2f} s" if against is not None else ""),
         flush=True,
     )
+    return out
+
+
+def storm(daemon: common.Process, events: common.Events, names: list[str], allowed: int) -> dict[str, float]:
+    """The storm against one daemon: acknowledged, drained, what it did."""
+    out: dict[str, float] = {}
+    before = {n: events.count(n, "restart") for n in names}
+    load = storm_requests(daemon.port)
+    started = time.perf_counter()
+    result = asyncio.run(common.closed_loop(daemon.port, load, CONNECTIONS, 60))
+    out["acked"] = time.perf_counter() - started
+    out["ok"] = result.ok
+    out["p99 ack"] = result.pct_ms(99)
+
+    def drained() -> bool:
+        if common.backlog(daemon) != 0:
+            return False
+        text = common.http_text(daemon.url + "/metrics")
+        finished = common.metric_sum(text, "remediator_actions_total", action="container.restart")
+        return finished >= allowed
+
+    common.wait_for(drained, timeout=60, what="storm drained", interval=0.01)
+    out["drained"] = time.perf_counter() - started
+    time.sleep(1.0)  # anything more that would run has had time to start
+    text = common.http_text(daemon.url + "/metrics")
+    out["restarts"] = sum(events.count(n, "restart") - before[n] for n in names)
+    out["restart actions"] = common.metric_sum(text, "remediator_actions_total", action="container.restart")
+    out["ok actions"] = common.metric_sum(
+        text, "remediator_actions_total", action="container.restart", outcome="ok"
+    )
+    out["opened"] = common.metric_sum(text, "remediator_decisions_total", decision="opened")
+    out["refusals"] = common.metric_sum(text, "remediator_refusals_total")
+    out["received"] = common.metric_sum(text, "remediator_alerts_received_total")
+    out["rss"] = daemon.peak_rss_mb()
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="also storm the daemon of commit REF in each round, beside this tree's",
+    )
     args = parser.parse_args()
     audit = common.CpuAudit.quiet_start()
 
@@ -163,13 +186,14 @@ def main() -> int:
     policies = work / "policies"
     policies.mkdir()
     (policies / "storm.yaml").write_text(POLICY)
+    against = common.checkout(args.against, work) if args.against else None
     docker = realparts.DockerDaemon()
     events = None
     rounds: dict[str, list[float]] = defaultdict(list)
     try:
         events = common.Events(docker.client)
         for round_no in range(1, args.rounds + 1):
-            for key, value in one_round(docker, events, policies, round_no).items():
+            for key, value in one_round(docker, events, policies, round_no, against).items():
                 rounds[key].append(value)
     finally:
         if events is not None:
@@ -208,6 +232,15 @@ def main() -> int:
         Row("p99 acknowledgement latency", m["p99 ack"], None, "ms", digits=1),
         Row("peak RSS", m["rss"], m["bare rss"], "MiB", "< 150 MB", max(rounds["rss"]) * 1.048576 < 150, 0),
     ]
+    if args.against:
+        ref = args.against
+        rows += [
+            Row(f"commit {ref}: restarts done, every round", m["before restarts"], None, "", digits=0),
+            Row(f"commit {ref}: all acknowledged after", m["before acked"], m["bare acked"], "s", digits=2),
+            Row(f"commit {ref}: drained after", m["before drained"], m["bare acked"], "s", digits=2),
+            Row(f"commit {ref}: peak RSS", m["before rss"], m["bare rss"], "MiB", digits=0),
+            Row(f"this tree against {ref}: drained, ratio", m["drained"], m["before drained"], "s", digits=2),
+        ]
     note = (
         f"{args.rounds} rounds, medians (targets hold in every round); {ALERTS:,} alerts x {RESENDS} re-sends over "
         f"{TARGETS} targets, {CONNECTIONS} connections; baseline: the bare aiohttp handler. {common.command_line()}"

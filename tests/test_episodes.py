@@ -60,7 +60,7 @@ async def test_a_late_resolved_of_an_earlier_episode_leaves_the_current_one_open
     assert still.id == second.incident.id
     # Alertmanager's next repeat of firing(S2) is a re-send, not a new problem.
     again = await fire(store, starts=S2, now=202)
-    assert again.duplicate and again.incident is not None and again.incident.id == second.incident.id
+    assert again.duplicate and again.duplicate_of == second.incident.id
 
 
 async def test_an_older_episode_never_seen_before_is_stale(store: Store) -> None:

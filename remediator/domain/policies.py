@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -149,8 +150,6 @@ class HostFromLabel(_Frozen):
     (``^(?P<host>[^:]+):[0-9]+$`` takes ``web-1`` from ``web-1:9100``). Unset: the whole value."""
     allow: tuple[str, ...] = Field(min_length=1)
     """Host names (regexes, matched in full) this policy may act on."""
-    _pattern: Pattern | None = PrivateAttr(default=None)
-    _patterns: tuple[Pattern, ...] = PrivateAttr(default=())
 
     @field_validator("allow")
     @classmethod
@@ -170,19 +169,25 @@ class HostFromLabel(_Frozen):
             raise ValueError(f"host pattern {_shown(source)} has no (?P<host>...) group")
         return source
 
-    @model_validator(mode="after")
-    def _keep_compiled(self) -> HostFromLabel:
-        self._pattern = compile_pattern(self.pattern) if self.pattern is not None else None
-        self._patterns = tuple(compile_pattern(source) for source in self.allow)
-        return self
+    # The compiled regexes are cached properties, not private attributes: those cost a trip through pydantic's
+    # __getattr__ on every read, and these are read for every alert. (Compiled again from the sources:
+    # cheap, and validation has already refused any that would not compile.)
+    @cached_property
+    def host_pattern(self) -> Pattern | None:
+        return compile_pattern(self.pattern) if self.pattern is not None else None
+
+    @cached_property
+    def allow_patterns(self) -> tuple[Pattern, ...]:
+        return tuple(compile_pattern(source) for source in self.allow)
 
     def name_in(self, value: str) -> str | None:
         """The host name the label value holds (the pattern's group, or all of it); None when it holds none."""
-        return self._pattern.extract(value, "host") if self._pattern is not None else value
+        pattern = self.host_pattern
+        return pattern.extract(value, "host") if pattern is not None else value
 
     def admits(self, name: str) -> bool:
         """True when ``name`` is a host name one of the allow patterns matches in full."""
-        return SAFE_HOST.fullmatch(name) is not None and any(p.fullmatch(name) for p in self._patterns)
+        return SAFE_HOST.fullmatch(name) is not None and any(p.fullmatch(name) for p in self.allow_patterns)
 
 
 class Target(_Frozen):
@@ -207,7 +212,6 @@ class Target(_Frozen):
     ) = None
     """The Docker host the target lives on: a name (``db-1``), or read from a label (HostFromLabel). Unset:
     the host named ``default``. Only for Docker targets."""
-    _patterns: tuple[Pattern, ...] = PrivateAttr(default=())
 
     @field_validator("allow")
     @classmethod
@@ -215,21 +219,23 @@ class Target(_Frozen):
         return _allow_patterns(sources, info)
 
     @model_validator(mode="after")
-    def _keep_compiled(self) -> Target:
+    def _host_only_for_docker(self) -> Target:
         if self.host is not None and self.kind not in DOCKER_KINDS:
             raise ValueError(
                 f"target.host is for Docker targets; a {self.kind} target is named by its instance"
             )
-        # Compiled again rather than carried over from the field validator: cheap, and only valid patterns
-        # get here.
-        self._patterns = tuple(compile_pattern(source) for source in self.allow)
         return self
+
+    @cached_property
+    def allow_patterns(self) -> tuple[Pattern, ...]:
+        """The allow list compiled (a cached property, like HostFromLabel's: read for every alert)."""
+        return tuple(compile_pattern(source) for source in self.allow)
 
     def admits(self, value: str) -> bool:
         """True when ``value`` is a safe name that one of the allow patterns matches in full."""
         if SAFE_TARGET.fullmatch(value) is None:
             return False
-        return any(pattern.fullmatch(value) for pattern in self._patterns)
+        return any(pattern.fullmatch(value) for pattern in self.allow_patterns)
 
 
 class HttpCheck(_Frozen):

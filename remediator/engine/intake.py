@@ -307,12 +307,12 @@ class Intake:
     async def _firing(self, event: Firing, policy: Policy, result: FiringResult) -> None:
         if result.superseded:
             await self._resolved(list(result.superseded))
-        if result.stale or result.incident is None:
+        if result.duplicate:
+            self._decide("duplicate")
+        elif result.stale or result.incident is None:
             # A copy of an episode that already ended (a clustered Alertmanager's late peer, a retry): it is
             # never a new problem (docs/safety.md, E1).
             self._decide("stale")
-        elif result.duplicate:
-            self._decide("duplicate")
         elif result.held is not None:
             # A maintenance window holds it: recorded, and nothing acts, nobody is paged (engine/maintenance.py).
             self._decide("maintenance")

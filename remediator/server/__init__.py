@@ -93,7 +93,9 @@ def build_app(
     app[RELOAD] = reload
     app[HOSTS] = hosts
     app[windows.MAINTENANCE] = maintenance
-    app[webhook.SIGNATURES] = signatures
+    app[webhook.WEBHOOK] = webhook.WebhookParts(
+        store, intake, metrics, clock, max_body_bytes, body_timeout_s, signatures
+    )
     app[approval_page.LINK_KEY] = link_key
     app[health.WRITE_PROBE] = health.WriteProbe()
     app[health.GAUGES] = StoreGauges(store, gate, intake, metrics, clock)

@@ -40,12 +40,15 @@ class AlertRef:
 @dataclass(frozen=True)
 class FiringResult:
     """What recording one firing alert did: opened an incident, attached to one, saw a re-send, or saw a stale
-    copy of an episode that already ended (then ``incident`` is None: nothing is opened for it)."""
+    copy of an episode that already ended. ``incident`` is None for a stale copy (nothing is opened for it)
+    and for a re-send (``duplicate_of`` names its incident: nothing is done with it, so its row is not read;
+    re-sends are most of what a storm brings)."""
 
     incident: Incident | None
     created: bool
     duplicate: bool
     stale: bool = False
+    duplicate_of: int | None = None
     superseded: tuple[Incident, ...] = ()
     """Incidents closed because this alert began a new episode while they waited on its earlier one."""
     reactivated: bool = False

@@ -175,10 +175,9 @@ async def record_firing(
         return FiringResult(incident=None, created=False, duplicate=False, stale=True)
     if decision == "duplicate":
         assert seen is not None
-        row = await db.fetchrow("SELECT * FROM incidents WHERE id = $1", seen["incident_id"])
-        assert row is not None
-        add_audit(audits, row["id"], "duplicate", detail, now)
-        return FiringResult(incident=incident_of(row), created=False, duplicate=True)
+        incident_id = seen["incident_id"]
+        add_audit(audits, incident_id, "duplicate", detail, now)
+        return FiringResult(incident=None, created=False, duplicate=True, duplicate_of=incident_id)
     superseded = await supersede(db, alert.fingerprint, now, audits)
     row = await db.fetchrow(
         "SELECT * FROM incidents WHERE policy = $1 AND host = $2 AND target = $3 AND status <> 'resolved'",

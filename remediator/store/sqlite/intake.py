@@ -143,9 +143,9 @@ def record_firing(
         audits.append((now, incident_id, "stale_firing", canonical_json(detail)))
         return FiringResult(incident=None, created=False, duplicate=False, stale=True)
     if decision == "duplicate":
-        row = db.execute("SELECT * FROM incidents WHERE id = ?", (seen["incident_id"],)).fetchone()
-        audits.append((now, row["id"], "duplicate", canonical_json(detail)))
-        return FiringResult(incident=incident_of(row), created=False, duplicate=True)
+        incident_id = seen["incident_id"]
+        audits.append((now, incident_id, "duplicate", canonical_json(detail)))
+        return FiringResult(incident=None, created=False, duplicate=True, duplicate_of=incident_id)
     superseded = supersede(db, alert.fingerprint, now, audits)
     row = db.execute(
         "SELECT * FROM incidents WHERE policy = ? AND host = ? AND target = ? AND status != 'resolved'",
