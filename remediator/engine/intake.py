@@ -218,10 +218,16 @@ class Intake:
                 events.append(event)
                 policies.append(policy)
         results = await self._record(events, [inbox_id for inbox_id, _ in batch])
+        # Counted per batch, not per alert: a counter's increment takes a lock, and a burst is mostly alike.
+        received: dict[tuple[str, str], int] = {}
         for _, notification in batch:
             for alert in notification.alerts:
-                name = alert.name if alert.name in self._known_names else _OTHER
-                self._count(self.metrics.alerts_received, name, alert.status)
+                name = alert.name
+                key = (name if name in self._known_names else _OTHER, alert.status)
+                received[key] = received.get(key, 0) + 1
+        for (name, status), count in received.items():
+            self._count(self.metrics.alerts_received, name, status, amount=count)
+        unmatched = 0
         # What follows the commit is not retried: a retry would record the batch a second time.
         for event, policy, result in zip(events, policies, results, strict=True):
             if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
@@ -229,7 +235,9 @@ class Intake:
             elif isinstance(event, Resolved) and isinstance(result, list):
                 await self._resolved(result)
             elif isinstance(event, Note) and event.kind == "unmatched":
-                self._decide("unmatched")
+                unmatched += 1
+        if unmatched:
+            self._count(self.metrics.decisions, "unmatched", amount=unmatched)
 
     async def _record(self, events: list[IntakeEvent], inbox_ids: list[int]) -> list[IntakeResult]:
         """One transaction, retried with capped backoff for as long as the store is unavailable (down, its disk
@@ -295,11 +303,11 @@ class Intake:
         firing = Firing(match.policy.name, target, ref, match.refused, inbox_id, match.policy.version, host)
         return firing, match.policy
 
-    def _count(self, metric: Counter, *labels: str) -> None:
+    def _count(self, metric: Counter, *labels: str, amount: int = 1) -> None:
         child = self._children.get((metric, labels))
         if child is None:
             child = self._children[(metric, labels)] = metric.labels(*labels)
-        child.inc()
+        child.inc(amount)
 
     def _decide(self, decision: str) -> None:
         self._count(self.metrics.decisions, decision)

@@ -35,15 +35,21 @@ HOSTS = web.AppKey[Callable[[], Awaitable[list[dict[str, Any]]]] | None]("hosts"
 """Each Docker host with its reachability, engine version, last error, breaker and latency (``/api/hosts``)."""
 
 
-async def read_body(request: web.Request) -> bytes | None:
+def read_body(request: web.Request) -> Awaitable[bytes | None]:
     """The whole body, or None when it did not arrive within the body timeout (a client that trickles it
     would otherwise hold a connection, and a slot of the connection limit, for as long as it likes).
-    aiohttp raises HTTPRequestEntityTooLarge past the application's client_max_size."""
+    aiohttp raises HTTPRequestEntityTooLarge past the application's client_max_size.
+
+    Not a coroutine itself: when the whole body came with the head (a webhook's usually does), the caller
+    awaits aiohttp's read directly, with no timer and no extra coroutine on the hot path."""
     if request.content.is_eof():
-        # The whole body came with the head (a webhook's usually does): nothing to wait for, so no timer.
-        return await request.read()
+        return request.read()
+    return _read_within(request, request.app[BODY_TIMEOUT_S])
+
+
+async def _read_within(request: web.Request, timeout_s: float) -> bytes | None:
     try:
-        async with asyncio.timeout(request.app[BODY_TIMEOUT_S]):
+        async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:
         return None

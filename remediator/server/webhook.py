@@ -45,6 +45,7 @@ WEBHOOK = web.AppKey("webhook", WebhookParts)
 
 
 _ACCEPTED = '{{"status": "accepted", "alerts": {}, "inbox_id": {}}}'
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 
 async def alerts(request: web.Request) -> web.Response:
@@ -81,9 +82,9 @@ async def alerts(request: web.Request) -> web.Response:
             logger.error("cannot persist a notification (%s); answering 503 so Alertmanager retries", exc)
             return error(503, "cannot persist the notification now; retry", metrics)
         parts.intake.submit(inbox_id, notification)
-        # The same JSON web.json_response would write, without a pass of the json encoder per request.
-        accepted = _ACCEPTED.format(len(notification.alerts), inbox_id)
-        return web.Response(text=accepted, content_type="application/json")
+        # What web.json_response would write, without the json encoder and the content-type parsing.
+        accepted = _ACCEPTED.format(len(notification.alerts), inbox_id).encode()
+        return web.Response(body=accepted, headers=_JSON)
     finally:
         metrics.webhook_duration.observe(time.perf_counter() - started)
 
