@@ -32,6 +32,7 @@ from remediator.settings import GuardSettings, RetentionSettings, Settings
 from remediator.store.base import AlertRef, Firing, FiringResult, History, Note, Resolved, Store
 from remediator.store.postgres import PostgresStore
 from remediator.store.sqlite import SqliteStore
+from remediator.store.sqlite.retention import old_prefix_end
 
 T = 1_000_000.0
 """'now' of every test: the times below are seconds before it."""
@@ -300,6 +301,43 @@ async def test_the_sqlite_file_stops_growing_across_fill_and_retain_cycles(tmp_p
         await store.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL, set on the new file
+
+
+def test_the_old_prefix_of_a_table_is_found_by_id_whatever_the_gaps() -> None:
+    # SQLite's inbox and unattached audit records have no index on their time (D45): retention finds where
+    # the old rows end by looking ids up, which must be exact with ids deleted anywhere.
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+    assert old_prefix_end(db, "t", "at", 10.0) == 0  # empty
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(i, float(i)) for i in range(1, 201)])
+    db.execute("DELETE FROM t WHERE id % 7 = 0 OR id BETWEEN 40 AND 90")
+    ids = [row[0] for row in db.execute("SELECT id FROM t ORDER BY id")]
+    for cut in (0.0, 1.0, 1.5, 39.0, 40.0, 41.0, 60.0, 91.0, 91.5, 150.0, 200.0, 200.5, 1e9):
+        end = old_prefix_end(db, "t", "at", cut)
+        assert all(i < end for i in ids if i < cut), (cut, end)  # every old row is below it
+        assert all(i >= end for i in ids if i >= cut), (cut, end)  # no younger row is
+
+
+async def test_a_clock_stepped_back_never_gets_a_young_row_deleted(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    try:
+        settings = RetentionSettings(inbox_s=60, audit_s=60, batch=500, pause_s=0.001)
+        # Written in this order: old, young, then old again (the clock went back), then young.
+        times = [T - 5_000, T - 10, T - 4_000, T - 5]
+        for at in times:
+            inbox_id = await store.inbox_put("{}", at)
+            await store.record_intake([Note("unmatched", {"at": at})], [inbox_id], at, "a", 0)
+        await Retention(store, settings, GUARDS, list, Metrics(), FakeClock(T)).run_once()
+        # The first old row goes, the young ones stay; the old one written after a younger one may have to
+        # wait for it to age.
+        for left in (
+            {at for at, _ in await store.inbox_received(0, T)},
+            {a.detail["at"] for a in await store.audit_trail(kinds=["unmatched"])},
+        ):
+            assert T - 5_000 not in left and {T - 10, T - 5} <= left, left
+    finally:
+        await store.close()
 
 
 async def test_a_full_disk_during_a_run_fails_the_run_and_leaves_a_store_that_opens_and_reads(

@@ -46,9 +46,10 @@ def _of_deletable(table: str, key: str) -> str:
 
 
 _STATEMENTS: dict[RetentionPass, tuple[str, str]] = {
-    # pass: (statement, which cut-off of Cutoffs it takes)
+    # pass: (statement, which cut-off of Cutoffs it takes); :below is the end of the table's old prefix
+    # (_OLD_PREFIX), for the two tables that have no index on their time.
     "inbox": (
-        "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE received_at < :cut"
+        "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE id < :below AND received_at < :cut"
         " AND processed_at IS NOT NULL AND processed_at < :cut LIMIT :n)",
         "inbox",
     ),
@@ -64,7 +65,8 @@ _STATEMENTS: dict[RetentionPass, tuple[str, str]] = {
         "incidents",
     ),
     "audit": (
-        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE incident_id IS NULL AND at < :cut LIMIT :n)",
+        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE incident_id IS NULL AND id < :below"
+        " AND at < :cut LIMIT :n)",
         "audit",
     ),
     "outbox": (
@@ -81,6 +83,41 @@ _STATEMENTS: dict[RetentionPass, tuple[str, str]] = {
         "episodes",
     ),
 }
+
+
+_OLD_PREFIX: dict[RetentionPass, tuple[str, str]] = {
+    "inbox": ("inbox", "received_at"),
+    "audit": ("audit", "at"),
+}
+"""The passes that find their rows by id: (table, the column holding each row's time)."""
+
+
+def old_prefix_end(db: sqlite3.Connection, table: str, column: str, cut: float) -> int:
+    """The first id of ``table`` whose ``column`` is ``cut`` or later (one past the last id when none is):
+    every row below it is older than ``cut``, because one writer assigns ids in the order of its clock.
+    O(log n) lookups of the primary key, where an index on the time would cost every insert (D45). The
+    statements still test the time, so no younger row is ever deleted; a row whose time went back (the clock
+    was stepped) past a younger one waits until that one is old too."""
+    # The table and column names are constants of this module, never input. Two statements: SQLite reads
+    # min() or max() alone off the primary key, but both in one statement by scanning the whole table.
+    lo = db.execute(f"SELECT min(id) FROM {table}").fetchone()[0]  # noqa: S608
+    if lo is None:
+        return 0
+    hi = db.execute(f"SELECT max(id) FROM {table}").fetchone()[0] + 1  # noqa: S608
+    # Rows below lo are older than the cut (or absent), rows from hi on are not (or absent).
+    while lo < hi:
+        middle = (lo + hi) // 2
+        row = db.execute(
+            f"SELECT id, {column} FROM {table} WHERE id >= ? ORDER BY id LIMIT 1",  # noqa: S608
+            (middle,),
+        ).fetchone()
+        if row is None or row[0] >= hi:
+            hi = middle
+        elif row[1] < cut:
+            lo = row[0] + 1
+        else:
+            hi = row[0]
+    return int(lo)
 
 
 def _count_rows(path: Path) -> dict[str, int]:
@@ -104,9 +141,15 @@ class SqliteRetention:
 
     async def retention_batch(self, kind: RetentionPass, cutoffs: Cutoffs, limit: int) -> int:
         statement, cut = _STATEMENTS[kind]
-        params = {"cut": getattr(cutoffs, cut), "n": limit}
+        params: dict[str, float] = {"cut": getattr(cutoffs, cut), "n": limit}
+
+        def delete(db: sqlite3.Connection) -> int:
+            if kind in _OLD_PREFIX:
+                params["below"] = old_prefix_end(db, *_OLD_PREFIX[kind], params["cut"])
+            return db.execute(statement, params).rowcount
+
         # Not synced: a deletion lost to a power loss is simply made again by the next run.
-        return await self._run(lambda db: db.execute(statement, params).rowcount, synced=False)
+        return await self._run(delete, synced=False)
 
     async def reclaim(self, pages: int) -> int:
         def vacuum(db: sqlite3.Connection) -> int:

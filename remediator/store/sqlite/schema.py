@@ -86,4 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX maintenance_ends ON maintenance(ends_at);
     CREATE INDEX incidents_maintenance ON incidents(id) WHERE status = 'maintenance';
     """,
+    # Retention finds the old inbox rows and unattached audit records by their ids (retention.py:
+    # old_prefix_end): an index on their time cost every alert two more B-tree inserts (docs/design.md, D45).
+    """
+    DROP INDEX inbox_received;
+    DROP INDEX audit_unattached;
+    """,
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import stat
@@ -60,7 +61,7 @@ from remediator.store.sqlite.intake import (
     record_resolved,
     write_audit,
 )
-from remediator.store.sqlite.retention import SqliteRetention
+from remediator.store.sqlite.retention import SqliteRetention, old_prefix_end
 from remediator.store.sqlite.schema import MIGRATIONS
 from remediator.store.sqlite.wal import WalSync, is_io_error
 
@@ -219,10 +220,13 @@ class SqliteStore(SqliteRetention):
         self, since: float, until: float, limit: int = 100_000
     ) -> list[tuple[float, str]]:
         def received(db: sqlite3.Connection) -> list[tuple[float, str]]:
+            # The inbox has no index on its time: the ids of the range are found by it (retention.py).
+            first = old_prefix_end(db, "inbox", "received_at", since)
+            end = old_prefix_end(db, "inbox", "received_at", math.nextafter(until, math.inf))
             rows = db.execute(
-                "SELECT received_at, body FROM inbox WHERE received_at >= ? AND received_at <= ?"
-                " ORDER BY id LIMIT ?",
-                (since, until, limit),
+                "SELECT received_at, body FROM inbox WHERE id >= ? AND id < ? AND received_at >= ?"
+                " AND received_at <= ? ORDER BY id LIMIT ?",
+                (first, end, since, until, limit),
             ).fetchall()
             return [(row["received_at"], row["body"]) for row in rows]
 
