@@ -194,6 +194,59 @@ def _outcome(
     return f"Open ({incident.status}): {incident.reason or 'remediation is running'}."
 
 
+def _escalations(outbox: Sequence[OutboxEntry], annotators: Collection[str]) -> list[EscalationEntry]:
+    """The escalations people were sent, from the outbox; an annotator's entries told nobody, so are left out."""
+    escalations: list[EscalationEntry] = []
+    for entry in outbox:
+        if entry.payload.get("event") == "escalate" and entry.notifier not in annotators:
+            escalations.append(
+                {
+                    "notifier": entry.notifier,
+                    "priority": str(entry.payload.get("priority", "")),
+                    "delivered": entry.status == "delivered",
+                    "attempts": entry.attempts,
+                }
+            )
+    return escalations
+
+
+def _timeline(
+    incident: Incident,
+    alertname: str,
+    start: float,
+    steps: Sequence[StepRecord],
+    trail: Sequence[AuditRecord],
+    annotators: Collection[str],
+) -> list[ReportEvent]:
+    """The template's timeline: the alert triggering first (before remediator knew of it), then every event
+    of the incident that a report keeps, as sentences."""
+    timeline: list[ReportEvent] = [
+        {
+            "at": iso(start) or "",
+            "kind": "alert_triggered",
+            "text": f"Alert triggered: {alertname or incident.policy} on {incident.target}"
+            + (f" ({incident.severity})" if incident.severity else ""),
+        }
+    ]
+    for event in incident_timeline(steps, trail):
+        text = _event_text(event["kind"], event["detail"], incident, annotators)
+        if text is not None:
+            timeline.append({"at": event["at"], "kind": event["kind"], "text": text})
+    return timeline
+
+
+def _evidence(found: Sequence[EvidenceEntry], steps: Sequence[StepRecord]) -> list[EvidenceEntry]:
+    """What the diagnoses found, each cut to its end (logs end with what matters), then what the failed ones
+    said, marked as failed."""
+    evidence: list[EvidenceEntry] = [{"name": e["name"], "detail": _tail(e["detail"])} for e in found]
+    evidence += [
+        {"name": f"{s.name} (failed)", "detail": _tail(s.detail)}
+        for s in steps
+        if s.kind == "diagnose" and s.status != "ok" and s.detail
+    ]
+    return evidence
+
+
 def build_report(
     incident: Incident,
     policy: Policy | None,
@@ -209,17 +262,7 @@ def build_report(
     ``priority``: its routing priority (P1..P4) from the routing settings; the priority its escalation was
     stored with wins, so that the report says what people were paged at. ``annotators``: the notifiers that only
     record (Grafana annotations), which told nobody."""
-    escalations: list[EscalationEntry] = []
-    for entry in outbox:
-        if entry.payload.get("event") == "escalate" and entry.notifier not in annotators:
-            escalations.append(
-                {
-                    "notifier": entry.notifier,
-                    "priority": str(entry.payload.get("priority", "")),
-                    "delivered": entry.status == "delivered",
-                    "attempts": entry.attempts,
-                }
-            )
+    escalations = _escalations(outbox, annotators)
     stored = [e["priority"] for e in escalations if e["priority"]]
     severity = stored[0] if stored else priority
     story = build_payload(incident, policy, steps, incident.reason, now, priority=severity, trail=trail)
@@ -228,27 +271,6 @@ def build_report(
     end = (resolved[-1] if resolved else incident.updated_at) if incident.status == "resolved" else None
     start = _ts(story["firing_since"]) or incident.opened_at
 
-    timeline: list[ReportEvent] = [
-        {
-            "at": iso(start) or "",
-            "kind": "alert_triggered",
-            "text": f"Alert triggered: {story['alertname'] or incident.policy} on {incident.target}"
-            + (f" ({incident.severity})" if incident.severity else ""),
-        }
-    ]
-    for event in incident_timeline(steps, trail):
-        text = _event_text(event["kind"], event["detail"], incident, annotators)
-        if text is not None:
-            timeline.append({"at": event["at"], "kind": event["kind"], "text": text})
-
-    evidence: list[EvidenceEntry] = [
-        {"name": e["name"], "detail": _tail(e["detail"])} for e in story["evidence"]
-    ]
-    evidence += [
-        {"name": f"{s.name} (failed)", "detail": _tail(s.detail)}
-        for s in steps
-        if s.kind == "diagnose" and s.status != "ok" and s.detail
-    ]
     title = f"{story['alertname'] or incident.policy} on {incident.target}"
     if story["summary"]:
         title += f": {_short(story['summary'], 150)}"
@@ -272,8 +294,8 @@ def build_report(
         "outcome": _outcome(incident, steps, trail, bool(escalations) or incident.status == "escalated"),
         "resolution": story["steps"],
         "escalations": escalations,
-        "timeline": timeline,
-        "evidence": evidence,
+        "timeline": _timeline(incident, story["alertname"], start, steps, trail, annotators),
+        "evidence": _evidence(story["evidence"], steps),
         "root_cause": ROOT_CAUSE_PROMPT,
         "impact": list(IMPACT_PROMPTS),
         "prevention": PREVENTION_PROMPT,
