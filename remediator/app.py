@@ -299,12 +299,25 @@ class App:
             return in_force
 
     async def start(self) -> None:
+        """Start up in an order safety depends on: what the last run left in the inbox is queued, the leases are
+        resumed and the maintenance windows applied before any root task runs, and the listener opens last."""
         problem = maintenance_notice_problem(self.settings)
         if problem is not None:
             raise ConfigError(problem)
         self._in_force(self._checked(load_policies(self.settings)))
         await self.store.open()
         await self.gate.load()
+        intake, leases, maintenance = self._workers()
+        await intake.recover()
+        # Resume the ladders and deliveries this replica held before a restart, and what nobody holds.
+        await leases.tick()
+        # Windows that began or ended while no replica ran.
+        await maintenance.apply()
+        self._run_root_tasks(intake, leases, maintenance)
+        await self._listen(intake, maintenance)
+
+    def _workers(self) -> tuple[Intake, LeaseKeeper, Maintenance]:
+        """Intake, the lease keeper and the maintenance pass, built (nothing runs yet) and kept on the app."""
         settings = self.settings
         self.intake = Intake(
             self.store,
@@ -341,15 +354,15 @@ class App:
             settings.maintenance.notify,
         )
         self.intake.maintenance_notify = settings.maintenance.notify
-        await self.intake.recover()
-        # Resume the ladders and deliveries this replica held before a restart, and what nobody holds.
-        await self.leases.tick()
-        # Windows that began or ended while no replica ran.
-        await self.maintenance.apply()
-        self._worker = self._supervised(self.intake.run(), "intake")
-        self._sweeper = self._supervised(self.intake.sweep(), "inbox-sweep")
-        self._keeper = self._supervised(self.leases.run(), "leases")
-        self._maintenance = self._supervised(self.maintenance.run(), "maintenance")
+        return self.intake, self.leases, self.maintenance
+
+    def _run_root_tasks(self, intake: Intake, leases: LeaseKeeper, maintenance: Maintenance) -> None:
+        """The tasks that loop until ``stop``, supervised; the Docker hosts' probe besides."""
+        settings = self.settings
+        self._worker = self._supervised(intake.run(), "intake")
+        self._sweeper = self._supervised(intake.sweep(), "inbox-sweep")
+        self._keeper = self._supervised(leases.run(), "leases")
+        self._maintenance = self._supervised(maintenance.run(), "maintenance")
         retention = Retention(
             self.store, settings.retention, settings.guards, lambda: self.policies, self.metrics, self.clock
         )
@@ -357,8 +370,12 @@ class App:
         # Each Docker host asked once, in the background: an unreachable one is a WARNING, never a reason not
         # to start (its own breaker refuses its incidents; the other hosts go on).
         self._probe = asyncio.create_task(self.fleet.probe(), name="docker-probe")
-        server = self.settings.server
-        token = webhook_token(self.settings)
+
+    async def _listen(self, intake: Intake, maintenance: Maintenance) -> None:
+        """Open the HTTP listener, then say the daemon is ready."""
+        settings = self.settings
+        server = settings.server
+        token = webhook_token(settings)
         auth = Auth(token, server.basic_username, server.auth_disabled)
         self.escalator.link_key = token
         signatures = None
@@ -366,7 +383,7 @@ class App:
             signatures = SignatureChecker(server.hmac_secret.get_secret_value(), server.replay_window_s)
         app = build_app(
             self.store,
-            self.intake,
+            intake,
             self.gate,
             self.policies,
             self.metrics,
@@ -380,9 +397,9 @@ class App:
             replica=settings.replica_id,
             reload=self.reload,
             hosts=self._hosts,
-            maintenance=self.maintenance,
+            maintenance=maintenance,
         )
-        self._web = await start_http(app, self.settings)
+        self._web = await start_http(app, settings)
         self.port = self._web.port
         scheme = "https" if server.tls_cert is not None else "http"
         self.escalator.public_url = server.public_url or f"{scheme}://{server.host}:{self.port}"
@@ -399,7 +416,7 @@ class App:
             server.host,
             self.port,
             len(self.policies),
-            self.settings.policies_dir,
+            settings.policies_dir,
         )
 
     async def _hosts(self) -> list[dict[str, Any]]:
