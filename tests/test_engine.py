@@ -143,7 +143,10 @@ async def test_a_permanent_error_skips_the_remaining_attempts(tmp_path: Path, ri
     assert rig.restart.calls == ["db"]
     assert "no such container" in rig.notifier.sent[0][1]["reason"]
     assert (
-        rig.metrics.actions.labels("database-down", "act", "container.restart", "permanent", "default")._value.get() == 1
+        rig.metrics.actions.labels(
+            "database-down", "act", "container.restart", "permanent", "default"
+        )._value.get()
+        == 1
     )
 
 

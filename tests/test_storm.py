@@ -135,7 +135,10 @@ async def test_docker_down_opens_the_breaker_escalates_and_the_webhook_keeps_ans
         assert app.gate.circuits.get("backend:docker:default").status == "open"
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{app.port}/metrics") as r:
-                assert 'remediator_breaker_state{breaker="backend:docker:default",host="default"} 2.0' in await r.text()
+                assert (
+                    'remediator_breaker_state{breaker="backend:docker:default",host="default"} 2.0'
+                    in await r.text()
+                )
             async with http.get(f"http://127.0.0.1:{app.port}/readyz") as r:
                 assert r.status == 200
     finally:

@@ -15,10 +15,12 @@ import asyncpg
 
 from remediator.domain.fencing import current_fence
 from remediator.domain.incidents import Incident
-from remediator.domain.maintenance import covering
+from remediator.domain.maintenance import MaintenanceWindow, covering
 from remediator.errors import LeaseLost
 from remediator.store.base import (
+    AlertRef,
     Firing,
+    FiringOutcome,
     FiringResult,
     Resolved,
     firing_decision,
@@ -143,12 +145,10 @@ async def supersede(
     return closed
 
 
-async def record_firing(
-    db: asyncpg.Connection, event: Firing, now: float, owner: str, lease_until: float, audits: Audits
-) -> FiringResult:
-    alert = event.alert
-    detail = firing_detail(event)
-    # The episode, and whether a later one of the same alert was seen, in one query.
+async def _seen_episode(db: asyncpg.Connection, alert: AlertRef) -> tuple[asyncpg.Record | None, bool]:
+    """The episode (fingerprint, startsAt) as the store remembers it (its status and incident), or None; and,
+    for an unseen one only, whether a later episode of the same alert was seen (firing_decision's inputs)."""
+    # Both in one query: a round trip less while the batch's locks are held.
     episode = await db.fetchrow(
         "SELECT e.status, e.incident_id, EXISTS (SELECT 1 FROM episodes n WHERE n.fingerprint = $1"
         " AND n.starts_ts > $3) AS newer"
@@ -159,25 +159,123 @@ async def record_firing(
     )
     assert episode is not None
     seen = None if episode["status"] is None else episode
-    newer = seen is None and bool(episode["newer"])
+    return seen, seen is None and bool(episode["newer"])
+
+
+async def _stale_firing(
+    db: asyncpg.Connection,
+    alert: AlertRef,
+    seen: asyncpg.Record | None,
+    detail: dict[str, Any],
+    now: float,
+    audits: Audits,
+) -> FiringResult:
+    """A copy of an episode that already ended: nothing is opened."""
+    if seen is None:  # remembered, so that its own resolved (or another copy) is recognised too
+        await db.execute(
+            "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+            " VALUES ($1, $2, $3, 'stale', NULL, $4)",
+            alert.fingerprint,
+            alert.starts_at,
+            alert.starts_ts,
+            now,
+        )
+    add_audit(audits, None if seen is None else seen["incident_id"], "stale_firing", detail, now)
+    return FiringResult(incident=None, created=False, duplicate=False, stale=True)
+
+
+def _duplicate_firing(
+    seen: asyncpg.Record, detail: dict[str, Any], now: float, audits: Audits
+) -> FiringResult:
+    """A re-send of an episode that still fires. Its incident is named, not read: re-sends are most of a
+    storm, and nothing is done with them."""
+    incident_id = seen["incident_id"]
+    add_audit(audits, incident_id, "duplicate", detail, now)
+    return FiringResult(incident=None, created=False, duplicate=True, duplicate_of=incident_id)
+
+
+async def _open_incident(
+    db: asyncpg.Connection,
+    event: Firing,
+    outcome: FiringOutcome,
+    held: MaintenanceWindow | None,
+    now: float,
+    owner: str,
+    lease_until: float,
+) -> asyncpg.Record:
+    """Insert the incident a new episode opens on a key that has none; its row."""
+    alert = event.alert
+    # A refused target is created escalated: a human owns it, and no ladder can ever be run for it. One that
+    # a maintenance window holds is created in maintenance: never leased or run while the window holds.
+    status = {"open": "active", "open_escalated": "escalated", "open_held": "maintenance"}[outcome]
+    row = await db.fetchrow(
+        "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels, annotations,"
+        " reason, lease_owner, lease_until, lease_epoch, host)"
+        " VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, 1, $11) RETURNING *",
+        event.policy,
+        event.target,
+        status,
+        alert.severity,
+        now,
+        canonical_json(alert.labels),
+        canonical_json(alert.annotations),
+        event.reason or (held.held_reason if held else ""),
+        "" if held else owner,
+        0.0 if held else lease_until,
+        event.host,
+    )
+    assert row is not None
+    return row
+
+
+async def _reactivate(
+    db: asyncpg.Connection, incident_id: int, now: float, owner: str, lease_until: float
+) -> asyncpg.Record:
+    """A new problem on a target whose ladder had ended (waiting for its first alert to resolve) is never
+    swallowed: the incident is active again, leased to this replica with a new token, and its ladder runs."""
+    row = await db.fetchrow(
+        "UPDATE incidents SET status = 'active', reason = '', updated_at = $1, lease_owner = $2,"
+        " lease_until = $3, lease_epoch = lease_epoch + 1 WHERE id = $4 RETURNING *",
+        now,
+        owner,
+        lease_until,
+        incident_id,
+    )
+    assert row is not None
+    return row
+
+
+async def _attach_episode(db: asyncpg.Connection, incident_id: int, alert: AlertRef, now: float) -> None:
+    """Record the alert as one of the incident's, and its episode as firing for it."""
+    # In one statement: a round trip less while the batch's locks are held.
+    await db.execute(
+        "WITH attached AS (INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status)"
+        " VALUES ($4, $1, $2, 'firing')"
+        " ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = 'firing')"
+        " INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+        " VALUES ($1, $2, $3, 'firing', $4, $5)",
+        alert.fingerprint,
+        alert.starts_at,
+        alert.starts_ts,
+        incident_id,
+        now,
+    )
+
+
+async def record_firing(
+    db: asyncpg.Connection, event: Firing, now: float, owner: str, lease_until: float, audits: Audits
+) -> FiringResult:
+    """Record one firing alert in intake's transaction. What it does is decided by store/base.py
+    (firing_decision, then firing_outcome), as in the SQLite store; only the SQL here is this store's."""
+    alert = event.alert
+    detail = firing_detail(event)
+    seen, newer = await _seen_episode(db, alert)
     decision = firing_decision(None if seen is None else seen["status"], newer)
     if decision == "stale":
-        if seen is None:
-            await db.execute(
-                "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-                " VALUES ($1, $2, $3, 'stale', NULL, $4)",
-                alert.fingerprint,
-                alert.starts_at,
-                alert.starts_ts,
-                now,
-            )
-        add_audit(audits, None if seen is None else seen["incident_id"], "stale_firing", detail, now)
-        return FiringResult(incident=None, created=False, duplicate=False, stale=True)
+        return await _stale_firing(db, alert, seen, detail, now, audits)
     if decision == "duplicate":
         assert seen is not None
-        incident_id = seen["incident_id"]
-        add_audit(audits, incident_id, "duplicate", detail, now)
-        return FiringResult(incident=None, created=False, duplicate=True, duplicate_of=incident_id)
+        return _duplicate_firing(seen, detail, now, audits)
     superseded = await supersede(db, alert.fingerprint, now, audits)
     row = await db.fetchrow(
         "SELECT * FROM incidents WHERE policy = $1 AND host = $2 AND target = $3 AND status <> 'resolved'",
@@ -191,55 +289,14 @@ async def record_firing(
     held = window if outcome in ("open_held", "hold") else None
     created = row is None
     if row is None:
-        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it. One that
-        # a maintenance window holds is created in maintenance: never leased or run while the window holds.
-        status = {"open": "active", "open_escalated": "escalated", "open_held": "maintenance"}[outcome]
-        row = await db.fetchrow(
-            "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels, annotations,"
-            " reason, lease_owner, lease_until, lease_epoch, host)"
-            " VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, 1, $11) RETURNING *",
-            event.policy,
-            event.target,
-            status,
-            alert.severity,
-            now,
-            canonical_json(alert.labels),
-            canonical_json(alert.annotations),
-            event.reason or (held.held_reason if held else ""),
-            "" if held else owner,
-            0.0 if held else lease_until,
-            event.host,
-        )
-        assert row is not None
+        row = await _open_incident(db, event, outcome, held, now, owner, lease_until)
     reactivated = outcome == "reactivate"
     if reactivated:
-        # A new problem on a target whose ladder had ended (waiting for its first alert to resolve): never
-        # swallowed. The incident is active again, leased to this replica with a new token, and its ladder runs.
-        row = await db.fetchrow(
-            "UPDATE incidents SET status = 'active', reason = '', updated_at = $1, lease_owner = $2,"
-            " lease_until = $3, lease_epoch = lease_epoch + 1 WHERE id = $4 RETURNING *",
-            now,
-            owner,
-            lease_until,
-            row["id"],
-        )
-        assert row is not None
+        row = await _reactivate(db, row["id"], now, owner, lease_until)
         add_audit(audits, row["id"], "reactivated", detail, now)
     elif outcome == "hold" and held is not None:
         row = await hold(db, row["id"], held, now)
-    # The incident's alert and the episode, in one statement.
-    await db.execute(
-        "WITH attached AS (INSERT INTO incident_alerts (incident_id, fingerprint, starts_at, status)"
-        " VALUES ($4, $1, $2, 'firing')"
-        " ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = 'firing')"
-        " INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-        " VALUES ($1, $2, $3, 'firing', $4, $5)",
-        alert.fingerprint,
-        alert.starts_at,
-        alert.starts_ts,
-        row["id"],
-        now,
-    )
+    await _attach_episode(db, row["id"], alert, now)
     add_audit(audits, row["id"], "opened" if created else "attached", detail, now)
     if held is not None:
         add_audit(audits, row["id"], "maintenance", held.audit_detail(), now)

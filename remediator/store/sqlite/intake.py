@@ -11,10 +11,12 @@ from typing import Any
 
 from remediator.domain.fencing import current_fence
 from remediator.domain.incidents import Incident
-from remediator.domain.maintenance import covering
+from remediator.domain.maintenance import MaintenanceWindow, covering
 from remediator.errors import LeaseLost
 from remediator.store.base import (
+    AlertRef,
     Firing,
+    FiringOutcome,
     FiringResult,
     Resolved,
     firing_decision,
@@ -114,12 +116,10 @@ def supersede(
     return closed
 
 
-def record_firing(
-    db: sqlite3.Connection, event: Firing, now: float, owner: str, lease_until: float, audits: list[AuditRow]
-) -> FiringResult:
-    alert = event.alert
-    detail = firing_detail(event)
-    seen = db.execute(
+def _seen_episode(db: sqlite3.Connection, alert: AlertRef) -> tuple[sqlite3.Row | None, bool]:
+    """The episode (fingerprint, startsAt) as the store remembers it (its status and incident), or None; and,
+    for an unseen one only, whether a later episode of the same alert was seen (firing_decision's inputs)."""
+    seen: sqlite3.Row | None = db.execute(
         "SELECT status, incident_id FROM episodes WHERE fingerprint = ? AND starts_at = ?",
         (alert.fingerprint, alert.starts_at),
     ).fetchone()
@@ -131,68 +131,91 @@ def record_firing(
         ).fetchone()
         is not None
     )
-    decision = firing_decision(None if seen is None else seen["status"], newer)
-    if decision == "stale":
-        if seen is None:  # remembered, so that its own resolved (or another copy) is recognised too
-            db.execute(
-                "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
-                " VALUES (?, ?, ?, 'stale', NULL, ?)",
-                (alert.fingerprint, alert.starts_at, alert.starts_ts, now),
-            )
-        incident_id = None if seen is None else seen["incident_id"]
-        audits.append((now, incident_id, "stale_firing", canonical_json(detail)))
-        return FiringResult(incident=None, created=False, duplicate=False, stale=True)
-    if decision == "duplicate":
-        incident_id = seen["incident_id"]
-        audits.append((now, incident_id, "duplicate", canonical_json(detail)))
-        return FiringResult(incident=None, created=False, duplicate=True, duplicate_of=incident_id)
-    superseded = supersede(db, alert.fingerprint, now, audits)
-    row = db.execute(
-        "SELECT * FROM incidents WHERE policy = ? AND host = ? AND target = ? AND status != 'resolved'",
-        (event.policy, event.host, event.target),
-    ).fetchone()
-    windows = [] if event.reason else in_force(db, now, event.target)
-    window = covering(windows, event.policy, event.host, event.target, now)
-    outcome = firing_outcome(None if row is None else row["status"], bool(event.reason), window is not None)
-    held = window if outcome in ("open_held", "hold") else None
-    created = row is None
-    if row is None:
-        # A refused target is created escalated: a human owns it, and no ladder can ever be run for it. One that
-        # a maintenance window holds is created in maintenance: never leased or run while the window holds.
-        status = {"open": "active", "open_escalated": "escalated", "open_held": "maintenance"}[outcome]
-        cursor = db.execute(
-            "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
-            " annotations, reason, lease_owner, lease_until, lease_epoch, host)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-            (
-                event.policy,
-                event.target,
-                status,
-                alert.severity,
-                now,
-                now,
-                canonical_json(alert.labels),
-                canonical_json(alert.annotations),
-                event.reason or (held.held_reason if held else ""),
-                "" if held else owner,
-                0.0 if held else lease_until,
-                event.host,
-            ),
+    return seen, newer
+
+
+def _stale_firing(
+    db: sqlite3.Connection,
+    alert: AlertRef,
+    seen: sqlite3.Row | None,
+    detail: dict[str, Any],
+    now: float,
+    audits: list[AuditRow],
+) -> FiringResult:
+    """A copy of an episode that already ended: nothing is opened."""
+    if seen is None:  # remembered, so that its own resolved (or another copy) is recognised too
+        db.execute(
+            "INSERT INTO episodes (fingerprint, starts_at, starts_ts, status, incident_id, seen_at)"
+            " VALUES (?, ?, ?, 'stale', NULL, ?)",
+            (alert.fingerprint, alert.starts_at, alert.starts_ts, now),
         )
-        row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()
-    reactivated = outcome == "reactivate"
-    if reactivated:
-        # A new problem on a target whose ladder had ended (waiting for its first alert to resolve): never
-        # swallowed. The incident is active again, leased to this replica with a new token, and its ladder runs.
-        row = db.execute(
-            "UPDATE incidents SET status = 'active', reason = '', updated_at = ?, lease_owner = ?, lease_until = ?,"
-            " lease_epoch = lease_epoch + 1 WHERE id = ? RETURNING *",
-            (now, owner, lease_until, row["id"]),
-        ).fetchone()
-        audits.append((now, row["id"], "reactivated", canonical_json(detail)))
-    elif outcome == "hold" and held is not None:
-        row = hold(db, row["id"], held, now)
-    incident_id = row["id"]
+    incident_id = None if seen is None else seen["incident_id"]
+    audits.append((now, incident_id, "stale_firing", canonical_json(detail)))
+    return FiringResult(incident=None, created=False, duplicate=False, stale=True)
+
+
+def _duplicate_firing(
+    seen: sqlite3.Row, detail: dict[str, Any], now: float, audits: list[AuditRow]
+) -> FiringResult:
+    """A re-send of an episode that still fires. Its incident is named, not read: re-sends are most of a
+    storm, and nothing is done with them."""
+    incident_id = seen["incident_id"]
+    audits.append((now, incident_id, "duplicate", canonical_json(detail)))
+    return FiringResult(incident=None, created=False, duplicate=True, duplicate_of=incident_id)
+
+
+def _open_incident(
+    db: sqlite3.Connection,
+    event: Firing,
+    outcome: FiringOutcome,
+    held: MaintenanceWindow | None,
+    now: float,
+    owner: str,
+    lease_until: float,
+) -> sqlite3.Row:
+    """Insert the incident a new episode opens on a key that has none; its row."""
+    alert = event.alert
+    # A refused target is created escalated: a human owns it, and no ladder can ever be run for it. One that
+    # a maintenance window holds is created in maintenance: never leased or run while the window holds.
+    status = {"open": "active", "open_escalated": "escalated", "open_held": "maintenance"}[outcome]
+    cursor = db.execute(
+        "INSERT INTO incidents (policy, target, status, severity, opened_at, updated_at, labels,"
+        " annotations, reason, lease_owner, lease_until, lease_epoch, host)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+        (
+            event.policy,
+            event.target,
+            status,
+            alert.severity,
+            now,
+            now,
+            canonical_json(alert.labels),
+            canonical_json(alert.annotations),
+            event.reason or (held.held_reason if held else ""),
+            "" if held else owner,
+            0.0 if held else lease_until,
+            event.host,
+        ),
+    )
+    row: sqlite3.Row = db.execute("SELECT * FROM incidents WHERE id = ?", (cursor.lastrowid,)).fetchone()
+    return row
+
+
+def _reactivate(
+    db: sqlite3.Connection, incident_id: int, now: float, owner: str, lease_until: float
+) -> sqlite3.Row:
+    """A new problem on a target whose ladder had ended (waiting for its first alert to resolve) is never
+    swallowed: the incident is active again, leased to this replica with a new token, and its ladder runs."""
+    row: sqlite3.Row = db.execute(
+        "UPDATE incidents SET status = 'active', reason = '', updated_at = ?, lease_owner = ?, lease_until = ?,"
+        " lease_epoch = lease_epoch + 1 WHERE id = ? RETURNING *",
+        (now, owner, lease_until, incident_id),
+    ).fetchone()
+    return row
+
+
+def _attach_episode(db: sqlite3.Connection, incident_id: int, alert: AlertRef, now: float) -> None:
+    """Record the alert as one of the incident's, and its episode as firing for it."""
     db.execute(
         "INSERT OR REPLACE INTO incident_alerts (incident_id, fingerprint, starts_at, status) VALUES (?, ?, ?, 'firing')",
         (incident_id, alert.fingerprint, alert.starts_at),
@@ -202,6 +225,42 @@ def record_firing(
         " VALUES (?, ?, ?, 'firing', ?, ?)",
         (alert.fingerprint, alert.starts_at, alert.starts_ts, incident_id, now),
     )
+
+
+def record_firing(
+    db: sqlite3.Connection, event: Firing, now: float, owner: str, lease_until: float, audits: list[AuditRow]
+) -> FiringResult:
+    """Record one firing alert in intake's transaction. What it does is decided by store/base.py
+    (firing_decision, then firing_outcome), as in the PostgreSQL store; only the SQL here is this store's."""
+    alert = event.alert
+    detail = firing_detail(event)
+    seen, newer = _seen_episode(db, alert)
+    decision = firing_decision(None if seen is None else seen["status"], newer)
+    if decision == "stale":
+        return _stale_firing(db, alert, seen, detail, now, audits)
+    if decision == "duplicate":
+        assert seen is not None
+        return _duplicate_firing(seen, detail, now, audits)
+    superseded = supersede(db, alert.fingerprint, now, audits)
+    row: sqlite3.Row | None = db.execute(
+        "SELECT * FROM incidents WHERE policy = ? AND host = ? AND target = ? AND status != 'resolved'",
+        (event.policy, event.host, event.target),
+    ).fetchone()
+    windows = [] if event.reason else in_force(db, now, event.target)
+    window = covering(windows, event.policy, event.host, event.target, now)
+    outcome = firing_outcome(None if row is None else row["status"], bool(event.reason), window is not None)
+    held = window if outcome in ("open_held", "hold") else None
+    created = row is None
+    if row is None:
+        row = _open_incident(db, event, outcome, held, now, owner, lease_until)
+    reactivated = outcome == "reactivate"
+    if reactivated:
+        row = _reactivate(db, row["id"], now, owner, lease_until)
+        audits.append((now, row["id"], "reactivated", canonical_json(detail)))
+    elif outcome == "hold" and held is not None:
+        row = hold(db, row["id"], held, now)
+    incident_id = row["id"]
+    _attach_episode(db, incident_id, alert, now)
     audits.append((now, incident_id, "opened" if created else "attached", canonical_json(detail)))
     if held is not None:
         audits.append((now, incident_id, "maintenance", canonical_json(held.audit_detail())))

@@ -14,7 +14,7 @@ import math
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +25,6 @@ from remediator.domain.incidents import (
     AuditRecord,
     Incident,
     IncidentStatus,
-    OutboxEntry,
     StepRecord,
     StepStatus,
 )
@@ -46,11 +45,11 @@ from remediator.store.rows import (
     canonical_json,
     incident_of,
     newer_schema,
-    outbox_of,
     step_of,
     storable,
 )
 from remediator.store.sqlite import maintenance
+from remediator.store.sqlite.control import SqliteControl
 from remediator.store.sqlite.errors import mapped
 from remediator.store.sqlite.intake import (
     INSERT_AUDIT,
@@ -61,6 +60,7 @@ from remediator.store.sqlite.intake import (
     record_resolved,
     write_audit,
 )
+from remediator.store.sqlite.outbox import SqliteOutbox
 from remediator.store.sqlite.retention import SqliteRetention, old_prefix_end
 from remediator.store.sqlite.schema import MIGRATIONS
 from remediator.store.sqlite.wal import WalSync, is_io_error
@@ -85,7 +85,7 @@ def owner_only(path: Path) -> None:
                 os.chmod(file, 0o600)
 
 
-class SqliteStore(SqliteRetention):
+class SqliteStore(SqliteOutbox, SqliteControl, SqliteRetention):
     """The Store protocol on one SQLite file."""
 
     def __init__(self, path: Path) -> None:
@@ -351,6 +351,16 @@ class SqliteStore(SqliteRetention):
 
         return await self._run(steps, synced=False)
 
+    async def incident_outcomes(
+        self, before_id: int | None = None, limit: int = 500
+    ) -> list[IncidentOutcome]:
+        before = 2**63 - 1 if before_id is None else before_id
+
+        def page(db: sqlite3.Connection) -> list[IncidentOutcome]:
+            return [outcome_of(r) for r in db.execute(_OUTCOMES, (before, limit))]
+
+        return await self._run(page, synced=False)
+
     async def audit_trail(
         self, incident_id: int | None = None, limit: int = 1000, kinds: Sequence[str] | None = None
     ) -> list[AuditRecord]:
@@ -478,60 +488,6 @@ class SqliteStore(SqliteRetention):
 
         return await self._run(read, synced=False)
 
-    async def breakers_load(self, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-        def load(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-            if names is None:
-                rows = db.execute("SELECT name, state FROM breakers")
-            else:
-                rows = db.execute(
-                    "SELECT name, state FROM breakers WHERE name IN (SELECT value FROM json_each(?))",
-                    (json.dumps(list(names)),),
-                )
-            return {r["name"]: json.loads(r["state"]) for r in rows}
-
-        return await self._run(load, synced=False)
-
-    async def breaker_save(self, name: str, state: dict[str, Any] | None, now: float) -> None:
-        def save(db: sqlite3.Connection) -> None:
-            if state is None:
-                db.execute("DELETE FROM breakers WHERE name = ?", (name,))
-                return
-            db.execute(
-                "INSERT INTO breakers (name, state, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                (name, json.dumps(state), now),
-            )
-
-        await self._run(save)
-
-    async def control_get(self, key: str) -> str | None:
-        def get(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT value FROM control WHERE key = ?", (key,)).fetchone()
-            return None if row is None else str(row["value"])
-
-        return await self._run(get, synced=False)
-
-    async def control_set(self, key: str, value: str, now: float) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO control (key, value, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (key, value, now),
-            )
-        )
-
-    async def control_swap(self, key: str, expected: str, value: str, now: float) -> bool:
-        def swap(db: sqlite3.Connection) -> bool:
-            return (
-                db.execute(
-                    "UPDATE control SET value = ?, updated_at = ? WHERE key = ? AND value = ?",
-                    (value, now, key, expected),
-                ).rowcount
-                == 1
-            )
-
-        return await self._run(swap)
-
     # -- maintenance windows ------------------------------------------------------------------------------
 
     async def maintenance_add(
@@ -564,126 +520,3 @@ class SqliteStore(SqliteRetention):
         self, owner: str, now: float, lease_until: float, running: Sequence[int] = ()
     ) -> MaintenanceChanges:
         return await self._run(lambda db: maintenance.run_pass(db, owner, now, lease_until, running))
-
-    # -- escalation outbox --------------------------------------------------------------------------------
-
-    async def outbox_put(
-        self,
-        incident_id: int,
-        notifier: str,
-        dedup_key: str,
-        payload: Mapping[str, object],
-        now: float,
-        owner: str,
-        lease_until: float,
-    ) -> OutboxEntry:
-        def put(db: sqlite3.Connection) -> OutboxEntry:
-            fenced(db, incident_id)
-            db.execute(
-                "INSERT INTO outbox (incident_id, notifier, dedup_key, payload, status, updated_at, lease_owner,"
-                " lease_until, lease_epoch) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, 1) ON CONFLICT (dedup_key)"
-                " DO UPDATE SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,"
-                " lease_epoch = lease_epoch + (lease_owner != excluded.lease_owner)"
-                " WHERE status = 'pending' AND (lease_owner = excluded.lease_owner OR lease_until < ?)",
-                (incident_id, notifier, dedup_key, canonical_json(payload), now, owner, lease_until, now),
-            )
-            return outbox_of(db.execute("SELECT * FROM outbox WHERE dedup_key = ?", (dedup_key,)).fetchone())
-
-        return await self._run(put)
-
-    async def outbox_entries(self, incident_id: int) -> list[OutboxEntry]:
-        def entries(db: sqlite3.Connection) -> list[OutboxEntry]:
-            rows = db.execute("SELECT * FROM outbox WHERE incident_id = ? ORDER BY id", (incident_id,))
-            return [outbox_of(r) for r in rows]
-
-        return await self._run(entries, synced=False)
-
-    async def incident_outcomes(
-        self, before_id: int | None = None, limit: int = 500
-    ) -> list[IncidentOutcome]:
-        before = 2**63 - 1 if before_id is None else before_id
-
-        def page(db: sqlite3.Connection) -> list[IncidentOutcome]:
-            return [outcome_of(r) for r in db.execute(_OUTCOMES, (before, limit))]
-
-        return await self._run(page, synced=False)
-
-    async def outbox_pending(self) -> list[OutboxEntry]:
-        def pending(db: sqlite3.Connection) -> list[OutboxEntry]:
-            return [
-                outbox_of(r) for r in db.execute("SELECT * FROM outbox WHERE status = 'pending' ORDER BY id")
-            ]
-
-        return await self._run(pending, synced=False)
-
-    async def outbox_claim(
-        self, owner: str, now: float, lease_until: float, running: Sequence[int] = ()
-    ) -> list[OutboxEntry]:
-        def claim_entries(db: sqlite3.Connection) -> list[OutboxEntry]:
-            rows = db.execute(
-                "UPDATE outbox SET lease_owner = ?, lease_until = ?, lease_epoch = lease_epoch + 1"
-                " WHERE status = 'pending' AND (lease_owner = ? OR lease_until < ?)"
-                " AND id NOT IN (SELECT value FROM json_each(?)) RETURNING *",
-                (owner, lease_until, owner, now, json.dumps(list(running))),
-            ).fetchall()
-            return sorted((outbox_of(r) for r in rows), key=lambda e: e.id)
-
-        return await self._run(claim_entries)
-
-    async def outbox_renew(
-        self, owner: str, held: Sequence[tuple[int, int]], lease_until: float
-    ) -> list[int]:
-        def renew_entries(db: sqlite3.Connection) -> list[int]:
-            rows = db.execute(
-                "UPDATE outbox SET lease_until = max(lease_until, ?) WHERE lease_owner = ? AND (id, lease_epoch)"
-                " IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
-                " RETURNING id",
-                (lease_until, owner, json.dumps([list(h) for h in held])),
-            ).fetchall()
-            return [r["id"] for r in rows]
-
-        return await self._run(renew_entries, synced=False)
-
-    async def outbox_confirm(self, entry: OutboxEntry, now: float, until: float) -> None:
-        def confirm(db: sqlite3.Connection) -> bool:
-            row = db.execute(
-                "UPDATE outbox SET lease_until = max(lease_until, ?) WHERE id = ? AND lease_owner = ?"
-                " AND lease_epoch = ? AND status = 'pending' RETURNING id",
-                (until, entry.id, entry.lease_owner, entry.lease_epoch),
-            ).fetchone()
-            return row is not None
-
-        if not await self._run(confirm, synced=False):
-            raise LeaseLost(
-                f"outbox entry {entry.id}: {entry.lease_owner} no longer holds lease {entry.lease_epoch}"
-            )
-
-    async def outbox_release(self, owner: str, entry_ids: Sequence[int]) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE outbox SET lease_until = 0 WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
-                (owner, json.dumps(list(entry_ids))),
-            )
-        )
-
-    async def outbox_update(
-        self,
-        entry_id: int,
-        status: str,
-        attempts: int,
-        error: str,
-        now: float,
-        lease: tuple[str, int] | None = None,
-    ) -> None:
-        error = storable(error)
-
-        def update(db: sqlite3.Connection) -> int:
-            owner, epoch = lease if lease is not None else (None, None)
-            return db.execute(
-                "UPDATE outbox SET status = ?, attempts = ?, error = ?, updated_at = ? WHERE id = ?"
-                " AND (? IS NULL OR (lease_owner = ? AND lease_epoch = ?))",
-                (status, attempts, error, now, entry_id, owner, owner, epoch),
-            ).rowcount
-
-        if await self._run(update) == 0 and lease is not None:
-            raise LeaseLost(f"outbox entry {entry_id}: {lease[0]} no longer holds lease {lease[1]}")
