@@ -303,6 +303,24 @@ async def test_the_sqlite_file_stops_growing_across_fill_and_retain_cycles(tmp_p
         assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL, set on the new file
 
 
+async def test_a_resolved_incident_whose_alert_still_fires_is_kept(
+    store: Store, policies: list[Policy]
+) -> None:
+    # Resolved while its alert still fires (its ladder ended, or by hand): the alert's episode is kept while it
+    # fires and every re-send is recorded as a duplicate of this incident, so the incident must outlive it.
+    incident = await fire(store, "db1", at=20_000)
+    await store.set_status(incident, "resolved", "closed by hand", T - 19_000)
+    deleted = await retention(store, policies).run_once()
+    assert "incidents" not in deleted and await store.get_incident(incident) is not None
+    (resend,) = await store.record_intake([Firing("db", "db1", ref("fp-db1", "db1"))], [], T, "a", T + 15)
+    assert isinstance(resend, FiringResult) and resend.duplicate and resend.duplicate_of == incident
+    assert (await store.audit_trail(incident))[-1].kind == "duplicate"
+    # Once the alert resolves, the incident goes with the next run like any other.
+    await resolve(store, "db1", at=5_000)
+    assert (await retention(store, policies).run_once()).get("incidents") == 1
+    assert await store.get_incident(incident) is None
+
+
 def test_the_old_prefix_of_a_table_is_found_by_id_whatever_the_gaps() -> None:
     # SQLite's inbox and unattached audit records have no index on their time (D45): retention finds where
     # the old rows end by looking ids up, which must be exact with ids deleted anywhere.
@@ -316,6 +334,14 @@ def test_the_old_prefix_of_a_table_is_found_by_id_whatever_the_gaps() -> None:
         end = old_prefix_end(db, "t", "at", cut)
         assert all(i < end for i in ids if i < cut), (cut, end)  # every old row is below it
         assert all(i >= end for i in ids if i >= cut), (cut, end)  # no younger row is
+    # Rows written while the clock was a year ahead, then the clock put right: they do not hide the old rows
+    # after them from a search told what is too far ahead to be honest.
+    db.execute("DELETE FROM t")
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(i, 1e9 + i) for i in range(1, 5_001)])  # ahead
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(i, i - 5_000.0) for i in range(5_001, 6_001)])  # old
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(i, i - 4_000.0) for i in range(6_001, 7_001)])  # young
+    assert old_prefix_end(db, "t", "at", 1_500.0) < 5_001  # taken for young, the block would hide them
+    assert old_prefix_end(db, "t", "at", 1_500.0, future=1e6) == 6_001
 
 
 async def test_a_clock_stepped_back_never_gets_a_young_row_deleted(tmp_path: Path) -> None:
@@ -328,6 +354,11 @@ async def test_a_clock_stepped_back_never_gets_a_young_row_deleted(tmp_path: Pat
         for at in times:
             inbox_id = await store.inbox_put("{}", at)
             await store.record_intake([Note("unmatched", {"at": at})], [inbox_id], at, "a", 0)
+        # The range read (the backtest's source) still finds every row in it.
+        assert sorted(at for at, _ in await store.inbox_received(T - 5_000, T - 4_000)) == [
+            T - 5_000,
+            T - 4_000,
+        ]
         await Retention(store, settings, GUARDS, list, Metrics(), FakeClock(T)).run_once()
         # The first old row goes, the young ones stay; the old one written after a younger one may have to
         # wait for it to age.

@@ -36,8 +36,13 @@ MAX_PROGRAM_SIZE = 5_000
 MAX_TOTAL_PROGRAM_SIZE = 200_000
 """Instructions of every pattern of one policy directory together."""
 _MAX_MEM = 1 << 20
-_REMEMBERED_TEXTS = 4_096
+_REMEMBERED_TEXTS = 16_384
 _REMEMBERED_CHARS = 256
+_ANSWERS: dict[tuple[str, str], bool] = {}
+"""``Pattern.fullmatch``'s answers for the short texts seen lately, by (pattern source, text): a storm names the
+same few targets in every alert, and one call through the RE2 binding costs microseconds. One table for every
+pattern, bounded in entries and text length (a few MiB at most, whatever the labels), keyed by the source (every
+pattern is compiled with the same options, so the same source gives the same answer, across reloads too)."""
 
 _OPTIONS = re2.Options()
 _OPTIONS.max_mem = _MAX_MEM
@@ -73,20 +78,18 @@ class Pattern:
     _regexp: Any = field(compare=False, repr=False)
     cost: int = field(compare=False, repr=False)
     """Instructions of the compiled program: the work per character of a match, roughly."""
-    _answers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
-    """``fullmatch``'s answers for the short texts seen lately. A storm names the same few targets in every
-    alert, and one call through the RE2 binding costs microseconds; bounded in count and text length."""
 
     def fullmatch(self, text: str) -> bool:
         """True when the pattern matches all of ``text``: Alertmanager's ``^(?:pattern)$``."""
-        known = self._answers.get(text)
+        key = (self.source, text)
+        known = _ANSWERS.get(key)
         if known is not None:
             return known
         matched = self._regexp.fullmatch(_utf8(text)) is not None
         if len(text) <= _REMEMBERED_CHARS:
-            if len(self._answers) >= _REMEMBERED_TEXTS:
-                self._answers.clear()
-            self._answers[text] = matched
+            if len(_ANSWERS) >= _REMEMBERED_TEXTS:
+                _ANSWERS.clear()
+            _ANSWERS[key] = matched
         return matched
 
     def search(self, text: str) -> bool:

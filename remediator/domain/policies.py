@@ -228,7 +228,8 @@ class Target(_Frozen):
 
     @cached_property
     def allow_patterns(self) -> tuple[Pattern, ...]:
-        """The allow list compiled (a cached property, like HostFromLabel's: read for every alert)."""
+        """The allow list compiled (a cached property, like HostFromLabel's: read for every alert). A copy made
+        with ``model_copy`` keeps it: a target with another allow list is validated anew, never copied."""
         return tuple(compile_pattern(source) for source in self.allow)
 
     def admits(self, value: str) -> bool:

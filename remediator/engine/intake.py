@@ -228,16 +228,18 @@ class Intake:
         for (name, status), count in received.items():
             self._count(self.metrics.alerts_received, name, status, amount=count)
         unmatched = 0
-        # What follows the commit is not retried: a retry would record the batch a second time.
-        for event, policy, result in zip(events, policies, results, strict=True):
-            if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
-                await self._firing(event, policy, result)
-            elif isinstance(event, Resolved) and isinstance(result, list):
-                await self._resolved(result)
-            elif isinstance(event, Note) and event.kind == "unmatched":
-                unmatched += 1
-        if unmatched:
-            self._count(self.metrics.decisions, "unmatched", amount=unmatched)
+        try:
+            # What follows the commit is not retried: a retry would record the batch a second time.
+            for event, policy, result in zip(events, policies, results, strict=True):
+                if isinstance(event, Firing) and isinstance(result, FiringResult) and policy is not None:
+                    await self._firing(event, policy, result)
+                elif isinstance(event, Resolved) and isinstance(result, list):
+                    await self._resolved(result)
+                elif isinstance(event, Note) and event.kind == "unmatched":
+                    unmatched += 1
+        finally:
+            if unmatched:
+                self._count(self.metrics.decisions, "unmatched", amount=unmatched)
 
     async def _record(self, events: list[IntakeEvent], inbox_ids: list[int]) -> list[IntakeResult]:
         """One transaction, retried with capped backoff for as long as the store is unavailable (down, its disk

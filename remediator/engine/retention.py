@@ -70,6 +70,7 @@ class Retention:
             outbox=now - s.outbox_s,
             audit=now - s.audit_s,
             episodes=now - s.episodes_s,
+            now=now,
         )
 
     async def run_once(self) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -238,6 +239,8 @@ class Cutoffs:
     """Audit records of no incident."""
     episodes: float
     """Ended episodes first seen before this whose incident is gone (or that had none)."""
+    now: float = math.inf
+    """The run's own time: a row stamped well after it was written while the clock was ahead."""
 
 
 class Store(Protocol):

@@ -26,6 +26,7 @@ _DELETABLE = (
     " AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = i.id"
     " AND coalesce(s.finished_at, s.started_at) >= $1)"
     " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.incident_id = i.id AND o.status <> 'delivered')"
+    " AND NOT EXISTS (SELECT 1 FROM incident_alerts a WHERE a.incident_id = i.id AND a.status = 'firing')"
 )
 
 

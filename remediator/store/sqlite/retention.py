@@ -15,6 +15,7 @@ go on SQLite's free list and new rows reuse them, so the file stops growing, but
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sqlite3
 from collections.abc import Callable
@@ -28,12 +29,15 @@ from remediator.store.sqlite.errors import mapped
 T = TypeVar("T")
 
 # A resolved incident the guards no longer count and no notifier still waits on: nothing that acted, opened
-# or finished at or after the cut-off (a step can finish after its incident resolved), no undelivered entry.
+# or finished at or after the cut-off (a step can finish after its incident resolved), no undelivered entry,
+# and no alert of it still firing (its episode is kept while it fires, and every re-send is recorded as a
+# duplicate of this incident: the incident must outlive it).
 _DELETABLE = (
     "i.status = 'resolved' AND i.updated_at < :cut AND i.opened_at < :cut"
     " AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.incident_id = i.id"
     " AND coalesce(s.finished_at, s.started_at) >= :cut)"
     " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.incident_id = i.id AND o.status <> 'delivered')"
+    " AND NOT EXISTS (SELECT 1 FROM incident_alerts a WHERE a.incident_id = i.id AND a.status = 'firing')"
 )
 
 
@@ -85,6 +89,9 @@ _STATEMENTS: dict[RetentionPass, tuple[str, str]] = {
 }
 
 
+_MAX_ID = 2**63 - 1
+_CLOCK_AHEAD_S = 3600.0
+"""A row stamped more than this after the retention run's own time was written while the clock was ahead."""
 _OLD_PREFIX: dict[RetentionPass, tuple[str, str]] = {
     "inbox": ("inbox", "received_at"),
     "audit": ("audit", "at"),
@@ -92,12 +99,17 @@ _OLD_PREFIX: dict[RetentionPass, tuple[str, str]] = {
 """The passes that find their rows by id: (table, the column holding each row's time)."""
 
 
-def old_prefix_end(db: sqlite3.Connection, table: str, column: str, cut: float) -> int:
+def old_prefix_end(
+    db: sqlite3.Connection, table: str, column: str, cut: float, future: float = math.inf
+) -> int:
     """The first id of ``table`` whose ``column`` is ``cut`` or later (one past the last id when none is):
     every row below it is older than ``cut``, because one writer assigns ids in the order of its clock.
-    O(log n) lookups of the primary key, where an index on the time would cost every insert (D45). The
-    statements still test the time, so no younger row is ever deleted; a row whose time went back (the clock
-    was stepped) past a younger one waits until that one is old too."""
+    O(log n) lookups of the primary key, where an index on the time would cost every insert (D45).
+
+    The statements still test each row's time, so no younger row is ever deleted, whatever this answers. A
+    clock that was stepped makes the times go out of order: a row written after a younger one (the clock went
+    back) waits until that one is old too; rows written while the clock was ahead (later than ``future``, which
+    no honest row is) are passed over as if old, so that a block of them cannot hide the old rows after it."""
     # The table and column names are constants of this module, never input. Two statements: SQLite reads
     # min() or max() alone off the primary key, but both in one statement by scanning the whole table.
     lo = db.execute(f"SELECT min(id) FROM {table}").fetchone()[0]  # noqa: S608
@@ -113,11 +125,11 @@ def old_prefix_end(db: sqlite3.Connection, table: str, column: str, cut: float) 
         ).fetchone()
         if row is None or row[0] >= hi:
             hi = middle
-        elif row[1] < cut:
+        elif row[1] < cut or row[1] > future:
             lo = row[0] + 1
         else:
             hi = row[0]
-    return int(lo)
+    return min(int(lo), _MAX_ID)  # one past a table's largest possible id cannot be bound as a parameter
 
 
 def _count_rows(path: Path) -> dict[str, int]:
@@ -145,7 +157,8 @@ class SqliteRetention:
 
         def delete(db: sqlite3.Connection) -> int:
             if kind in _OLD_PREFIX:
-                params["below"] = old_prefix_end(db, *_OLD_PREFIX[kind], params["cut"])
+                future = cutoffs.now + _CLOCK_AHEAD_S
+                params["below"] = old_prefix_end(db, *_OLD_PREFIX[kind], params["cut"], future)
             return db.execute(statement, params).rowcount
 
         # Not synced: a deletion lost to a power loss is simply made again by the next run.

@@ -67,6 +67,8 @@ from remediator.store.sqlite.wal import WalSync, is_io_error
 
 T = TypeVar("T")
 
+_CLOCK_SLACK_S = 3600.0
+
 _OUTCOMES = outcomes_sql("json_extract(a.detail, '$.reason')", "group_concat({}, ',')", "?", "?")
 """Store.incident_outcomes in SQLite."""
 
@@ -220,9 +222,10 @@ class SqliteStore(SqliteOutbox, SqliteControl, SqliteRetention):
         self, since: float, until: float, limit: int = 100_000
     ) -> list[tuple[float, str]]:
         def received(db: sqlite3.Connection) -> list[tuple[float, str]]:
-            # The inbox has no index on its time: the ids of the range are found by it (retention.py).
-            first = old_prefix_end(db, "inbox", "received_at", since)
-            end = old_prefix_end(db, "inbox", "received_at", math.nextafter(until, math.inf))
+            # The inbox has no index on its time: the ids of the range are found by it (retention.py), with an
+            # hour's slack either side for a clock that was stepped meanwhile; each row's time is still tested.
+            first = old_prefix_end(db, "inbox", "received_at", since - _CLOCK_SLACK_S)
+            end = old_prefix_end(db, "inbox", "received_at", math.nextafter(until + _CLOCK_SLACK_S, math.inf))
             rows = db.execute(
                 "SELECT received_at, body FROM inbox WHERE id >= ? AND id < ? AND received_at >= ?"
                 " AND received_at <= ? ORDER BY id LIMIT ?",
