@@ -240,6 +240,16 @@ def main() -> int:
             Row(f"commit {ref}: drained after", m["before drained"], m["bare acked"], "s", digits=2),
             Row(f"commit {ref}: peak RSS", m["before rss"], m["bare rss"], "MiB", digits=0),
             Row(f"this tree against {ref}: drained, ratio", m["drained"], m["before drained"], "s", digits=2),
+            # Each round's own ratio, then their median: the machine's drift between rounds cancels.
+            Row(
+                "  ratio, median of the rounds' ratios",
+                common.median(
+                    [a / b for a, b in zip(rounds["drained"], rounds["before drained"], strict=True)]
+                ),
+                None,
+                "x",
+                digits=2,
+            ),
         ]
     note = (
         f"{args.rounds} rounds, medians (targets hold in every round); {ALERTS:,} alerts x {RESENDS} re-sends over "
