@@ -44,7 +44,6 @@ from remediator.server.state import (
     GATE,
     HOSTS,
     INTAKE,
-    MAX_BODY_BYTES,
     METRICS,
     POLICIES,
     READY,
@@ -85,7 +84,6 @@ def build_app(
     app[POLICIES] = policies
     app[METRICS] = metrics
     app[AUTH] = auth
-    app[MAX_BODY_BYTES] = max_body_bytes
     app[BODY_TIMEOUT_S] = body_timeout_s
     app[CLOCK] = clock
     app[READY] = ready

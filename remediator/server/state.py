@@ -27,7 +27,6 @@ CLOCK = web.AppKey[Clock]("clock")
 READY = web.AppKey[Callable[[], bool]]("ready")
 """Whether the daemon has started (and not begun to stop): /readyz answers 503 otherwise."""
 REPLICA = web.AppKey("replica", str)
-MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
 RELOAD = web.AppKey[Callable[[str], Awaitable[dict[str, Any]]] | None]("reload")
 """Reloads the policies (``by`` whom) and returns what is in force; raises PolicyError or ConfigError."""

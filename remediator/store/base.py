@@ -47,7 +47,6 @@ class FiringResult:
 
     incident: Incident | None
     created: bool
-    duplicate: bool
     stale: bool = False
     duplicate_of: int | None = None
     superseded: tuple[Incident, ...] = ()
@@ -58,6 +57,11 @@ class FiringResult:
     held: MaintenanceWindow | None = None
     """The maintenance window that holds the incident: it was opened, or moved, ``maintenance`` by this alert
     (no ladder runs, nobody is paged). None when it attached to an incident already held."""
+
+    @property
+    def duplicate(self) -> bool:
+        """A re-send of an episode that still fires."""
+        return self.duplicate_of is not None
 
 
 def firing_detail(event: Firing) -> dict[str, Any]:

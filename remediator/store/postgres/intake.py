@@ -181,7 +181,7 @@ async def _stale_firing(
             now,
         )
     add_audit(audits, None if seen is None else seen["incident_id"], "stale_firing", detail, now)
-    return FiringResult(incident=None, created=False, duplicate=False, stale=True)
+    return FiringResult(incident=None, created=False, stale=True)
 
 
 def _duplicate_firing(
@@ -191,7 +191,7 @@ def _duplicate_firing(
     storm, and nothing is done with them."""
     incident_id = seen["incident_id"]
     add_audit(audits, incident_id, "duplicate", detail, now)
-    return FiringResult(incident=None, created=False, duplicate=True, duplicate_of=incident_id)
+    return FiringResult(incident=None, created=False, duplicate_of=incident_id)
 
 
 async def _open_incident(
@@ -303,7 +303,6 @@ async def record_firing(
     return FiringResult(
         incident=incident_of(row),
         created=created,
-        duplicate=False,
         superseded=tuple(superseded),
         reactivated=reactivated,
         held=held,

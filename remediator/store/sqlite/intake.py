@@ -151,7 +151,7 @@ def _stale_firing(
         )
     incident_id = None if seen is None else seen["incident_id"]
     audits.append((now, incident_id, "stale_firing", canonical_json(detail)))
-    return FiringResult(incident=None, created=False, duplicate=False, stale=True)
+    return FiringResult(incident=None, created=False, stale=True)
 
 
 def _duplicate_firing(
@@ -161,7 +161,7 @@ def _duplicate_firing(
     storm, and nothing is done with them."""
     incident_id = seen["incident_id"]
     audits.append((now, incident_id, "duplicate", canonical_json(detail)))
-    return FiringResult(incident=None, created=False, duplicate=True, duplicate_of=incident_id)
+    return FiringResult(incident=None, created=False, duplicate_of=incident_id)
 
 
 def _open_incident(
@@ -267,7 +267,6 @@ def record_firing(
     return FiringResult(
         incident=incident_of(row),
         created=created,
-        duplicate=False,
         superseded=tuple(superseded),
         reactivated=reactivated,
         held=held,

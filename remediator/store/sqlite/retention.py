@@ -90,8 +90,10 @@ _STATEMENTS: dict[RetentionPass, tuple[str, str]] = {
 
 
 _MAX_ID = 2**63 - 1
-_CLOCK_AHEAD_S = 3600.0
-"""A row stamped more than this after the retention run's own time was written while the clock was ahead."""
+CLOCK_SLACK_S = 3600.0
+"""How far a stepped clock may have put a row's time out of order: a row stamped more than this after the
+retention run's own time was written while the clock was ahead; a time range read by id looks this much
+further either side."""
 _OLD_PREFIX: dict[RetentionPass, tuple[str, str]] = {
     "inbox": ("inbox", "received_at"),
     "audit": ("audit", "at"),
@@ -157,7 +159,7 @@ class SqliteRetention:
 
         def delete(db: sqlite3.Connection) -> int:
             if kind in _OLD_PREFIX:
-                future = cutoffs.now + _CLOCK_AHEAD_S
+                future = cutoffs.now + CLOCK_SLACK_S
                 params["below"] = old_prefix_end(db, *_OLD_PREFIX[kind], params["cut"], future)
             return db.execute(statement, params).rowcount
 

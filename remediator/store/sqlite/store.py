@@ -61,13 +61,12 @@ from remediator.store.sqlite.intake import (
     write_audit,
 )
 from remediator.store.sqlite.outbox import SqliteOutbox
-from remediator.store.sqlite.retention import SqliteRetention, old_prefix_end
+from remediator.store.sqlite.retention import CLOCK_SLACK_S, SqliteRetention, old_prefix_end
 from remediator.store.sqlite.schema import MIGRATIONS
 from remediator.store.sqlite.wal import WalSync, is_io_error
 
 T = TypeVar("T")
 
-_CLOCK_SLACK_S = 3600.0
 
 _OUTCOMES = outcomes_sql("json_extract(a.detail, '$.reason')", "group_concat({}, ',')", "?", "?")
 """Store.incident_outcomes in SQLite."""
@@ -224,8 +223,8 @@ class SqliteStore(SqliteOutbox, SqliteControl, SqliteRetention):
         def received(db: sqlite3.Connection) -> list[tuple[float, str]]:
             # The inbox has no index on its time: the ids of the range are found by it (retention.py), with an
             # hour's slack either side for a clock that was stepped meanwhile; each row's time is still tested.
-            first = old_prefix_end(db, "inbox", "received_at", since - _CLOCK_SLACK_S)
-            end = old_prefix_end(db, "inbox", "received_at", math.nextafter(until + _CLOCK_SLACK_S, math.inf))
+            first = old_prefix_end(db, "inbox", "received_at", since - CLOCK_SLACK_S)
+            end = old_prefix_end(db, "inbox", "received_at", math.nextafter(until + CLOCK_SLACK_S, math.inf))
             rows = db.execute(
                 "SELECT received_at, body FROM inbox WHERE id >= ? AND id < ? AND received_at >= ?"
                 " AND received_at <= ? ORDER BY id LIMIT ?",
